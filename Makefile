@@ -1,0 +1,39 @@
+# One command per check.  Every target sets up its own virtualenv and builds
+# the C extension, so each works on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
+
+.PHONY: all install test soak bench demo lint clean
+
+all: test
+
+$(STAMP): setup.py pyproject.toml requirements-dev.txt csrc/ring.c csrc/ring.h ring/_build.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+install: $(STAMP)
+
+# Correctness only: no timing thresholds.  Long soak/fault suites: `make soak`.
+test: $(STAMP)
+	$(PYTEST) -q -m "not slow" --timeout=600 tests
+
+soak: $(STAMP)
+	$(PYTEST) -q -m slow --timeout=3600 tests
+
+bench: $(STAMP)
+	$(PYTEST) -q bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds -s
+
+demo: $(STAMP)
+	$(BIN)/python -m capture.demo
+
+lint: $(STAMP)
+	$(BIN)/python -m compileall -q capture ring flusher tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info ring/_ringlib*.so

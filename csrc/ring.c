@@ -1,0 +1,886 @@
+/* capture ring: hot path in C.  See ring.h for the frame header and the API.
+ *
+ * Theory of operation
+ * -------------------
+ * Positions are 64-bit byte counters that only grow; the byte of the data
+ * area that a position names is base + RING_HEADER_SIZE + (pos & (cap - 1)).
+ * One producer appends frames at `head`; each reader owns a cursor (`pos`,
+ * plus the sequence number it expects there) in its own 128-byte block.
+ *
+ * Publication.  The producer writes the header fields and the payload with
+ * plain stores, then stores the 8-byte commit word {size, seq_lo} with
+ * release semantics, then publishes `head` and `next_seq` (release).
+ * A reader acquire-loads the commit word at its position and accepts the
+ * frame only if size is plausible and seq_lo equals the low half of the
+ * sequence it expects.  Stale bytes from an earlier lap carry an older
+ * sequence, so they read as "not yet"; a newer sequence means the producer
+ * lapped the reader.  Putting seq_lo in the commit word closes the ABA hole a
+ * bare length would leave (an old frame of the same size is not "new").
+ *
+ * Wrap-around.  A frame never straddles the end of the data area.  If fewer
+ * than RING_FRAME_HEADER bytes remain before the end, they are skipped by
+ * rule (both sides compute it; nothing is written).  Otherwise, when the
+ * frame does not fit, a padding frame (header only, size = bytes to the end,
+ * seq = the sequence of the frame that follows, which it does not consume)
+ * fills the tail.  So every multiple of the capacity is a frame boundary.
+ *
+ * Room.  Tethered readers are never overwritten: the producer may write up
+ * to min(tethered pos) + capacity.  It caches that limit and re-reads the
+ * reader cursors only when a write would pass it.  When there is no room the
+ * write returns RING_FULL at once; the caller counts and records the drop.
+ *
+ * Untethered readers may be lapped.  A producer writing a frame at head h
+ * touches [h, h + s) with s <= frag_limit + header; so bytes at position p
+ * are intact while head + s_max <= p + cap.  Readers check that before and
+ * after they use the bytes (ring_still_valid), the latter after an acquire
+ * fence so their reads of the payload are ordered before the head load.
+ *
+ * Resume points.  The producer records, for each eighth of the ring, the
+ * first frame boundary written in it (pos, seq): a lapped reader restarts at
+ * the oldest checkpoint that is still safely inside the ring.
+ *
+ * Wake-ups.  A reader that found nothing spins, then yields, then announces
+ * that it sleeps: it reads wake_seq, ORs its bit into `waiters` (seq_cst),
+ * re-checks its frame, and futex-waits on wake_seq with a timeout.  The
+ * producer, after publishing, issues a full fence and loads `waiters`; only
+ * if it is non-zero does it exchange it to zero, bump wake_seq and call
+ * FUTEX_WAKE.  The two full fences make it impossible for both sides to miss
+ * each other (store-buffer / Dekker pattern), and the timeout bounds the cost
+ * of any mistake.
+ *
+ * Crash safety.  A producer killed before the commit store leaves nothing a
+ * reader accepts; its successor rewrites the same position with the same
+ * sequence.  A producer killed after the commit store but before publishing
+ * head is repaired by ring_producer_open, which walks forward over committed
+ * frames with the expected sequence before writing anything.
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+#include <time.h>
+#include <sched.h>
+#include <signal.h>
+#include <unistd.h>
+#include <limits.h>
+#include <sys/syscall.h>
+#include <linux/futex.h>
+
+#include "ring.h"
+
+#define BLOCK 128
+
+uint32_t ring_crc_shift(uint32_t crc, size_t nbytes);
+
+/* Shared header layout (byte offsets).  Each cursor and heartbeat has its
+ * own 128-byte block so that writers do not share cache lines. */
+/* block 0: static, written once at creation */
+#define H_MAGIC 0
+#define H_VERSION 8
+#define H_HEADER_SIZE 12
+#define H_CAPACITY 16
+#define H_MAX_READERS 24
+#define H_FRAME_HEADER 28
+#define H_FRAG_LIMIT 32
+#define H_MAX_FRAME 40
+#define H_RING_ID 48
+#define H_CREATED 64
+#define H_UID 72
+/* block 1: producer cursor */
+#define H_HEAD (1 * BLOCK)
+#define H_NEXT_SEQ (1 * BLOCK + 8)
+/* block 2: producer liveness */
+#define H_PROD_PID (2 * BLOCK)
+#define H_PROD_EPOCH (2 * BLOCK + 4)
+#define H_PROD_STATE (2 * BLOCK + 8)
+#define H_PROD_HB (2 * BLOCK + 16)
+/* block 3: producer counters */
+#define H_C_FRAMES (3 * BLOCK)
+#define H_C_BYTES (3 * BLOCK + 8)
+#define H_C_DROPS_FULL (3 * BLOCK + 16)
+#define H_C_DROPS_TOO_LARGE (3 * BLOCK + 24)
+#define H_C_HIGHEST_FILL (3 * BLOCK + 32)
+#define H_C_WAKES (3 * BLOCK + 40)
+#define H_C_FRAGMENTED (3 * BLOCK + 48)
+#define H_C_GAP_RECORDS (3 * BLOCK + 56)
+#define H_C_DROPPED_BYTES (3 * BLOCK + 64)
+/* block 4: wake-up */
+#define H_WAKE_SEQ (4 * BLOCK)
+#define H_WAITERS (4 * BLOCK + 64)
+/* block 5: resume checkpoints, 8 x {u64 pos, u64 seq} */
+#define H_CHECKPOINTS (5 * BLOCK)
+/* readers: 2 blocks each from 1024 */
+#define H_READERS 1024
+#define R_SIZE (2 * BLOCK)
+#define R_POS 0
+#define R_SEQ 8
+#define R_STATE (BLOCK + 0)
+#define R_TETHERED (BLOCK + 4)
+#define R_PID (BLOCK + 8)
+#define R_HB (BLOCK + 16)
+#define R_FRAMES (BLOCK + 24)
+#define R_LAPPED (BLOCK + 32)
+#define R_NAME (BLOCK + 64)
+
+#define U64(b, off) ((uint64_t *)((b) + (off)))
+#define U32(b, off) ((uint32_t *)((b) + (off)))
+#define I64(b, off) ((int64_t *)((b) + (off)))
+#define RD(b, s) ((b) + H_READERS + (size_t)(s) * R_SIZE)
+
+#define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define LOAD_RLX(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define STORE_RLX(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+
+static inline uint64_t align8(uint64_t x) { return (x + 7) & ~(uint64_t)7; }
+static inline uint8_t *data_at(const uint8_t *base, uint64_t cap, uint64_t pos)
+{
+    return (uint8_t *)base + RING_HEADER_SIZE + (pos & (cap - 1));
+}
+
+int64_t ring_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* ---- CRC32C ------------------------------------------------------------ */
+
+static uint32_t crc_table[8][256];
+static int crc_ready;
+
+static void crc_init_table(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1)));
+        crc_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+}
+
+static uint32_t crc_sw(uint32_t crc, const uint8_t *p, size_t n)
+{
+    while (n && ((uintptr_t)p & 7)) {
+        crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
+        n--;
+    }
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        w ^= crc;
+        crc = crc_table[7][w & 0xff] ^ crc_table[6][(w >> 8) & 0xff] ^
+              crc_table[5][(w >> 16) & 0xff] ^ crc_table[4][(w >> 24) & 0xff] ^
+              crc_table[3][(w >> 32) & 0xff] ^ crc_table[2][(w >> 40) & 0xff] ^
+              crc_table[1][(w >> 48) & 0xff] ^ crc_table[0][(w >> 56) & 0xff];
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
+    return crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uint8_t *p, size_t n)
+{
+    uint64_t c = crc;
+    while (n && ((uintptr_t)p & 7)) {
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+        n--;
+    }
+    /* Three independent streams hide the instruction's 3-cycle latency. */
+    while (n >= 3 * 256) {
+        uint64_t c1 = 0, c2 = 0;
+        const uint8_t *p1 = p + 256, *p2 = p + 512;
+        for (int i = 0; i < 256; i += 8) {
+            uint64_t a, b, d;
+            memcpy(&a, p + i, 8);
+            memcpy(&b, p1 + i, 8);
+            memcpy(&d, p2 + i, 8);
+            c = __builtin_ia32_crc32di(c, a);
+            c1 = __builtin_ia32_crc32di(c1, b);
+            c2 = __builtin_ia32_crc32di(c2, d);
+        }
+        /* CRC is linear: crc(A|B|C) = shift(crc(A), |BC|) ^ shift(crc0(B), |C|) ^ crc0(C). */
+        c = ring_crc_shift((uint32_t)c, 512) ^ ring_crc_shift((uint32_t)c1, 256) ^ (uint32_t)c2;
+        p += 768;
+        n -= 768;
+    }
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = __builtin_ia32_crc32di(c, w);
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+    return (uint32_t)c;
+}
+static int have_hw = -1;
+#endif
+
+/* Multiply two polynomials modulo the CRC32C polynomial (reflected). */
+static uint32_t gf_mul(uint32_t a, uint32_t b)
+{
+    uint32_t r = 0;
+    for (int i = 0; i < 32; i++) {
+        if (b & 0x80000000u)
+            r ^= a;
+        b <<= 1;
+        a = (a >> 1) ^ (0x82F63B78u & (0u - (a & 1)));
+    }
+    return r;
+}
+
+/* x^(8 * 2^k) mod P for k = 0..31, reflected, built on first use. */
+static uint32_t shift_pow[40];
+static void shift_init(void)
+{
+    uint32_t x = 0x00800000u; /* x^8 in reflected form */
+    for (int k = 0; k < 40; k++) {
+        shift_pow[k] = x;
+        x = gf_mul(x, x);
+    }
+}
+
+/* The raw (non-inverted) CRC register after appending nbytes of zeros. */
+uint32_t ring_crc_shift(uint32_t crc, size_t nbytes)
+{
+    for (int k = 0; nbytes; k++, nbytes >>= 1)
+        if (nbytes & 1)
+            crc = gf_mul(shift_pow[k], crc);
+    return crc;
+}
+
+static void crc_setup(void)
+{
+    if (__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE))
+        return;
+    crc_init_table();
+    shift_init();
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    have_hw = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+#endif
+    __atomic_store_n(&crc_ready, 1, __ATOMIC_RELEASE);
+}
+
+static inline uint32_t crc_raw(uint32_t c, const uint8_t *p, size_t n)
+{
+#if defined(__x86_64__)
+    if (have_hw)
+        return crc_hw(c, p, n);
+#endif
+    return crc_sw(c, p, n);
+}
+
+uint32_t ring_crc32c(uint32_t crc, const uint8_t *data, size_t len)
+{
+    crc_setup();
+    return ~crc_raw(~crc, data, len);
+}
+
+int ring_crc32c_hw(void)
+{
+    crc_setup();
+#if defined(__x86_64__)
+    return have_hw;
+#else
+    return 0;
+#endif
+}
+
+static inline uint32_t frame_crc_split(const uint8_t *hdr, const uint8_t *payload, uint32_t len)
+{
+    uint32_t c = crc_raw(0xffffffffu, hdr, 28);
+    return ~crc_raw(c, payload, len);
+}
+
+uint32_t ring_frame_crc(const uint8_t *frame, uint32_t size)
+{
+    crc_setup();
+    if (size < RING_FRAME_HEADER)
+        return 0;
+    return frame_crc_split(frame, frame + RING_FRAME_HEADER, size - RING_FRAME_HEADER);
+}
+
+/* ---- setup ------------------------------------------------------------- */
+
+void ring_init(uint8_t *base, uint64_t capacity, uint64_t frag_limit, uint64_t max_frame,
+               const uint8_t *ring_id, int64_t created_ns, uint32_t uid, uint64_t start_pos)
+{
+    crc_setup();
+    *U64(base, H_MAGIC) = (uint64_t)RING_MAGIC;
+    *U32(base, H_HEADER_SIZE) = RING_HEADER_SIZE;
+    *U64(base, H_CAPACITY) = capacity;
+    *U32(base, H_MAX_READERS) = RING_MAX_READERS;
+    *U32(base, H_FRAME_HEADER) = RING_FRAME_HEADER;
+    *U64(base, H_FRAG_LIMIT) = frag_limit;
+    *U64(base, H_MAX_FRAME) = max_frame;
+    memcpy(base + H_RING_ID, ring_id, 16);
+    *I64(base, H_CREATED) = created_ns;
+    *U32(base, H_UID) = uid;
+    *U64(base, H_HEAD) = start_pos;
+    *U64(base, H_NEXT_SEQ) = 0;
+    for (int k = 0; k < 8; k++) {
+        *U64(base, H_CHECKPOINTS + 16 * k) = UINT64_MAX;
+        *U64(base, H_CHECKPOINTS + 16 * k + 8) = 0;
+    }
+    /* The checkpoint for the start position, so a reader lapped before the
+     * first eighth boundary can still resume. */
+    *U64(base, H_CHECKPOINTS + 16 * ((start_pos / (capacity / 8)) & 7)) = start_pos;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    STORE_REL(U32(base, H_VERSION), (uint32_t)RING_VERSION);
+}
+
+uint32_t ring_version(const uint8_t *base)
+{
+    return LOAD_ACQ(U32(base, H_VERSION));
+}
+
+void ring_get_stats(const uint8_t *base, ring_stats_t *o)
+{
+    o->magic = *U64(base, H_MAGIC);
+    o->version = LOAD_ACQ(U32(base, H_VERSION));
+    o->header_size = *U32(base, H_HEADER_SIZE);
+    o->capacity = *U64(base, H_CAPACITY);
+    o->max_readers = *U32(base, H_MAX_READERS);
+    o->frame_header = *U32(base, H_FRAME_HEADER);
+    o->frag_limit = *U64(base, H_FRAG_LIMIT);
+    o->max_frame = *U64(base, H_MAX_FRAME);
+    memcpy(o->ring_id, base + H_RING_ID, 16);
+    o->created_ns = *I64(base, H_CREATED);
+    o->creator_uid = *U32(base, H_UID);
+    o->head = LOAD_ACQ(U64(base, H_HEAD));
+    o->next_seq = LOAD_ACQ(U64(base, H_NEXT_SEQ));
+    o->producer_pid = LOAD_ACQ(U32(base, H_PROD_PID));
+    o->producer_epoch = LOAD_ACQ(U32(base, H_PROD_EPOCH));
+    o->producer_state = LOAD_ACQ(U32(base, H_PROD_STATE));
+    o->producer_heartbeat_ns = LOAD_ACQ(I64(base, H_PROD_HB));
+    o->frames = LOAD_RLX(U64(base, H_C_FRAMES));
+    o->bytes = LOAD_RLX(U64(base, H_C_BYTES));
+    o->drops_full = LOAD_RLX(U64(base, H_C_DROPS_FULL));
+    o->drops_too_large = LOAD_RLX(U64(base, H_C_DROPS_TOO_LARGE));
+    o->highest_fill = LOAD_RLX(U64(base, H_C_HIGHEST_FILL));
+    o->wakes = LOAD_RLX(U64(base, H_C_WAKES));
+    o->fragmented = LOAD_RLX(U64(base, H_C_FRAGMENTED));
+    o->gap_records = LOAD_RLX(U64(base, H_C_GAP_RECORDS));
+    o->dropped_bytes = LOAD_RLX(U64(base, H_C_DROPPED_BYTES));
+}
+
+/* ---- producer ---------------------------------------------------------- */
+
+/* Counters have one writer, so a relaxed load + store is enough; readers of
+ * the counters only need each value to be untorn. */
+static inline void bump(uint8_t *base, size_t off, uint64_t by)
+{
+    uint64_t *c = U64(base, off);
+    STORE_RLX(c, LOAD_RLX(c) + by);
+}
+
+/* Lowest committed position of the active tethered readers, or head. */
+static uint64_t min_tethered(const uint8_t *base, uint64_t head)
+{
+    uint64_t m = head;
+    for (int s = 0; s < RING_MAX_READERS; s++) {
+        const uint8_t *r = RD(base, s);
+        uint32_t st = LOAD_ACQ(U32(r, R_STATE));
+        if (st == RING_SLOT_FREE)
+            continue;
+        if (!LOAD_RLX(U32(r, R_TETHERED)))
+            continue;
+        uint64_t pos = LOAD_ACQ(U64(r, R_POS));
+        if (pos < m)
+            m = pos;
+    }
+    return m;
+}
+
+static inline int committed_frame(const uint8_t *base, uint64_t cap, uint64_t pos, uint64_t seq,
+                                  uint32_t *size_out)
+{
+    const uint8_t *h = data_at(base, cap, pos);
+    uint64_t cw = LOAD_ACQ((const uint64_t *)h);
+    uint32_t size = (uint32_t)cw, lo = (uint32_t)(cw >> 32);
+    if (lo != (uint32_t)seq || size < RING_FRAME_HEADER)
+        return 0;
+    if (*(const uint64_t *)(h + 8) != seq)
+        return 0;
+    *size_out = size;
+    return 1;
+}
+
+uint32_t ring_producer_open(ring_producer_t *p, uint8_t *base, uint32_t pid, int64_t now_ns)
+{
+    crc_setup();
+    p->base = base;
+    p->capacity = *U64(base, H_CAPACITY);
+    p->frag_limit = *U64(base, H_FRAG_LIMIT);
+    p->test_pause = 0;
+    uint64_t cap = p->capacity;
+    uint64_t head = LOAD_ACQ(U64(base, H_HEAD));
+    uint64_t seq = LOAD_ACQ(U64(base, H_NEXT_SEQ));
+    /* Walk over frames a dead predecessor committed but did not account for. */
+    for (;;) {
+        uint64_t left = cap - (head & (cap - 1));
+        if (left < RING_FRAME_HEADER) {
+            head += left;
+            continue;
+        }
+        uint32_t size;
+        if (!committed_frame(base, cap, head, seq, &size))
+            break;
+        const uint8_t *h = data_at(base, cap, head);
+        if (h[24] == RING_T_PADDING) {
+            head += size;
+        } else {
+            head += align8(size);
+            seq += 1;
+        }
+    }
+    p->head = head;
+    p->next_seq = seq;
+    STORE_REL(U64(base, H_HEAD), head);
+    STORE_REL(U64(base, H_NEXT_SEQ), seq);
+    p->cached_limit = min_tethered(base, head) + cap;
+    p->last_unit = UINT64_MAX;
+    uint32_t epoch = LOAD_RLX(U32(base, H_PROD_EPOCH)) + 1;
+    STORE_REL(U32(base, H_PROD_EPOCH), epoch);
+    STORE_REL(U32(base, H_PROD_PID), pid);
+    STORE_REL(I64(base, H_PROD_HB), now_ns);
+    STORE_REL(U32(base, H_PROD_STATE), (uint32_t)RING_PROD_RUNNING);
+    return epoch;
+}
+
+void ring_producer_close(ring_producer_t *p, int64_t now_ns)
+{
+    STORE_REL(I64(p->base, H_PROD_HB), now_ns);
+    STORE_REL(U32(p->base, H_PROD_STATE), (uint32_t)RING_PROD_STOPPED);
+    /* Wake every sleeper so drains notice the stop promptly. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    __atomic_store_n(U32(p->base, H_WAITERS), 0, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(U32(p->base, H_WAKE_SEQ), 1, __ATOMIC_SEQ_CST);
+    syscall(SYS_futex, U32(p->base, H_WAKE_SEQ), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+void ring_producer_heartbeat(ring_producer_t *p, int64_t now_ns)
+{
+    STORE_REL(I64(p->base, H_PROD_HB), now_ns);
+}
+
+void ring_count_drop(ring_producer_t *p, int reason, uint64_t nbytes)
+{
+    bump(p->base, reason == RING_TOO_LARGE ? H_C_DROPS_TOO_LARGE : H_C_DROPS_FULL, 1);
+    bump(p->base, H_C_DROPPED_BYTES, nbytes);
+}
+
+void ring_count_gap_record(ring_producer_t *p) { bump(p->base, H_C_GAP_RECORDS, 1); }
+void ring_count_fragmented(ring_producer_t *p) { bump(p->base, H_C_FRAGMENTED, 1); }
+
+static inline void wake_readers(uint8_t *base)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(U32(base, H_WAITERS), __ATOMIC_RELAXED) == 0)
+        return;
+    if (__atomic_exchange_n(U32(base, H_WAITERS), 0, __ATOMIC_SEQ_CST) == 0)
+        return;
+    __atomic_add_fetch(U32(base, H_WAKE_SEQ), 1, __ATOMIC_SEQ_CST);
+    syscall(SYS_futex, U32(base, H_WAKE_SEQ), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    bump(base, H_C_WAKES, 1);
+}
+
+uint64_t ring_room(ring_producer_t *p)
+{
+    uint64_t cap = p->capacity;
+    uint64_t limit = min_tethered(p->base, p->head) + cap;
+    p->cached_limit = limit;
+    uint64_t free_bytes = limit - p->head;
+    /* The worst case for a frame: the tail is wasted on padding. */
+    uint64_t tail = cap - (p->head & (cap - 1));
+    uint64_t best = free_bytes;
+    if (free_bytes > tail && free_bytes - tail > tail)
+        best = free_bytes - tail;
+    else if (free_bytes > tail)
+        best = tail;
+    if (best < RING_FRAME_HEADER)
+        return 0;
+    return best - RING_FRAME_HEADER;
+}
+
+int64_t ring_write(ring_producer_t *p, const uint8_t *payload, uint32_t len, uint8_t type,
+                   uint8_t flags, uint16_t conn, int64_t ts_ns)
+{
+    uint8_t *base = p->base;
+    uint64_t cap = p->capacity;
+    if (len > p->frag_limit) {
+        bump(base, H_C_DROPS_TOO_LARGE, 1);
+        bump(base, H_C_DROPPED_BYTES, len);
+        return RING_TOO_LARGE;
+    }
+    uint64_t head = p->head;
+    uint64_t size = RING_FRAME_HEADER + (uint64_t)len;
+    uint64_t need = align8(size);
+    uint64_t idx = head & (cap - 1);
+    uint64_t tail = cap - idx;
+    uint64_t skip = 0; /* bytes before the frame: skipped tail or padding */
+    if (tail < RING_FRAME_HEADER || tail < need)
+        skip = tail;
+    uint64_t end = head + skip + need;
+    if (end > p->cached_limit) {
+        uint64_t lo = min_tethered(base, head);
+        p->cached_limit = lo + cap;
+        /* Fill is sampled here, when the producer meets its cached limit:
+         * the only time it learns the true distance to the slowest reader. */
+        if (head - lo > LOAD_RLX(U64(base, H_C_HIGHEST_FILL)))
+            STORE_RLX(U64(base, H_C_HIGHEST_FILL), head - lo);
+        if (end > p->cached_limit) {
+            bump(base, H_C_DROPS_FULL, 1);
+            bump(base, H_C_DROPPED_BYTES, len);
+            return RING_FULL;
+        }
+    }
+    uint64_t seq = p->next_seq;
+    if (skip) {
+        if (skip >= RING_FRAME_HEADER) {
+            /* Padding frame: header only, carries the next frame's sequence. */
+            uint8_t *ph = data_at(base, cap, head);
+            *(uint64_t *)(ph + 8) = seq;
+            *(int64_t *)(ph + 16) = 0;
+            ph[24] = RING_T_PADDING;
+            ph[25] = 0;
+            *(uint16_t *)(ph + 26) = 0;
+            *(uint32_t *)(ph + 28) = 0;
+            STORE_REL((uint64_t *)ph, (uint64_t)(uint32_t)skip | ((uint64_t)(uint32_t)seq << 32));
+        }
+        /* Publish the jump to the wrap point before touching the bytes there,
+         * so an untethered reader's validity check (head load after its
+         * reads) sees that the start of the ring is being rewritten. */
+        head += skip;
+        p->head = head;
+        STORE_RLX(U64(base, H_HEAD), head);
+        __atomic_thread_fence(__ATOMIC_RELEASE);
+    }
+    uint64_t pos = head;
+    if (ts_ns <= 0)
+        ts_ns = ring_now_ns();
+    uint8_t *h = data_at(base, cap, pos);
+    /* Build the header locally, CRC it with the payload, then copy. */
+    uint8_t hdr[RING_FRAME_HEADER];
+    *(uint32_t *)(hdr + 0) = (uint32_t)size;
+    *(uint32_t *)(hdr + 4) = (uint32_t)seq;
+    *(uint64_t *)(hdr + 8) = seq;
+    *(int64_t *)(hdr + 16) = ts_ns;
+    hdr[24] = type;
+    hdr[25] = flags;
+    *(uint16_t *)(hdr + 26) = conn;
+    *(uint32_t *)(hdr + 28) = frame_crc_split(hdr, payload, len);
+    memcpy(h + 8, hdr + 8, RING_FRAME_HEADER - 8);
+    if (len)
+        memcpy(h + RING_FRAME_HEADER, payload, len);
+    /* Clear the commit word where the next frame will start, so a reader
+     * waiting there sees "not yet" instead of whatever stale payload bytes an
+     * earlier lap left at that offset.  Only bytes every tethered reader has
+     * passed may be touched; at exactly the limit the bytes there are the
+     * start of a real old frame, which reads as stale by its sequence. */
+    uint64_t next = pos + need;
+    uint64_t next_left = cap - (next & (cap - 1));
+    if (next_left < RING_FRAME_HEADER)
+        next += next_left;
+    if (next + 8 <= p->cached_limit)
+        STORE_RLX((uint64_t *)data_at(base, cap, next), (uint64_t)0);
+    /* Resume checkpoint: the first frame that starts in each eighth. */
+    uint64_t unit = pos / (cap >> 3);
+    if (unit != p->last_unit) {
+        uint8_t *cp = base + H_CHECKPOINTS + 16 * (unit & 7);
+        STORE_REL((uint64_t *)cp, UINT64_MAX); /* invalid while updating */
+        STORE_REL((uint64_t *)(cp + 8), seq);
+        STORE_REL((uint64_t *)cp, pos);
+        p->last_unit = unit;
+    }
+    if (p->test_pause)
+        kill(getpid(), SIGSTOP);
+    STORE_REL((uint64_t *)h, *(uint64_t *)hdr);
+    head = pos + need;
+    p->head = head;
+    p->next_seq = seq + 1;
+    STORE_REL(U64(base, H_HEAD), head);
+    STORE_REL(U64(base, H_NEXT_SEQ), seq + 1);
+    STORE_REL(I64(base, H_PROD_HB), ts_ns);
+    bump(base, H_C_FRAMES, 1);
+    bump(base, H_C_BYTES, len);
+    wake_readers(base);
+    return (int64_t)seq;
+}
+
+/* ---- readers ----------------------------------------------------------- */
+
+int ring_reader_claim(uint8_t *base, int slot, const char *name, int tethered, uint32_t pid,
+                      uint64_t pos, uint64_t seq, int64_t now_ns)
+{
+    if (slot < 0 || slot >= RING_MAX_READERS)
+        return -1;
+    uint8_t *r = RD(base, slot);
+    uint32_t expect = RING_SLOT_FREE;
+    if (!__atomic_compare_exchange_n(U32(r, R_STATE), &expect, (uint32_t)RING_SLOT_CLAIMING, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        return -1;
+    memset(r + R_NAME, 0, 48);
+    strncpy((char *)(r + R_NAME), name, RING_NAME_MAX);
+    STORE_RLX(U64(r, R_FRAMES), 0);
+    STORE_RLX(U64(r, R_LAPPED), 0);
+    STORE_REL(U64(r, R_POS), pos);
+    STORE_REL(U64(r, R_SEQ), seq);
+    STORE_REL(U32(r, R_TETHERED), (uint32_t)(tethered ? 1 : 0));
+    STORE_REL(U32(r, R_PID), pid);
+    STORE_REL(I64(r, R_HB), now_ns);
+    /* Active last: from here on the producer honours a tethered cursor. */
+    __atomic_store_n(U32(r, R_STATE), (uint32_t)RING_SLOT_ACTIVE, __ATOMIC_SEQ_CST);
+    return slot;
+}
+
+void ring_reader_release(uint8_t *base, int slot)
+{
+    __atomic_store_n(U32(RD(base, slot), R_STATE), (uint32_t)RING_SLOT_FREE, __ATOMIC_SEQ_CST);
+}
+
+void ring_reader_get(const uint8_t *base, int slot, ring_reader_info_t *o)
+{
+    const uint8_t *r = RD(base, slot);
+    o->state = LOAD_ACQ(U32(r, R_STATE));
+    o->tethered = LOAD_ACQ(U32(r, R_TETHERED));
+    o->pid = LOAD_ACQ(U32(r, R_PID));
+    memcpy(o->name, r + R_NAME, 48);
+    o->name[47] = 0;
+    o->pos = LOAD_ACQ(U64(r, R_POS));
+    o->seq = LOAD_ACQ(U64(r, R_SEQ));
+    o->heartbeat_ns = LOAD_ACQ(I64(r, R_HB));
+    o->frames_read = LOAD_RLX(U64(r, R_FRAMES));
+    o->lapped = LOAD_RLX(U64(r, R_LAPPED));
+}
+
+void ring_reader_set_pid(uint8_t *base, int slot, uint32_t pid, int64_t now_ns)
+{
+    uint8_t *r = RD(base, slot);
+    STORE_REL(U32(r, R_PID), pid);
+    STORE_REL(I64(r, R_HB), now_ns);
+}
+
+void ring_reader_commit(uint8_t *base, int slot, uint64_t pos, uint64_t seq, uint64_t frames,
+                        int64_t now_ns)
+{
+    uint8_t *r = RD(base, slot);
+    /* seq first: a concurrent observer pairs (pos, seq) by reading pos last. */
+    STORE_REL(U64(r, R_SEQ), seq);
+    STORE_REL(U64(r, R_POS), pos);
+    STORE_RLX(U64(r, R_FRAMES), LOAD_RLX(U64(r, R_FRAMES)) + frames);
+    if (now_ns > 0)
+        STORE_REL(I64(r, R_HB), now_ns);
+}
+
+void ring_reader_heartbeat(uint8_t *base, int slot, int64_t now_ns)
+{
+    STORE_REL(I64(RD(base, slot), R_HB), now_ns);
+}
+
+void ring_reader_count_lapped(uint8_t *base, int slot)
+{
+    uint64_t *c = U64(RD(base, slot), R_LAPPED);
+    STORE_RLX(c, LOAD_RLX(c) + 1);
+}
+
+static inline uint64_t max_frame_span(const uint8_t *base)
+{
+    /* largest frame, plus the next commit word the producer clears */
+    return align8(*U64(base, H_FRAG_LIMIT) + RING_FRAME_HEADER) + 8;
+}
+
+int ring_still_valid(const uint8_t *base, uint64_t pos)
+{
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    uint64_t cap = *U64(base, H_CAPACITY);
+    uint64_t head = LOAD_ACQ(U64(base, H_HEAD));
+    return head + max_frame_span(base) <= pos + cap;
+}
+
+int ring_available(const uint8_t *base, uint64_t pos, uint64_t seq)
+{
+    uint64_t cap = *U64(base, H_CAPACITY);
+    uint64_t left = cap - (pos & (cap - 1));
+    if (left < RING_FRAME_HEADER)
+        pos += left;
+    uint32_t size;
+    return committed_frame(base, cap, pos, seq, &size);
+}
+
+int ring_read_batch(const uint8_t *base, uint64_t *pos_io, uint64_t *seq_io, ring_batch_t *o,
+                    int verify_crc)
+{
+    if (verify_crc)
+        crc_setup();
+    uint64_t cap = *U64(base, H_CAPACITY);
+    uint64_t frag_limit = *U64(base, H_FRAG_LIMIT);
+    uint64_t pos = *pos_io, seq = *seq_io, start = pos;
+    uint32_t n = 0;
+    int status = RING_READ_OK;
+    o->n = 0;
+    while (n < o->max_frames) {
+        uint64_t left = cap - (pos & (cap - 1));
+        if (left < RING_FRAME_HEADER) {
+            pos += left;
+            continue;
+        }
+        const uint8_t *h = data_at(base, cap, pos);
+        uint64_t cw = LOAD_ACQ((const uint64_t *)h);
+        uint32_t size = (uint32_t)cw, lo = (uint32_t)(cw >> 32);
+        if (size == 0)
+            break; /* never written, or cleared ahead by the producer */
+        if (lo != (uint32_t)seq) {
+            /* Older sequence: not written yet.  Newer: we were lapped. */
+            if ((int32_t)(lo - (uint32_t)seq) > 0) {
+                status = RING_READ_LAPPED;
+                o->bad_pos = pos;
+                o->bad_seq = lo;
+            }
+            break;
+        }
+        uint8_t type = h[24];
+        uint64_t fseq = *(const uint64_t *)(h + 8);
+        int bad = size < RING_FRAME_HEADER || fseq != seq;
+        if (type == RING_T_PADDING)
+            bad = bad || size != left;
+        else
+            bad = bad || align8(size) > left || size - RING_FRAME_HEADER > frag_limit;
+        if (bad) {
+            status = RING_READ_CORRUPT;
+            o->bad_pos = pos;
+            o->bad_seq = fseq;
+            break;
+        }
+        if (type == RING_T_PADDING) {
+            pos += size;
+            continue;
+        }
+        uint64_t span = align8(size);
+        if (n > 0 && pos + span - start > o->max_bytes)
+            break;
+        if (verify_crc && ring_frame_crc(h, size) != *(const uint32_t *)(h + 28)) {
+            status = RING_READ_CORRUPT;
+            o->bad_pos = pos;
+            o->bad_seq = fseq;
+            break;
+        }
+        o->pos[n] = pos;
+        o->size[n] = size - RING_FRAME_HEADER;
+        o->seq[n] = seq;
+        o->ts[n] = *(const int64_t *)(h + 16);
+        o->type[n] = type;
+        o->flags[n] = h[25];
+        o->conn[n] = *(const uint16_t *)(h + 26);
+        n++;
+        pos += span;
+        seq++;
+    }
+    o->n = n;
+    *pos_io = pos;
+    *seq_io = seq;
+    return status;
+}
+
+int ring_resume_point(const uint8_t *base, uint64_t *pos_out, uint64_t *seq_out)
+{
+    uint64_t cap = *U64(base, H_CAPACITY);
+    uint64_t head = LOAD_ACQ(U64(base, H_HEAD));
+    uint64_t span = max_frame_span(base);
+    uint64_t best = UINT64_MAX, best_seq = 0;
+    for (int k = 0; k < 8; k++) {
+        const uint8_t *cp = base + H_CHECKPOINTS + 16 * k;
+        uint64_t p = LOAD_ACQ((const uint64_t *)cp);
+        uint64_t s = LOAD_ACQ((const uint64_t *)(cp + 8));
+        if (p != LOAD_ACQ((const uint64_t *)cp) || p == UINT64_MAX || p > head)
+            continue;
+        /* Keep a margin of one largest frame plus one eighth, so the
+         * producer cannot reach the point before the reader does. */
+        if (head + span + (cap >> 3) > p + cap)
+            continue;
+        if (p < best) {
+            best = p;
+            best_seq = s;
+        }
+    }
+    if (best == UINT64_MAX) {
+        /* Nothing safe recorded (tiny ring or a burst): start at head. */
+        *pos_out = head;
+        *seq_out = LOAD_ACQ(U64(base, H_NEXT_SEQ));
+        return 0;
+    }
+    *pos_out = best;
+    *seq_out = best_seq;
+    return 1;
+}
+
+int ring_wait(uint8_t *base, int slot, uint64_t pos, uint64_t seq, uint64_t spin_ns,
+              uint64_t timeout_ns)
+{
+    if (ring_available(base, pos, seq))
+        return 1;
+    int64_t t0 = mono_ns();
+    int64_t spin_end = t0 + (int64_t)spin_ns;
+    int64_t deadline = t0 + (int64_t)timeout_ns;
+    int64_t yield_end = spin_end + 50000; /* then 50 us of sched_yield */
+    uint32_t bit = 1u << (slot & 31);
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            if (ring_available(base, pos, seq))
+                return 1;
+            cpu_relax();
+        }
+        int64_t now = mono_ns();
+        if (now >= deadline)
+            return 0;
+        if (now < spin_end)
+            continue;
+        if (now < yield_end) {
+            sched_yield();
+            continue;
+        }
+        if (LOAD_ACQ(U32(base, H_PROD_STATE)) == RING_PROD_STOPPED)
+            return ring_available(base, pos, seq);
+        /* Announce the sleep, then re-check (full fence in between). */
+        uint32_t w = __atomic_load_n(U32(base, H_WAKE_SEQ), __ATOMIC_SEQ_CST);
+        __atomic_fetch_or(U32(base, H_WAITERS), bit, __ATOMIC_SEQ_CST);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (ring_available(base, pos, seq))
+            return 1;
+        int64_t left = deadline - mono_ns();
+        if (left <= 0)
+            return 0;
+        struct timespec ts = {left / 1000000000LL, left % 1000000000LL};
+        syscall(SYS_futex, U32(base, H_WAKE_SEQ), FUTEX_WAIT, w, &ts, NULL, 0);
+        if (ring_available(base, pos, seq))
+            return 1;
+        if (mono_ns() >= deadline)
+            return 0;
+    }
+}

@@ -1,0 +1,1 @@
+"""Drains of the ring: the disk flusher (segment files) and the NATS publisher."""

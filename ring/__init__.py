@@ -1,0 +1,1 @@
+"""capture's shared-memory ring: one producer, several reader cursors."""
