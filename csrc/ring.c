@@ -89,6 +89,7 @@ uint32_t ring_crc_shift(uint32_t crc, size_t nbytes);
 /* block 1: producer cursor */
 #define H_HEAD (1 * BLOCK)
 #define H_NEXT_SEQ (1 * BLOCK + 8)
+#define H_PAIR_GEN (1 * BLOCK + 16) /* seqlock over the (head, next_seq) pair */
 /* block 2: producer liveness */
 #define H_PROD_PID (2 * BLOCK)
 #define H_PROD_EPOCH (2 * BLOCK + 4)
@@ -418,6 +419,38 @@ static uint64_t min_tethered(const uint8_t *base, uint64_t head)
     return m;
 }
 
+/* Publish (head, next_seq) as a pair readers can load consistently. */
+static inline void publish_pair(uint8_t *base, uint64_t head, uint64_t seq)
+{
+    uint32_t *gen = U32(base, H_PAIR_GEN);
+    uint32_t g = LOAD_RLX(gen);
+    STORE_RLX(gen, g + 1);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    STORE_REL(U64(base, H_HEAD), head);
+    STORE_REL(U64(base, H_NEXT_SEQ), seq);
+    STORE_REL(gen, g + 2);
+}
+
+void ring_head(const uint8_t *base, uint64_t *pos, uint64_t *seq)
+{
+    const uint32_t *gen = U32(base, H_PAIR_GEN);
+    for (;;) {
+        uint32_t g1 = LOAD_ACQ(gen);
+        if (g1 & 1) {
+            cpu_relax();
+            continue;
+        }
+        uint64_t h = LOAD_ACQ(U64(base, H_HEAD));
+        uint64_t s = LOAD_ACQ(U64(base, H_NEXT_SEQ));
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (LOAD_RLX(gen) == g1) {
+            *pos = h;
+            *seq = s;
+            return;
+        }
+    }
+}
+
 static inline int committed_frame(const uint8_t *base, uint64_t cap, uint64_t pos, uint64_t seq,
                                   uint32_t *size_out)
 {
@@ -462,8 +495,7 @@ uint32_t ring_producer_open(ring_producer_t *p, uint8_t *base, uint32_t pid, int
     }
     p->head = head;
     p->next_seq = seq;
-    STORE_REL(U64(base, H_HEAD), head);
-    STORE_REL(U64(base, H_NEXT_SEQ), seq);
+    publish_pair(base, head, seq);
     p->cached_limit = min_tethered(base, head) + cap;
     p->last_unit = UINT64_MAX;
     uint32_t epoch = LOAD_RLX(U32(base, H_PROD_EPOCH)) + 1;
@@ -534,11 +566,10 @@ int64_t ring_write(ring_producer_t *p, const uint8_t *payload, uint32_t len, uin
 {
     uint8_t *base = p->base;
     uint64_t cap = p->capacity;
-    if (len > p->frag_limit) {
-        bump(base, H_C_DROPS_TOO_LARGE, 1);
-        bump(base, H_C_DROPPED_BYTES, len);
+    /* Drops are counted by the caller (ring_count_drop), which knows whether
+     * a refused write is final or will be retried (fragment chains). */
+    if (len > p->frag_limit)
         return RING_TOO_LARGE;
-    }
     uint64_t head = p->head;
     uint64_t size = RING_FRAME_HEADER + (uint64_t)len;
     uint64_t need = align8(size);
@@ -555,11 +586,8 @@ int64_t ring_write(ring_producer_t *p, const uint8_t *payload, uint32_t len, uin
          * the only time it learns the true distance to the slowest reader. */
         if (head - lo > LOAD_RLX(U64(base, H_C_HIGHEST_FILL)))
             STORE_RLX(U64(base, H_C_HIGHEST_FILL), head - lo);
-        if (end > p->cached_limit) {
-            bump(base, H_C_DROPS_FULL, 1);
-            bump(base, H_C_DROPPED_BYTES, len);
+        if (end > p->cached_limit)
             return RING_FULL;
-        }
     }
     uint64_t seq = p->next_seq;
     if (skip) {
@@ -579,7 +607,7 @@ int64_t ring_write(ring_producer_t *p, const uint8_t *payload, uint32_t len, uin
          * reads) sees that the start of the ring is being rewritten. */
         head += skip;
         p->head = head;
-        STORE_RLX(U64(base, H_HEAD), head);
+        publish_pair(base, head, seq); /* padding consumes no sequence */
         __atomic_thread_fence(__ATOMIC_RELEASE);
     }
     uint64_t pos = head;
@@ -625,8 +653,7 @@ int64_t ring_write(ring_producer_t *p, const uint8_t *payload, uint32_t len, uin
     head = pos + need;
     p->head = head;
     p->next_seq = seq + 1;
-    STORE_REL(U64(base, H_HEAD), head);
-    STORE_REL(U64(base, H_NEXT_SEQ), seq + 1);
+    publish_pair(base, head, seq + 1);
     STORE_REL(I64(base, H_PROD_HB), ts_ns);
     bump(base, H_C_FRAMES, 1);
     bump(base, H_C_BYTES, len);
@@ -838,6 +865,11 @@ int ring_resume_point(const uint8_t *base, uint64_t *pos_out, uint64_t *seq_out)
     *pos_out = best;
     *seq_out = best_seq;
     return 1;
+}
+
+uint32_t ring_waiters(const uint8_t *base)
+{
+    return __atomic_load_n(U32(base, H_WAITERS), __ATOMIC_SEQ_CST);
 }
 
 int ring_wait(uint8_t *base, int slot, uint64_t pos, uint64_t seq, uint64_t spin_ns,

@@ -131,6 +131,8 @@ void ring_init(uint8_t *base, uint64_t capacity, uint64_t frag_limit,
                uint64_t max_frame, const uint8_t *ring_id, int64_t created_ns,
                uint32_t uid, uint64_t start_pos);
 uint32_t ring_version(const uint8_t *base);
+/* A consistent (head, next_seq) pair: where the next frame will start. */
+void ring_head(const uint8_t *base, uint64_t *pos, uint64_t *seq);
 void ring_get_stats(const uint8_t *base, ring_stats_t *out);
 
 /* --- producer ---------------------------------------------------------- */
@@ -173,6 +175,9 @@ int ring_resume_point(const uint8_t *base, uint64_t *pos, uint64_t *seq);
  * published or timeout_ns passes.  Returns 1 if available. */
 int ring_wait(uint8_t *base, int slot, uint64_t pos, uint64_t seq,
               uint64_t spin_ns, uint64_t timeout_ns);
+
+/* Bit mask of reader slots that announced a futex sleep (for stats/tests). */
+uint32_t ring_waiters(const uint8_t *base);
 
 /* --- frames ------------------------------------------------------------ */
 uint32_t ring_crc32c(uint32_t crc, const uint8_t *data, size_t len);

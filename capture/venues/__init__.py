@@ -1,0 +1,71 @@
+"""Venue protocol modules (sans-I/O) and their registry.
+
+Each venue module offers the same pure functions (``classify``, ``route``,
+``sequence``, ``exchange_ts_ns``) and a class with the message builders and
+keepalive facts; :data:`VENUES` maps the configured venue name to that class.
+The receiver and the publisher both use these, so a frame is interpreted the
+same way everywhere.
+
+Exceptions raised here (one tree, rooted in :mod:`ring.errors`)::
+
+    CaptureError
+    ├── ConfigError                  bad builder arguments (unknown channel, depth, ...)
+    └── VenueError
+        ├── BookFormatError          checksum.py: a book frame unusable for checksumming
+        ├── KeyFileError             kalshi.py: private key file refused (path, reason)
+        └── DiscoveryError           capture.discovery: a page kept failing (url, attempts)
+"""
+from __future__ import annotations
+
+from ring.errors import ConfigError
+
+from .. import subjects
+from .base import (
+    CONTROL_KINDS, Classified, Gap, GapDetector, Keepalive, Kind, RouteKey, SeqInfo, Venue,
+)
+from .kalshi import Kalshi
+from .kraken import KrakenSpot
+from .kraken_futures import KrakenFutures
+from .polymarket import Polymarket
+
+VENUES: dict[str, type] = {
+    KrakenSpot.name: KrakenSpot,
+    KrakenFutures.name: KrakenFutures,
+    Polymarket.name: Polymarket,
+    Kalshi.name: Kalshi,
+}
+
+
+def get(name: str) -> type:
+    """The venue class for a configured name.
+
+    Raises:
+        ConfigError: unknown venue.
+    """
+    try:
+        return VENUES[name]
+    except KeyError:
+        raise ConfigError(None, "venue",
+                          f"unknown venue {name!r}; known: {', '.join(sorted(VENUES))}") from None
+
+
+def subject(prefix: str, venue: str, raw: bytes, shard: int | None = None) -> str:
+    """The NATS subject of a received frame.
+
+    Data -> ``{prefix}.{venue}.{channel}.{instrument}``; venue chatter (acks,
+    heartbeats, pongs, errors, status) -> ``{prefix}.{venue}.control.shard-{N}``
+    when ``shard`` is given; everything else -> ``{prefix}.{venue}.unrouted``.
+    Only frames without a route are classified, so data stays cheap.
+    """
+    v = get(venue)
+    rk = v.route(raw)
+    if rk is not None:
+        return subjects.data_subject(prefix, venue, rk.channel, rk.symbol)
+    if shard is not None and v.classify(raw).kind in CONTROL_KINDS:
+        return subjects.control_subject(prefix, venue, shard)
+    return subjects.unrouted_subject(prefix, venue)
+
+
+__all__ = ["VENUES", "get", "subject", "Classified", "Gap", "GapDetector", "Keepalive", "Kind",
+           "RouteKey", "SeqInfo", "Venue", "CONTROL_KINDS", "KrakenSpot", "KrakenFutures",
+           "Polymarket", "Kalshi"]

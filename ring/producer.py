@@ -1,0 +1,242 @@
+"""The producer: the one process that writes a ring (the receiver).
+
+``write`` never blocks on a full ring: it returns ``WriteStatus.FULL`` and the
+drop is counted in the shared header.  Lost frames are then summarised by one
+gap record (a control frame: count, bytes, first/last lost receive time) as
+soon as the ring has room again - on the next ``write`` or ``poll`` - so a
+drop is always visible in the capture itself, not only in a metric.
+
+Frames above the fragment limit (capacity / 8) travel as a chain of
+FRAG_BEGIN / FRAG_MIDDLE... / FRAG_END frames.  A chain may need more room
+than is free at the moment it starts, so writing one waits - at most
+``frag_timeout`` seconds, polling for the readers to make room - and if that
+runs out the chain is closed by an ABORTED FRAG_END and counted as a drop.
+This is the only place ``write`` can wait; frames up to the fragment limit
+(512 KiB for a 4 MiB ring) never do.  Frames above ``max_frame`` are refused
+with ``TOO_LARGE`` and an ``oversize`` control record.
+"""
+from __future__ import annotations
+
+import enum
+import os
+import time
+from typing import Any
+
+import orjson
+
+from ring._ringlib import ffi, lib
+from ring.errors import ProducerBusy
+from ring.file import RingFile, attach
+from ring.frame import FrameFlags, FrameType
+
+_LOCK_PRODUCER = 0
+
+
+class WriteStatus(enum.IntEnum):
+    OK = 0
+    FULL = 1
+    TOO_LARGE = 2
+
+
+_OK, _FULL, _TOO_LARGE = WriteStatus.OK, WriteStatus.FULL, WriteStatus.TOO_LARGE
+_DATA = int(FrameType.DATA)
+_CONTROL = int(FrameType.CONTROL)
+
+
+class _PendingGap:
+    __slots__ = ("count", "bytes", "first_ns", "last_ns", "reasons")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.bytes = 0
+        self.first_ns = 0
+        self.last_ns = 0
+        self.reasons: dict[str, int] = {}
+
+    def add(self, reason: str, nbytes: int, ts: int) -> None:
+        if not self.count:
+            self.first_ns = ts
+        self.count += 1
+        self.bytes += nbytes
+        self.last_ns = ts
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+
+class Producer:
+    """Writes frames into a ring.  One per ring: a second live one is refused.
+
+    A producer that restarts on an existing ring continues its sequence
+    numbers and records a ``producer_restart`` control frame.
+
+    Args:
+        path: the ring file (see :func:`ring.create`).
+        frag_timeout: seconds a fragmented (very large) frame may wait for room.
+    """
+
+    def __init__(self, path: str, *, frag_timeout: float = 1.0) -> None:
+        self._rf: RingFile = attach(path)
+        if not self._rf.try_lock(_LOCK_PRODUCER):
+            pid = self._rf.stats_struct().producer_pid
+            self._rf.close()
+            raise ProducerBusy(path, pid)
+        self.path = path
+        self._p = ffi.new("ring_producer_t *")
+        self.epoch: int = lib.ring_producer_open(self._p, self._rf.base, os.getpid(), time.time_ns())
+        self._write = lib.ring_write
+        self._pp = self._p
+        self.frag_limit: int = self._rf.info.frag_limit
+        self.max_frame: int = self._rf.info.max_frame
+        self.ring_id: bytes = self._rf.info.ring_id
+        self.frag_timeout = frag_timeout
+        self._gap: _PendingGap | None = None
+        self._abort_pending = False  # an open fragment chain still needs its ABORTED end
+        self.last_seq = -1
+        if self.epoch > 1:
+            self.write_control("producer_restart", epoch=self.epoch)
+
+    # -- the hot path ------------------------------------------------------
+    def write(self, payload: bytes | bytearray | memoryview, type: int = _DATA, ts: int = 0,
+              conn: int = 0, flags: int = 0) -> WriteStatus:
+        """Write one frame; never blocks (see the module docstring for chains).
+
+        ``ts`` is the receive time in ns; 0 means "now" (taken inside the C
+        call).  Returns OK, FULL (dropped, counted, gap record to follow) or
+        TOO_LARGE (refused, counted, oversize record written).
+        """
+        if self._gap is not None:
+            self._flush_gap()
+        n = len(payload)
+        if n <= self.frag_limit:
+            # bytes go to C as they are; other buffers through from_buffer:
+            # neither copies the payload.
+            r = self._write(self._pp, payload if payload.__class__ is bytes else ffi.from_buffer(payload),
+                            n, type, flags, conn, ts)
+            if r >= 0:
+                self.last_seq = r
+                return _OK
+            lib.ring_count_drop(self._pp, lib.RING_FULL, n)
+            self._lost("ring_full", n, ts)
+            return _FULL
+        return self._write_large(payload, n, type, ts, conn, flags)
+
+    # -- control records ---------------------------------------------------
+    def write_control(self, kind: str, ts: int = 0, conn: int = 0, **fields: Any) -> WriteStatus:
+        """Write a small JSON control frame ``{"kind": kind, ...}``."""
+        body = orjson.dumps({"kind": kind, **fields})
+        return self.write(body, type=_CONTROL, ts=ts, conn=conn)
+
+    def poll(self) -> None:
+        """Heartbeat, and write a pending gap record if room has returned.
+
+        Call this periodically (the receiver does, once per second) so a drop
+        is recorded even if no further frame arrives.
+        """
+        lib.ring_producer_heartbeat(self._p, time.time_ns())
+        if self._gap is not None:
+            self._flush_gap()
+
+    def room(self) -> int:
+        """Largest payload that fits right now (re-reads the readers)."""
+        return lib.ring_room(self._p)
+
+    @property
+    def pending_gap(self) -> int:
+        """Frames lost and not yet recorded in a gap record."""
+        return self._gap.count if self._gap else 0
+
+    def close(self) -> None:
+        """Mark the producer stopped (drains use this to finish) and release."""
+        if self._rf.fd < 0:
+            return
+        if self._gap is not None:
+            self._flush_gap()
+        lib.ring_producer_close(self._p, time.time_ns())
+        self._rf.close()
+
+    def __enter__(self) -> "Producer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------
+    def _lost(self, reason: str, nbytes: int, ts: int) -> None:
+        if self._gap is None:
+            self._gap = _PendingGap()
+        self._gap.add(reason, nbytes, ts or time.time_ns())
+
+    def _flush_gap(self) -> None:
+        g = self._gap
+        assert g is not None
+        if self._abort_pending:
+            r = self._write(self._pp, b"", 0, lib.RING_T_FRAG_END, int(FrameFlags.ABORTED), 0, 0)
+            if r < 0:
+                return
+            self._abort_pending = False
+            self.last_seq = r
+        body = orjson.dumps({"kind": "drop", "count": g.count, "bytes": g.bytes,
+                             "first_ns": g.first_ns, "last_ns": g.last_ns, "reasons": g.reasons})
+        r = self._write(self._pp, body, len(body), _CONTROL, 0, 0, 0)
+        if r >= 0:
+            self._gap = None
+            self.last_seq = r
+            lib.ring_count_gap_record(self._p)
+
+    def _write_large(self, payload: Any, n: int, type: int, ts: int, conn: int, flags: int) -> WriteStatus:
+        ts = ts or time.time_ns()
+        if n > self.max_frame:
+            lib.ring_count_drop(self._p, lib.RING_TOO_LARGE, n)
+            if self.write_control("oversize", ts=ts, conn=conn, size=n, limit=self.max_frame) != _OK:
+                self._lost("oversize", n, ts)
+            return _TOO_LARGE
+        mv = memoryview(payload).cast("B")
+        lim = self.frag_limit
+        # The original type and flags ride in FRAG_BEGIN's flags byte:
+        # low nibble = flags, high nibble = type (see ring.assemble).
+        first_flags = (flags & 0x0F) | ((type & 0x0F) << 4)
+        chunks = [mv[i:i + lim] for i in range(0, n, lim)]
+        for i, chunk in enumerate(chunks):
+            if i == 0:
+                t, fl = lib.RING_T_FRAG_BEGIN, first_flags
+            elif i == len(chunks) - 1:
+                t, fl = lib.RING_T_FRAG_END, 0
+            else:
+                t, fl = lib.RING_T_FRAG_MIDDLE, 0
+            if not self._write_waiting(chunk, t, fl, conn, ts, may_wait=i > 0):
+                if i > 0:
+                    # Close the chain so readers drop the partial frame at
+                    # once; if even that does not fit, before the gap record.
+                    self._abort_pending = not self._write_waiting(
+                        b"", lib.RING_T_FRAG_END, int(FrameFlags.ABORTED), conn, ts, may_wait=False)
+                lib.ring_count_drop(self._p, lib.RING_FULL, n)
+                self._lost("ring_full", n, ts)
+                return _FULL
+        lib.ring_count_fragmented(self._p)
+        return _OK
+
+    def _write_waiting(self, chunk: Any, t: int, fl: int, conn: int, ts: int, may_wait: bool) -> bool:
+        buf = ffi.from_buffer(chunk)
+        r = self._write(self._pp, buf, len(chunk), t, fl, conn, ts)
+        if r >= 0:
+            self.last_seq = r
+            return True
+        if not may_wait:
+            return False
+        deadline = time.monotonic() + self.frag_timeout
+        delay = 20e-6
+        while time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 2e-3)
+            if lib.ring_room(self._p) >= len(chunk):
+                r = self._write(self._pp, buf, len(chunk), t, fl, conn, ts)
+                if r >= 0:
+                    self.last_seq = r
+                    return True
+        return False
+
+    # -- test hook -----------------------------------------------------------
+    def _test_pause_before_commit(self, on: bool = True) -> None:
+        """Test only: the next write stops this process (SIGSTOP) after the
+        payload copy and before the commit store, so a test can kill -9 it
+        at exactly that point."""
+        self._p.test_pause = 1 if on else 0
