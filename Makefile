@@ -34,6 +34,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/python -m compileall -q capture ring flusher tests bench
+	$(BIN)/python -m mypy --ignore-missing-imports ring
 
 clean:
 	rm -rf $(VENV) build *.egg-info ring/_ringlib*.so

@@ -80,6 +80,9 @@ class Producer:
             self._rf.close()
             raise ProducerBusy(path, pid)
         self.path = path
+        prev = self._rf.stats_struct()
+        unclean = prev.producer_state == lib.RING_PROD_RUNNING
+        prev_pid, prev_hb = int(prev.producer_pid), int(prev.producer_heartbeat_ns)
         self._p = ffi.new("ring_producer_t *")
         self.epoch: int = lib.ring_producer_open(self._p, self._rf.base, os.getpid(), time.time_ns())
         self._write = lib.ring_write
@@ -93,6 +96,12 @@ class Producer:
         self.last_seq = -1
         if self.epoch > 1:
             self.write_control("producer_restart", epoch=self.epoch)
+        if unclean:
+            # The previous producer died without closing: whatever it had
+            # received but not written (its socket buffers) is lost.  Say so,
+            # with the window in which it happened.
+            self.write_control("gap", reason="producer_died", prev_pid=prev_pid,
+                               since_ns=prev_hb, until_ns=time.time_ns())
 
     # -- the hot path ------------------------------------------------------
     def write(self, payload: bytes | bytearray | memoryview, type: int = _DATA, ts: int = 0,

@@ -3,6 +3,7 @@ import os
 import signal
 import struct
 
+import orjson
 import pytest
 
 import ring
@@ -52,9 +53,11 @@ def test_producer_killed_between_copy_and_publish(ring_path):
     p.write(b"after restart")
     b = rd.read()
     frames = [(f.seq, f.type, bytes(f.payload)) for f in b]
-    assert [s for s, _, _ in frames] == [10, 11], "continues with the next sequence"
+    assert [s for s, _, _ in frames] == [10, 11, 12], "continues with the next sequence"
     assert frames[0][1] == FrameType.CONTROL and b"producer_restart" in frames[0][2]
-    assert frames[1][2] == b"after restart"
+    gap = orjson.loads(frames[1][2])  # the dead producer's loss is recorded
+    assert gap["kind"] == "gap" and gap["reason"] == "producer_died" and gap["prev_pid"] == pid
+    assert frames[2][2] == b"after restart"
     assert all(b"PARTIAL" not in f[2] for f in frames)
     p.close()
     rd.close()
@@ -81,7 +84,8 @@ def test_producer_killed_after_commit_before_head_is_repaired(ring_path):
     p2.write(b"three")
     got = [(f.seq, bytes(f.payload)) for f in rd.read()]
     assert got[0][0] == 2 and b"producer_restart" in got[0][1]
-    assert got[1] == (3, b"three")
+    assert got[1][0] == 3 and b"producer_died" in got[1][1]
+    assert got[2] == (4, b"three")
     p2.close()
     rd.close()
 

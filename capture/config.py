@@ -1,0 +1,483 @@
+"""Configuration: one TOML file, validated strictly, resolved into typed objects.
+
+Every mistake is a :class:`~ring.errors.ConfigError` naming the file, the
+dotted key and what is wrong; unknown keys are errors (a typo must not turn
+into a silently ignored setting).  ``capture config check FILE`` prints the
+resolved plan.  Without ``--config``, :func:`default_config` is used: public
+Kraken spot and Polymarket feeds, an embedded nats-server, data in ./data.
+
+The file (see ``capture.example.toml`` for every key, documented)::
+
+    [ring]      dir, capacity, max_frame
+    [storage]   data_dir, segment_bytes, fsync, fsync_interval, compress, drain_timeout
+    [nats]      servers (empty = embedded), prefix, user, password, token, creds,
+                tls_ca, tls_cert, tls_key, embedded_port, ack_timeout, window
+    [nats.streams.<venue>]  name, replicas, max_bytes, max_age, duplicate_window
+    [metrics]   bind, port_base (a shard listens on port_base + shard id)
+    [venues.<venue>]        url, rest_url, key_id, key_file (Kalshi), ...
+    [[shard]]   id, venue, cores, connections, transport, instruments | discovery,
+                channels, book_depth, silence_timeout, rediscover_interval, lock_memory
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from ring.errors import ConfigError
+
+VENUE_NAMES = ("kraken", "kraken_futures", "polymarket", "kalshi")
+TRANSPORTS = ("picows", "websockets")
+FSYNC_POLICIES = ("interval", "always", "never")
+
+DEFAULT_CHANNELS = {
+    "kraken": ("book", "trade", "ticker"),
+    "kraken_futures": ("book", "trade", "ticker"),
+    "polymarket": ("market",),
+    "kalshi": ("orderbook_delta", "trade", "ticker"),
+}
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*$")
+_MULT = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
+         "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DMULT = {None: 1.0, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+@dataclass(frozen=True)
+class RingConfig:
+    dir: str = "/dev/shm/capture"
+    capacity: int = 4 << 20
+    max_frame: int = 16 << 20
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    data_dir: str = "./data"
+    segment_bytes: int = 256 << 20
+    fsync: str = "interval"
+    fsync_interval: float = 1.0
+    compress: bool = True
+    drain_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    name: str
+    replicas: int = 1
+    max_bytes: int = -1
+    max_age: float = 0.0
+    duplicate_window: float = 2 * 3600.0
+
+
+@dataclass(frozen=True)
+class NatsConfig:
+    servers: tuple[str, ...] = ()
+    prefix: str = "prod"
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    embedded_port: int = 0
+    ack_timeout: float = 5.0
+    window: int = 4096
+    streams: dict[str, StreamConfig] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.servers
+
+    def __repr__(self) -> str:  # never print secrets
+        hidden = {k: ("***" if getattr(self, k) else None) for k in ("password", "token")}
+        return (f"NatsConfig(servers={self.servers!r}, prefix={self.prefix!r}, user={self.user!r}, "
+                f"password={hidden['password']}, token={hidden['token']}, creds={self.creds!r})")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    bind: str = "127.0.0.1"
+    port_base: int = 9400
+
+
+@dataclass(frozen=True)
+class VenueConfig:
+    url: str | None = None
+    rest_url: str | None = None
+    key_id: str | None = None
+    key_file: str | None = None
+    demo: bool = False
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    id: int
+    venue: str
+    cores: tuple[int, ...] = ()
+    connections: int = 0              # 0 = sized from the venue's per-connection capacity
+    transport: str = "picows"
+    instruments: tuple[str, ...] = ()
+    discovery: bool = False
+    channels: tuple[str, ...] = ()
+    book_depth: int = 10
+    silence_timeout: float = 60.0
+    rediscover_interval: float = 3600.0
+    lock_memory: bool = False
+    max_instruments: int = 0          # 0 = no cap (discovery only)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str | None
+    ring: RingConfig
+    storage: StorageConfig
+    nats: NatsConfig
+    metrics: MetricsConfig
+    venues: dict[str, VenueConfig]
+    shards: tuple[ShardConfig, ...]
+
+    def shard(self, shard_id: int) -> ShardConfig:
+        for s in self.shards:
+            if s.id == shard_id:
+                return s
+        known = ", ".join(str(s.id) for s in self.shards) or "none"
+        raise ConfigError(self.path, "shard", f"no shard {shard_id} in the config (shards: {known})")
+
+    def venue_shards(self, venue: str) -> list[int]:
+        """Ids of the shards of one venue, sorted: the planner's shard order."""
+        return sorted(s.id for s in self.shards if s.venue == venue)
+
+    def venue(self, name: str) -> VenueConfig:
+        return self.venues.get(name, VenueConfig())
+
+    def ring_path(self, shard_id: int) -> str:
+        return os.path.join(self.ring.dir, f"shard-{shard_id}.ring")
+
+
+# -- parsing helpers ----------------------------------------------------------
+
+class _Section:
+    """Typed, key-checked access to one table of the file."""
+
+    def __init__(self, path: str | None, prefix: str, table: Any) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(path, prefix, f"must be a table, not {type(table).__name__}")
+        self.path, self.prefix, self.table = path, prefix, dict(table)
+        self.used: set[str] = set()
+
+    def key(self, k: str) -> str:
+        return f"{self.prefix}.{k}" if self.prefix else k
+
+    def get(self, k: str, conv: Callable[[str, Any], Any], default: Any) -> Any:
+        self.used.add(k)
+        if k not in self.table:
+            return default
+        try:
+            return conv(self.key(k), self.table[k])
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise ConfigError(self.path, self.key(k), str(e)) from None
+
+    def sub(self, k: str) -> "_Section":
+        self.used.add(k)
+        return _Section(self.path, self.key(k), self.table.get(k, {}))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise ConfigError(self.path, self.key(unknown[0]),
+                              f"unknown key (known here: {', '.join(sorted(self.used))})")
+
+
+def _str(key: str, v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"must be a string, not {type(v).__name__}")
+    return v
+
+
+def _opt_str(key: str, v: Any) -> str | None:
+    return _str(key, v)
+
+
+def _bool(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError(f"must be true or false, not {v!r}")
+    return v
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str, Any], int]:
+    def conv(key: str, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"must be an integer, not {v!r}")
+        if lo is not None and v < lo or hi is not None and v > hi:
+            raise ValueError(f"{v} is out of range [{lo}, {hi}]")
+        return v
+    return conv
+
+
+def _limit(key: str, v: Any) -> int:
+    """A size, or -1 for "no limit" (JetStream's convention)."""
+    if v == -1 and not isinstance(v, bool):
+        return -1
+    return _size(key, v)
+
+
+def _size(key: str, v: Any) -> int:
+    if isinstance(v, bool):
+        raise TypeError(f"must be a size like 4096 or \"4MiB\", not {v!r}")
+    if isinstance(v, int):
+        n = v
+    elif isinstance(v, str) and (m := _SIZE.match(v)):
+        n = int(m.group(1)) * _MULT[m.group(2)]
+    else:
+        raise ValueError(f"must be a size like 4096 or \"4MiB\", not {v!r}")
+    if n < 0:
+        raise ValueError("must not be negative")
+    return n
+
+
+def _duration(key: str, v: Any) -> float:
+    if isinstance(v, bool):
+        raise TypeError(f"must be a duration like 1.5 or \"30s\", not {v!r}")
+    if isinstance(v, (int, float)):
+        d = float(v)
+    elif isinstance(v, str) and (m := _DUR.match(v)):
+        d = float(m.group(1)) * _DMULT[m.group(2)]
+    else:
+        raise ValueError(f"must be a duration like 1.5 or \"30s\", not {v!r}")
+    if d < 0:
+        raise ValueError("must not be negative")
+    return d
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str, Any], str]:
+    def conv(key: str, v: Any) -> str:
+        if v not in options:
+            raise ValueError(f"{v!r} is not one of {', '.join(options)}")
+        return v
+    return conv
+
+
+def _str_list(key: str, v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise TypeError("must be a list of non-empty strings")
+    return tuple(v)
+
+
+def _int_list(key: str, v: Any) -> tuple[int, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v):
+        raise TypeError("must be a list of non-negative integers")
+    return tuple(v)
+
+
+# -- loading --------------------------------------------------------------------
+
+def load(path: str) -> Config:
+    """Read and validate a config file.
+
+    Raises:
+        ConfigError: naming the file and the key.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(path, None, "no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, None, f"not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(path, None, f"cannot read: {e.strerror}") from None
+    return from_dict(data, path)
+
+
+def loads(text: str, path: str | None = None) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, None, f"not valid TOML: {e}") from None
+    return from_dict(data, path)
+
+
+def from_dict(data: dict[str, Any], path: str | None = None) -> Config:
+    top = _Section(path, "", data)
+
+    r = top.sub("ring")
+    ring_cfg = RingConfig(
+        dir=r.get("dir", _str, RingConfig.dir),
+        capacity=r.get("capacity", _size, RingConfig.capacity),
+        max_frame=r.get("max_frame", _size, RingConfig.max_frame),
+    )
+    r.done()
+    cap = ring_cfg.capacity
+    if cap & (cap - 1) or not (64 << 10) <= cap <= (1 << 31):
+        raise ConfigError(path, "ring.capacity", f"{cap} must be a power of two between 64KiB and 2GiB")
+    if ring_cfg.max_frame < cap // 8:
+        raise ConfigError(path, "ring.max_frame", f"must be at least capacity/8 ({cap // 8})")
+
+    s = top.sub("storage")
+    storage = StorageConfig(
+        data_dir=s.get("data_dir", _str, StorageConfig.data_dir),
+        segment_bytes=s.get("segment_bytes", _size, StorageConfig.segment_bytes),
+        fsync=s.get("fsync", _choice(FSYNC_POLICIES), StorageConfig.fsync),
+        fsync_interval=s.get("fsync_interval", _duration, StorageConfig.fsync_interval),
+        compress=s.get("compress", _bool, StorageConfig.compress),
+        drain_timeout=s.get("drain_timeout", _duration, StorageConfig.drain_timeout),
+    )
+    s.done()
+    if storage.segment_bytes < (1 << 20):
+        raise ConfigError(path, "storage.segment_bytes", "must be at least 1MiB")
+
+    n = top.sub("nats")
+    streams: dict[str, StreamConfig] = {}
+    st_tab = n.sub("streams")
+    for venue in list(st_tab.table):
+        if venue not in VENUE_NAMES:
+            raise ConfigError(path, f"nats.streams.{venue}", f"unknown venue (known: {', '.join(VENUE_NAMES)})")
+        vs = st_tab.sub(venue)
+        streams[venue] = StreamConfig(
+            name=vs.get("name", _str, f"CAPTURE_{venue.upper()}"),
+            replicas=vs.get("replicas", _int(1, 5), 1),
+            max_bytes=vs.get("max_bytes", _limit, -1),
+            max_age=vs.get("max_age", _duration, 0.0),
+            duplicate_window=vs.get("duplicate_window", _duration, 2 * 3600.0),
+        )
+        vs.done()
+    st_tab.done()
+    nats = NatsConfig(
+        servers=n.get("servers", _str_list, ()),
+        prefix=n.get("prefix", _str, "prod"),
+        user=n.get("user", _opt_str, None),
+        password=n.get("password", _opt_str, None),
+        token=n.get("token", _opt_str, None),
+        creds=n.get("creds", _opt_str, None),
+        tls_ca=n.get("tls_ca", _opt_str, None),
+        tls_cert=n.get("tls_cert", _opt_str, None),
+        tls_key=n.get("tls_key", _opt_str, None),
+        embedded_port=n.get("embedded_port", _int(0, 65535), 0),
+        ack_timeout=n.get("ack_timeout", _duration, 5.0),
+        window=n.get("window", _int(1, 1 << 20), 4096),
+        streams=streams,
+    )
+    n.done()
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", nats.prefix):
+        raise ConfigError(path, "nats.prefix", f"{nats.prefix!r} is not a valid NATS subject prefix")
+    if nats.token and (nats.user or nats.password):
+        raise ConfigError(path, "nats.token", "use either a token or user/password, not both")
+    if bool(nats.user) != bool(nats.password):
+        raise ConfigError(path, "nats.password" if nats.user else "nats.user",
+                          "user and password go together")
+    for v in VENUE_NAMES:
+        streams.setdefault(v, StreamConfig(name=f"CAPTURE_{v.upper()}"))
+
+    m = top.sub("metrics")
+    metrics = MetricsConfig(
+        bind=m.get("bind", _str, "127.0.0.1"),
+        port_base=m.get("port_base", _int(0, 65535), 9400),
+    )
+    m.done()
+
+    vt = top.sub("venues")
+    venues: dict[str, VenueConfig] = {}
+    for venue in list(vt.table):
+        if venue not in VENUE_NAMES:
+            raise ConfigError(path, f"venues.{venue}", f"unknown venue (known: {', '.join(VENUE_NAMES)})")
+        vs = vt.sub(venue)
+        venues[venue] = VenueConfig(
+            url=vs.get("url", _opt_str, None),
+            rest_url=vs.get("rest_url", _opt_str, None),
+            key_id=vs.get("key_id", _opt_str, None),
+            key_file=vs.get("key_file", _opt_str, None),
+            demo=vs.get("demo", _bool, False),
+        )
+        vs.done()
+    vt.done()
+
+    top.used.add("shard")
+    raw_shards = data.get("shard", [])
+    if not isinstance(raw_shards, list):
+        raise ConfigError(path, "shard", "must be an array of tables: [[shard]]")
+    shards = []
+    seen: set[int] = set()
+    for i, tab in enumerate(raw_shards):
+        sh = _Section(path, f"shard[{i}]", tab)
+        sid = sh.get("id", _int(0, 65535), None)
+        if sid is None:
+            raise ConfigError(path, f"shard[{i}].id", "missing")
+        if sid in seen:
+            raise ConfigError(path, f"shard[{i}].id", f"shard {sid} is defined twice")
+        seen.add(sid)
+        venue = sh.get("venue", _choice(VENUE_NAMES), None)
+        if venue is None:
+            raise ConfigError(path, f"shard[{i}].venue", "missing")
+        cfg = ShardConfig(
+            id=sid,
+            venue=venue,
+            cores=sh.get("cores", _int_list, ()),
+            connections=sh.get("connections", _int(0, 4096), 0),
+            transport=sh.get("transport", _choice(TRANSPORTS), "picows"),
+            instruments=sh.get("instruments", _str_list, ()),
+            discovery=sh.get("discovery", _bool, False),
+            channels=sh.get("channels", _str_list, DEFAULT_CHANNELS[venue]),
+            book_depth=sh.get("book_depth", _choice_int((10, 25, 100, 500, 1000)), 10),
+            silence_timeout=sh.get("silence_timeout", _duration, 60.0),
+            rediscover_interval=sh.get("rediscover_interval", _duration, 3600.0),
+            lock_memory=sh.get("lock_memory", _bool, False),
+            max_instruments=sh.get("max_instruments", _int(0, 1 << 20), 0),
+        )
+        sh.done()
+        if not cfg.instruments and not cfg.discovery:
+            raise ConfigError(path, f"shard[{i}].instruments",
+                              "give an instrument list or set discovery = true")
+        if cfg.instruments and cfg.discovery:
+            raise ConfigError(path, f"shard[{i}].discovery",
+                              "instruments and discovery = true exclude each other")
+        if venue == "kalshi":
+            vc = venues.get("kalshi", VenueConfig())
+            if not vc.key_id or not vc.key_file:
+                raise ConfigError(path, "venues.kalshi.key_file",
+                                  "a Kalshi shard needs venues.kalshi.key_id and key_file")
+        shards.append(cfg)
+    top.done()
+    if not shards:
+        raise ConfigError(path, "shard", "no [[shard]] defined")
+    return Config(path, ring_cfg, storage, nats, metrics, venues, tuple(shards))
+
+
+def _choice_int(options: tuple[int, ...]) -> Callable[[str, Any], int]:
+    def conv(key: str, v: Any) -> int:
+        if isinstance(v, bool) or v not in options:
+            raise ValueError(f"{v!r} is not one of {', '.join(map(str, options))}")
+        return int(v)
+    return conv
+
+
+DEFAULT_TOML = """\
+# Built-in default: public Kraken spot and Polymarket feeds, embedded NATS, ./data.
+[storage]
+data_dir = "./data"
+
+[[shard]]
+id = 0
+venue = "kraken"
+instruments = ["BTC/USD", "ETH/USD", "SOL/USD"]
+channels = ["book", "trade", "ticker"]
+
+[[shard]]
+id = 1
+venue = "polymarket"
+discovery = true
+max_instruments = 500
+"""
+
+
+def default_config() -> Config:
+    return loads(DEFAULT_TOML, "<built-in default>")
+
+
+def with_overrides(cfg: Config, **changes: Any) -> Config:
+    return replace(cfg, **changes)

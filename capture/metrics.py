@@ -1,0 +1,236 @@
+"""Prometheus /metrics and /healthz for one shard, built at scrape time.
+
+Nothing is kept in this process: each scrape reads the ring's shared
+counters (``ring.stats``) and the small status files the children write
+(``capture.status``), and turns them into metric families.  So there are no
+prometheus_client multiprocess files, and a restarted child's counters
+continue from the ring where they live there.
+
+Health: 200 with a JSON body when every connection is live and has received
+data recently and every child is alive and fresh; 503 with the reasons
+otherwise.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Iterable
+
+import orjson
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+import ring
+from capture.status import read_status, status_path
+from ring.errors import BadRingFile
+
+CHILD_ROLES = ("receiver", "flusher", "publisher")
+
+
+class ShardView:
+    """Everything known about one shard right now, from shared state only."""
+
+    def __init__(self, ring_path: str, ring_dir: str, shard: int, venue: str,
+                 stale_after: float = 10.0) -> None:
+        self.ring_path, self.ring_dir, self.shard, self.venue = ring_path, ring_dir, shard, venue
+        self.stale_after = stale_after
+
+    def snapshot(self) -> dict[str, Any]:
+        try:
+            st = ring.stats(self.ring_path, stale_after=self.stale_after)
+        except BadRingFile as e:
+            st = {"error": str(e)}
+        children = {role: read_status(status_path(self.ring_dir, self.shard, role)) for role in CHILD_ROLES}
+        return {"ring": st, "children": children, "now_ns": time.time_ns()}
+
+    def health(self, idle_limit: float | None = None) -> tuple[bool, dict[str, Any]]:
+        snap = self.snapshot()
+        reasons: list[str] = []
+        st = snap["ring"]
+        now = snap["now_ns"]
+        if "error" in st:
+            reasons.append(f"ring: {st['error']}")
+        else:
+            prod = st["producer"]
+            if not prod["alive"]:
+                reasons.append("receiver (ring producer) is not running")
+            elif not prod["fresh"]:
+                reasons.append(f"receiver heartbeat is {prod['heartbeat_age_s']:.1f}s old")
+            for r in st["readers"]:
+                if not r["alive"]:
+                    reasons.append(f"{r['name']} is not running")
+                elif not r["fresh"]:
+                    reasons.append(f"{r['name']} heartbeat is {r['heartbeat_age_s']:.1f}s old")
+        rec = snap["children"].get("receiver") or {}
+        conns = rec.get("connections") or []
+        if not conns:
+            reasons.append("no connections reported by the receiver")
+        for c in conns:
+            limit = idle_limit if idle_limit is not None else c.get("silence_timeout", 60.0)
+            if c.get("state") != "live":
+                reasons.append(f"connection {c.get('id')} is {c.get('state')}")
+            elif c.get("last_data_ns") and (now - c["last_data_ns"]) / 1e9 > limit:
+                reasons.append(f"connection {c.get('id')} idle for {(now - c['last_data_ns']) / 1e9:.1f}s")
+        body = {"shard": self.shard, "venue": self.venue, "healthy": not reasons, "reasons": reasons,
+                "connections": [{k: c.get(k) for k in ("id", "state", "messages", "last_data_ns")}
+                                for c in conns]}
+        return not reasons, body
+
+
+class ShardCollector(Collector):
+    def __init__(self, view: ShardView) -> None:
+        self.view = view
+
+    def collect(self) -> Iterable[Any]:
+        v = self.view
+        snap = v.snapshot()
+        st, ch, now = snap["ring"], snap["children"], snap["now_ns"]
+        base = ["venue", "shard"]
+        lv = [v.venue, str(v.shard)]
+
+        def g(name: str, doc: str, labels: list[str] = base) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=labels)
+
+        def c(name: str, doc: str, labels: list[str] = base) -> CounterMetricFamily:
+            return CounterMetricFamily(name, doc, labels=labels)
+
+        if "error" not in st:
+            fill = g("capture_ring_fill_ratio", "Ring bytes not yet committed by the slowest tethered reader / capacity")
+            fill.add_metric(lv, st["fill_ratio"])
+            yield fill
+            hf = g("capture_ring_highest_fill_bytes", "Highest fill the producer observed")
+            hf.add_metric(lv, st["highest_fill_bytes"])
+            yield hf
+            drops = c("capture_ring_dropped", "Frames the ring refused", base + ["reason"])
+            for reason, n in st["drops"].items():
+                drops.add_metric(lv + [reason], n)
+            yield drops
+            frames = c("capture_ring_frames", "Frames written into the ring (data and control)")
+            frames.add_metric(lv, st["frames"])
+            yield frames
+            up = g("capture_child_up", "1 while the child process holds its ring lock", base + ["child"])
+            up.add_metric(lv + ["receiver"], 1.0 if st["producer"]["alive"] else 0.0)
+            for r in st["readers"]:
+                up.add_metric(lv + [r["name"]], 1.0 if r["alive"] else 0.0)
+            yield up
+            hb = g("capture_child_heartbeat_age_seconds", "Age of the child's heartbeat in the ring", base + ["child"])
+            if st["producer"]["heartbeat_age_s"] is not None:
+                hb.add_metric(lv + ["receiver"], st["producer"]["heartbeat_age_s"])
+            for r in st["readers"]:
+                hb.add_metric(lv + [r["name"]], r["heartbeat_age_s"])
+            yield hb
+            lag = g("capture_reader_lag_frames", "Frames between the producer and a reader's committed cursor",
+                    base + ["reader"])
+            for r in st["readers"]:
+                lag.add_metric(lv + [r["name"]], r["lag_frames"])
+            yield lag
+
+        rec = ch.get("receiver") or {}
+        conns = rec.get("connections") or []
+        cl = base + ["connection"]
+        connected = g("capture_websocket_connected", "1 while the connection is live", cl)
+        msgs = c("capture_messages", "WebSocket messages received", cl)
+        nbytes = c("capture_bytes", "WebSocket message bytes received", cl)
+        idle = g("capture_idle_seconds", "Seconds since the connection last received data", cl)
+        subs = g("capture_markets_subscribed", "Instruments acknowledged by the venue", cl)
+        reconn = c("capture_reconnects", "Reconnects by reason", cl + ["reason"])
+        for conn in conns:
+            l2 = lv + [str(conn.get("id"))]
+            connected.add_metric(l2, 1.0 if conn.get("state") == "live" else 0.0)
+            msgs.add_metric(l2, conn.get("messages", 0))
+            nbytes.add_metric(l2, conn.get("bytes", 0))
+            if conn.get("last_data_ns"):
+                idle.add_metric(l2, max(0.0, (now - conn["last_data_ns"]) / 1e9))
+            subs.add_metric(l2, conn.get("subscribed", 0))
+            for reason, n in (conn.get("reconnects") or {}).items():
+                reconn.add_metric(l2 + [reason], n)
+        yield from (connected, msgs, nbytes, idle, subs, reconn)
+
+        gaps = c("capture_gaps", "Gaps detected, by kind (drop, seq_gap, checksum, oversize, ...)", base + ["kind"])
+        gap_counts: dict[str, float] = dict((rec.get("gaps") or {}))
+        if "error" not in st:
+            gap_counts["ring_full"] = gap_counts.get("ring_full", 0) + st["drops"]["full"]
+            gap_counts["too_large"] = gap_counts.get("too_large", 0) + st["drops"]["too_large"]
+        for kind, n in gap_counts.items():
+            gaps.add_metric(lv + [kind], n)
+        yield gaps
+
+        fl = ch.get("flusher") or {}
+        fb = c("capture_flusher_bytes", "Bytes the flusher wrote to segment files")
+        fb.add_metric(lv, fl.get("bytes", 0))
+        yield fb
+        ff = c("capture_flusher_frames", "Frames the flusher wrote to segment files")
+        ff.add_metric(lv, fl.get("frames", 0))
+        yield ff
+        fs = fl.get("fsync_seconds")
+        if fs and fs.get("buckets"):
+            h = HistogramMetricFamily("capture_flusher_fsync_seconds", "fsync latency", labels=base)
+            h.add_metric(lv, [(str(le), n) for le, n in fs["buckets"]], fs.get("sum", 0.0))
+            yield h
+
+        pb = ch.get("publisher") or {}
+        acked = c("capture_publisher_acked", "Frames acknowledged by JetStream")
+        acked.add_metric(lv, pb.get("acked", 0))
+        yield acked
+        plag = g("capture_publisher_lag_frames", "Frames written to the ring and not yet acknowledged")
+        if "error" not in st and "acked_seq" in pb:
+            plag.add_metric(lv, max(0, st["next_seq"] - 1 - pb["acked_seq"]))
+        elif "lag_frames" in pb:
+            plag.add_metric(lv, pb["lag_frames"])
+        yield plag
+        el = pb.get("exchange_lag_seconds")
+        if el and el.get("buckets"):
+            h = HistogramMetricFamily("capture_exchange_lag_seconds",
+                                      "Receive time minus the exchange's own timestamp", labels=base)
+            h.add_metric(lv, [(str(le), n) for le, n in el["buckets"]], el.get("sum", 0.0))
+            yield h
+
+
+class MetricsServer:
+    """HTTP server on (bind, port) serving /metrics and /healthz in a thread."""
+
+    def __init__(self, view: ShardView, bind: str, port: int,
+                 extra: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.view = view
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ShardCollector(view))
+        registry, extra_fn = self.registry, extra
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    body = generate_latest(registry)
+                    self._send(200, body, "text/plain; version=0.0.4; charset=utf-8")
+                elif path == "/healthz":
+                    ok, doc = view.health()
+                    if extra_fn is not None:
+                        doc.update(extra_fn())
+                    self._send(200 if ok else 503, orjson.dumps(doc), "application/json")
+                else:
+                    self._send(404, b"not found\n", "text/plain")
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt: str, *args: Any) -> None:
+                pass  # no per-request logging
+
+        self.httpd = ThreadingHTTPServer((bind, port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
+
+    def start(self) -> "MetricsServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

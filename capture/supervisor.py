@@ -1,0 +1,412 @@
+"""`capture run --shard N`: start, pin, watch and stop one shard's processes.
+
+Theory of operation
+-------------------
+Start.  Take the shard lock (a second supervisor for the shard is refused),
+create or attach the shard's ring, start an embedded nats-server when the
+config names none, then the drains - flusher (tethered) and publisher
+(untethered) - and only when both hold their reader slots, the receiver,
+pinned to its cores.  READY=1 goes to systemd once the ring is attached and
+every child is alive.
+
+Watch.  Every tick: reap exited children and restart each alone, with
+exponential backoff; more than ``restart_limit`` restarts of the shard within
+``restart_window`` seconds means something is wrong that restarting will not
+fix, so the shard stops (ordered) and exits 1 for systemd to handle.
+WATCHDOG=1 is sent only while every child's heartbeat in the ring advances:
+a hung child (alive, lock held, heartbeat frozen) stops the pings and systemd
+restarts the unit.
+
+Stop (SIGTERM or SIGINT).  STOPPING=1, then in order: the receiver closes its
+connections and writes a stop record; the flusher drains the ring, fsyncs
+and closes its segment; the publisher publishes what is left and waits for
+its acks.  While a drain makes progress, EXTEND_TIMEOUT_USEC keeps systemd
+from killing it.  A second signal makes the stop fast: every remaining child
+gets SIGTERM at once and a short grace period, then SIGKILL - which never
+corrupts a segment (the flusher's recovery truncates a torn tail) and loses
+nothing the ring or the segments hold.
+
+Exit codes: 0 clean stop; 1 a child kept failing (restart limit) or a drain
+did not finish; 2 configuration error; 3 another supervisor runs this shard;
+4 start-up failure (ring, NATS, a child that never came up).
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import ring
+from capture.config import Config
+from capture.metrics import MetricsServer, ShardView
+from capture.sdnotify import Notifier, watchdog_interval
+from capture.status import read_status, status_path
+from ring.errors import CaptureError, RingExists
+
+log = logging.getLogger("capture.supervisor")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY, EXIT_STARTUP = 0, 1, 2, 3, 4
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_preexec() -> None:
+    # If the supervisor dies (even by SIGKILL) the child gets SIGTERM and
+    # drains on its own instead of running on unsupervised.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except OSError:
+        pass
+    # Children take their own signals from us, not from the terminal's
+    # process group (Ctrl-C reaches only the supervisor, which orders them).
+    os.setpgid(0, 0)
+
+
+@dataclass
+class Child:
+    role: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    starts: int = 0
+    restarts: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
+    next_start: float = 0.0
+    backoff: float = 0.5
+    last_exit: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, preexec_fn=_child_preexec, close_fds=True)
+        self.starts += 1
+        log.info("event=child_start role=%s pid=%d start=%d", self.role, self.proc.pid, self.starts)
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+
+class ShardLock:
+    """flock on {ring_dir}/shard-N.lock: one supervisor per shard per host."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(self.fd, 32, 0).decode(errors="replace").strip()
+            os.close(self.fd)
+            raise ShardBusy(path, other) from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+class ShardBusy(CaptureError):
+    def __init__(self, path: str, pid: str) -> None:
+        super().__init__(f"another supervisor (pid {pid or '?'}) runs this shard ({path})")
+        self.path, self.pid = path, pid
+
+
+CommandBuilder = Callable[["Supervisor", str], list[str]]
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, shard_id: int, *, notifier: Notifier | None = None,
+                 restart_limit: int = 5, restart_window: float = 60.0, tick: float = 0.25,
+                 child_start_timeout: float = 30.0, metrics_port: int | None = None,
+                 commands: dict[str, CommandBuilder] | None = None) -> None:
+        self.cfg = cfg
+        self.shard = cfg.shard(shard_id)
+        self.venue = self.shard.venue
+        self.ring_path = cfg.ring_path(shard_id)
+        self.notifier = notifier or Notifier()
+        self.restart_limit, self.restart_window = restart_limit, restart_window
+        self.tick = tick
+        self.child_start_timeout = child_start_timeout
+        self.metrics_port = metrics_port if metrics_port is not None else cfg.metrics.port_base + shard_id
+        self.commands = dict(DEFAULT_COMMANDS)
+        self.commands.update(commands or {})
+        self.children: dict[str, Child] = {}
+        self.nats = None
+        self.nats_url: str | None = None
+        self.workdir = tempfile.mkdtemp(prefix=f"capture-shard-{shard_id}-")
+        os.chmod(self.workdir, 0o700)
+        self._signals = 0
+        self._stop = threading.Event()
+        self._lock: ShardLock | None = None
+        self._metrics: MetricsServer | None = None
+        self._last_hb: dict[str, float] = {}
+        self._last_watchdog = 0.0
+        self.exit_code = EXIT_OK
+
+    # -- paths and commands ---------------------------------------------------------
+    def status_file(self, role: str) -> str:
+        return status_path(self.cfg.ring.dir, self.shard.id, role)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._signals += 1
+        self._stop.set()
+
+    # -- the whole life ---------------------------------------------------------------
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            ring.ensure_dir(self.cfg.ring.dir)
+            self._lock = ShardLock(os.path.join(self.cfg.ring.dir, f"shard-{self.shard.id}.lock"))
+        except ShardBusy as e:
+            log.error("event=refused reason=%s", e)
+            return EXIT_BUSY
+        try:
+            try:
+                self._start()
+            except (CaptureError, OSError, TimeoutError) as e:
+                log.error("event=startup_failed reason=%s", e)
+                self.exit_code = EXIT_STARTUP
+                self._shutdown(fast=True)
+                return self.exit_code
+            self.exit_code = self._watch()
+            self._shutdown(fast=self._signals > 1)
+            return self.exit_code
+        finally:
+            self.notifier.close()
+            if self._lock:
+                self._lock.release()
+
+    def _start(self) -> None:
+        try:
+            ring.create(self.ring_path, self.cfg.ring.capacity, max_frame=self.cfg.ring.max_frame).close()
+            log.info("event=ring_created path=%s capacity=%d", self.ring_path, self.cfg.ring.capacity)
+        except RingExists:
+            ring.attach(self.ring_path).close()  # validates; refuses a bad file loudly
+            log.info("event=ring_attached path=%s", self.ring_path)
+        if self.cfg.nats.embedded:
+            from flusher.nats_embedded import NatsServer
+            store = os.path.join(self.cfg.storage.data_dir, "nats", f"shard-{self.shard.id}")
+            os.makedirs(store, mode=0o700, exist_ok=True)
+            self.nats = NatsServer(store, port=self.cfg.nats.embedded_port).start()
+            self.nats_url = self.nats.url
+            log.info("event=nats_embedded url=%s", self.nats_url)
+        for role in ("flusher", "publisher", "receiver"):
+            self.children[role] = Child(role, self.commands[role](self, role))
+        # Drains first: they must hold their reader slots before frames flow.
+        for role in ("flusher", "publisher"):
+            self.children[role].start()
+        self._wait_for(lambda: self._readers_alive({"flusher", "publisher"}), "drains to attach")
+        self.children["receiver"].start()
+        self._wait_for(lambda: ring.stats(self.ring_path)["producer"]["alive"], "receiver to attach")
+        view = ShardView(self.ring_path, self.cfg.ring.dir, self.shard.id, self.venue,
+                         stale_after=max(5.0, self.shard.silence_timeout))
+        self._metrics = MetricsServer(view, self.cfg.metrics.bind, self.metrics_port).start()
+        self.metrics_port = self._metrics.port
+        log.info("event=metrics_listening bind=%s port=%d", self.cfg.metrics.bind, self.metrics_port)
+        self.notifier.ready(self._status_line())
+
+    def _wait_for(self, pred: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + self.child_start_timeout
+        while not pred():
+            for c in self.children.values():
+                if c.proc is not None and c.proc.poll() is not None:
+                    raise CaptureError(f"{c.role} exited with {c.proc.returncode} while waiting for {what}")
+            if self._stop.is_set():
+                raise CaptureError(f"stopped while waiting for {what}")
+            if time.monotonic() > deadline:
+                raise CaptureError(f"timed out waiting for {what}")
+            time.sleep(0.02)
+
+    def _readers_alive(self, names: set[str]) -> bool:
+        st = ring.stats(self.ring_path)
+        return names <= {r["name"] for r in st["readers"] if r["alive"]}
+
+    # -- watching -------------------------------------------------------------------------
+    def _watch(self) -> int:
+        wd = watchdog_interval()
+        last_status = 0.0
+        while not self._stop.wait(self.tick):
+            now = time.monotonic()
+            for c in self.children.values():
+                if c.alive():
+                    continue
+                if c.proc is not None and c.last_exit is None:
+                    c.last_exit = c.proc.returncode
+                    c.restarts.append(now)
+                    recent = sum(1 for t in c.restarts if now - t < self.restart_window)
+                    log.warning("event=child_exit role=%s code=%s restarts_in_window=%d",
+                                c.role, c.last_exit, recent)
+                    if recent > self.restart_limit:
+                        log.error("event=restart_limit role=%s limit=%d window=%.0fs",
+                                  c.role, self.restart_limit, self.restart_window)
+                        return EXIT_FAILED
+                    c.next_start = now + min(c.backoff * (2 ** (recent - 1)), 10.0)
+                if now >= c.next_start:
+                    c.start()
+                    c.last_exit = None
+            if wd is not None and now - self._last_watchdog >= wd and self._heartbeats_advance():
+                self.notifier.watchdog()
+                self._last_watchdog = now
+            if now - last_status >= 5.0:
+                self.notifier.status(self._status_line())
+                last_status = now
+        return EXIT_OK
+
+    def _heartbeats_advance(self) -> bool:
+        """True if every child's ring heartbeat moved since the last check."""
+        try:
+            st = ring.stats(self.ring_path)
+        except CaptureError:
+            return False
+        beats = {"receiver": st["producer"]["heartbeat_age_s"]}
+        beats.update({r["name"]: r["heartbeat_age_s"] for r in st["readers"] if r["alive"]})
+        if not st["producer"]["alive"] or len(beats) < 3:
+            return False
+        limit = max(2.0, 2 * (watchdog_interval() or 1.0))
+        return all(age is not None and age < limit for age in beats.values())
+
+    def _status_line(self) -> str:
+        try:
+            st = ring.stats(self.ring_path)
+        except CaptureError as e:
+            return f"shard {self.shard.id}: ring unreadable: {e}"
+        rec = read_status(self.status_file("receiver")) or {}
+        conns = rec.get("connections") or []
+        live = sum(1 for c in conns if c.get("state") == "live")
+        lags = {r["name"]: r["lag_frames"] for r in st["readers"]}
+        return (f"{self.venue} shard {self.shard.id}: {live}/{len(conns)} connections live, "
+                f"{st['frames']} frames, ring {st['fill_ratio']:.0%} full, "
+                f"flusher lag {lags.get('flusher', '?')}, publisher lag {lags.get('publisher', '?')}, "
+                f"drops {st['drops']['full'] + st['drops']['too_large']}")
+
+    # -- stopping ---------------------------------------------------------------------------
+    def _shutdown(self, fast: bool) -> None:
+        self.notifier.stopping()
+        log.info("event=shutdown fast=%s", fast)
+        drain = self.cfg.storage.drain_timeout
+        order = [("receiver", 15.0), ("flusher", drain + 10.0), ("publisher", drain + 10.0)]
+        if fast:
+            for role, _ in order:
+                if role in self.children:
+                    self.children[role].signal(signal.SIGTERM)
+            deadline = time.monotonic() + 5.0
+            for role, _ in order:
+                if role in self.children:
+                    self._reap(self.children[role], deadline)
+        else:
+            for role, limit in order:
+                c = self.children.get(role)
+                if c is None:
+                    continue
+                c.signal(signal.SIGTERM)
+                code = self._reap(c, time.monotonic() + limit, extend=True)
+                if code not in (0, None, -signal.SIGTERM):
+                    log.warning("event=child_stop role=%s code=%s", role, code)
+                    if self.exit_code == EXIT_OK:
+                        self.exit_code = EXIT_FAILED
+                if self._signals > 1 and not fast:
+                    return self._shutdown(fast=True)
+        if self._metrics:
+            self._metrics.stop()
+        if self.nats is not None:
+            self.nats.stop()
+        log.info("event=stopped code=%d", self.exit_code)
+
+    def _reap(self, c: Child, deadline: float, extend: bool = False) -> int | None:
+        if c.proc is None:
+            return None
+        last_extend = 0.0
+        while True:
+            try:
+                return c.proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if extend and now - last_extend > 1.0:
+                self.notifier.extend_timeout(5.0)  # the drain is alive: give it time
+                self.notifier.status(f"stopping: waiting for the {c.role} to drain")
+                last_extend = now
+            if self._signals > 1 and extend:
+                deadline = min(deadline, now + 5.0)
+                extend = False
+                c.signal(signal.SIGTERM)
+            if now > deadline:
+                log.error("event=child_kill role=%s reason=stop_timeout", c.role)
+                c.signal(signal.SIGKILL)
+                return c.proc.wait()
+
+
+# -- how each child is started --------------------------------------------------------------
+
+def _py() -> list[str]:
+    return [sys.executable, "-m"]
+
+
+def flusher_command(sup: Supervisor, role: str) -> list[str]:
+    s, st = sup.shard, sup.cfg.storage
+    argv = _py() + ["flusher.disk", "--ring", sup.ring_path, "--data-dir", st.data_dir,
+                    "--venue", s.venue, "--shard", str(s.id), "--host", socket.gethostname(),
+                    "--fsync", st.fsync, "--fsync-interval", str(st.fsync_interval),
+                    "--segment-bytes", str(st.segment_bytes), "--drain-timeout", str(st.drain_timeout),
+                    "--status-file", sup.status_file("flusher")]
+    if st.compress:
+        argv.append("--compress")
+    return argv
+
+
+def publisher_command(sup: Supervisor, role: str) -> list[str]:
+    s, n = sup.shard, sup.cfg.nats
+    table: dict[str, object] = {"servers": list(n.servers) or [sup.nats_url], "prefix": n.prefix}
+    for k in ("user", "password", "token", "creds", "tls_ca", "tls_cert", "tls_key"):
+        if getattr(n, k):
+            table[k] = getattr(n, k)
+    sc = n.streams[s.venue]
+    table["streams"] = {s.venue: {"name": sc.name, "replicas": sc.replicas, "max_bytes": sc.max_bytes,
+                                  "max_age": sc.max_age, "duplicate_window": sc.duplicate_window}}
+    # Credentials go through an owner-only file, never the command line.
+    path = os.path.join(sup.workdir, "publisher-nats.json")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(table, f)
+    return _py() + ["flusher.publish", "--ring", sup.ring_path, "--venue", s.venue, "--shard", str(s.id),
+                    "--segments", sup.cfg.storage.data_dir, "--nats", "@" + path,
+                    "--ack-timeout", str(n.ack_timeout), "--window", str(n.window),
+                    "--drain-timeout", str(sup.cfg.storage.drain_timeout),
+                    "--status-file", sup.status_file("publisher")]
+
+
+def receiver_command(sup: Supervisor, role: str) -> list[str]:
+    argv = _py() + ["capture.receiver", "--ring", sup.ring_path, "--shard", str(sup.shard.id),
+                    "--status-file", sup.status_file("receiver")]
+    if sup.cfg.path:
+        argv += ["--config", sup.cfg.path]
+    return argv
+
+
+DEFAULT_COMMANDS: dict[str, CommandBuilder] = {
+    "flusher": flusher_command,
+    "publisher": publisher_command,
+    "receiver": receiver_command,
+}
