@@ -627,6 +627,10 @@ int64_t ring_write(ring_producer_t *p, const uint8_t *payload, uint32_t len, uin
     memcpy(h + 8, hdr + 8, RING_FRAME_HEADER - 8);
     if (len)
         memcpy(h + RING_FRAME_HEADER, payload, len);
+    /* Zero the alignment padding: segment files hold these bytes too, and
+     * they must not carry stale bytes of an older frame. */
+    if (need > size)
+        memset(h + size, 0, need - size);
     /* Clear the commit word where the next frame will start, so a reader
      * waiting there sees "not yet" instead of whatever stale payload bytes an
      * earlier lap left at that offset.  Only bytes every tethered reader has

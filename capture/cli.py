@@ -1,0 +1,231 @@
+"""The `capture` command.
+
+    capture run --shard N [--config FILE]     run one shard (what systemd starts)
+    capture config check FILE [--discover]    validate, print the resolved plan
+    capture status [--config FILE] [--json]   a table of every shard's ring on this host
+    capture cat | verify | stats PATH...      read segment files (see flusher/cli.py)
+    capture systemd install [--prefix DIR]    install the unit files
+
+Exit codes: 0 success; 1 failure (verify found corruption, a shard failed);
+2 usage or configuration error; 3 shard already running; 4 start-up failure.
+Logs go to stderr, one structured line per event (key=value), never one
+per message.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from typing import Any
+
+from ring.errors import CaptureError, ConfigError
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+
+
+def _load_config(path: str | None):
+    from capture import config
+    return config.load(path) if path else config.default_config()
+
+
+# -- run -------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from capture.supervisor import EXIT_CONFIG, Supervisor
+    _setup_logging(args.log_level)
+    try:
+        cfg = _load_config(args.config)
+        sup = Supervisor(cfg, args.shard)
+    except ConfigError as e:
+        logging.getLogger("capture").error("event=config_error %s", e)
+        return EXIT_CONFIG
+    return sup.run()
+
+
+# -- config check -------------------------------------------------------------------
+
+def resolve_plan(cfg: Any, discover: bool) -> list[dict[str, Any]]:
+    """What each shard gets: instruments and connections."""
+    from capture.shardplan import shard_plan
+    out = []
+    for s in cfg.shards:
+        try:
+            plan = shard_plan(cfg, s.id, discover=discover)
+        except CaptureError as e:
+            plan = {"error": str(e)}
+        out.append({"shard": s.id, "venue": s.venue, "cores": list(s.cores), "transport": s.transport,
+                    "ring": cfg.ring_path(s.id), **plan})
+    return out
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    try:
+        cfg = _load_config(args.file)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    plan = resolve_plan(cfg, args.discover)
+    if args.json:
+        print(json.dumps(plan, indent=2))
+        return 0
+    print(f"{cfg.path}: OK")
+    print(f"ring dir {cfg.ring.dir}, capacity {cfg.ring.capacity}; data dir {cfg.storage.data_dir}; "
+          f"fsync {cfg.storage.fsync}; NATS {'embedded' if cfg.nats.embedded else ', '.join(cfg.nats.servers)}")
+    for p in plan:
+        print(f"shard {p['shard']} ({p['venue']}), cores {p['cores'] or 'any'}, transport {p['transport']}:")
+        if "error" in p:
+            print(f"  error: {p['error']}")
+            continue
+        if p.get("deferred"):
+            print(f"  {p['deferred']}")
+        for c in p.get("connections", []):
+            members = c["instruments"]
+            shown = ", ".join(members[:8]) + (f", ... ({len(members)} in all)" if len(members) > 8 else "")
+            print(f"  connection {c['id']}: {shown}")
+    return 0
+
+
+# -- status -------------------------------------------------------------------------
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import ring
+    from capture.status import read_status
+    ring_dir = args.ring_dir or (_load_config(args.config).ring.dir if args.config else ring.DEFAULT_DIR)
+    rows = []
+    for path in sorted(glob.glob(os.path.join(ring_dir, "shard-*.ring"))):
+        shard = os.path.basename(path)[len("shard-"):-len(".ring")]
+        try:
+            st = ring.stats(path)
+        except CaptureError as e:
+            rows.append({"shard": shard, "error": str(e)})
+            continue
+        rec = read_status(os.path.join(ring_dir, f"shard-{shard}.receiver.json")) or {}
+        conns = rec.get("connections") or []
+        lags = {r["name"]: r["lag_frames"] for r in st["readers"]}
+        rate = rec.get("messages_per_s")
+        rows.append({
+            "shard": shard,
+            "venue": rec.get("venue", "?"),
+            "connections": f"{sum(c.get('state') == 'live' for c in conns)}/{len(conns)}",
+            "msgs/s": f"{rate:.0f}" if isinstance(rate, (int, float)) else "-",
+            "ring_fill": f"{st['fill_ratio']:.1%}",
+            "flusher_lag": lags.get("flusher", "-"),
+            "publisher_lag": lags.get("publisher", "-"),
+            "drops": st["drops"]["full"] + st["drops"]["too_large"],
+            "gaps": sum((rec.get("gaps") or {}).values()) + st["gap_records"],
+            "receiver": "up" if st["producer"]["alive"] else st["producer"]["state"],
+            "last_error": (rec.get("last_error") or "")[:60],
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no shards found in {ring_dir}")
+        return 0
+    cols = ["shard", "venue", "receiver", "connections", "msgs/s", "ring_fill", "flusher_lag",
+            "publisher_lag", "drops", "gaps", "last_error"]
+    table = [[str(r.get(c, r.get("error", "")) if c != "last_error" or "error" not in r else r["error"])
+              for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    return 0
+
+
+# -- systemd ------------------------------------------------------------------------
+
+def cmd_systemd_install(args: argparse.Namespace) -> int:
+    """Copy the units, pointing ExecStart at this installation's `capture`."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src = os.path.join(here, "systemd")
+    if not os.path.isdir(src):
+        print("error: the systemd/ folder is not next to this installation", file=sys.stderr)
+        return 2
+    exe = args.exec or shutil.which("capture") or os.path.join(os.path.dirname(sys.executable), "capture")
+    root = args.prefix.rstrip("/") if args.prefix else ""
+    units = f"{root}/etc/systemd/system"
+    os.makedirs(units, exist_ok=True)
+    os.makedirs(f"{root}/etc/sysusers.d", exist_ok=True)
+    os.makedirs(f"{root}/etc/tmpfiles.d", exist_ok=True)
+    with open(os.path.join(src, "capture@.service")) as f:
+        unit = f.read().replace("/opt/capture/bin/capture", exe)
+    with open(os.path.join(units, "capture@.service"), "w") as f:
+        f.write(unit)
+    shutil.copy(os.path.join(src, "capture.target"), units)
+    shutil.copy(os.path.join(src, "capture-sysusers.conf"), f"{root}/etc/sysusers.d/capture.conf")
+    shutil.copy(os.path.join(src, "capture-tmpfiles.conf"), f"{root}/etc/tmpfiles.d/capture.conf")
+    print(f"installed capture@.service (ExecStart {exe}) and capture.target into {units}")
+    if not root:
+        print("next: systemd-sysusers; systemd-tmpfiles --create; systemctl daemon-reload; "
+              "systemctl enable --now capture@0")
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="capture", description="Record exchange market data.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run one shard (receiver, flusher, publisher)")
+    r.add_argument("--shard", type=int, required=True)
+    r.add_argument("--config", help="TOML config (default: the built-in default)")
+    r.add_argument("--log-level", default="INFO")
+    r.set_defaults(fn=cmd_run)
+
+    c = sub.add_parser("config", help="configuration tools")
+    csub = c.add_subparsers(dest="config_cmd", required=True)
+    cc = csub.add_parser("check", help="validate a config and print the resolved plan")
+    cc.add_argument("file", nargs="?", help="TOML config (default: the built-in default)")
+    cc.add_argument("--discover", action="store_true", help="run discovery now to resolve instruments")
+    cc.add_argument("--json", action="store_true")
+    cc.set_defaults(fn=cmd_config_check)
+
+    s = sub.add_parser("status", help="every shard on this host")
+    s.add_argument("--config")
+    s.add_argument("--ring-dir")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_status)
+
+    for name in ("cat", "verify", "stats"):
+        p = sub.add_parser(name, help=f"segment files: {name}", add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(fn=lambda a, n=name: _segment_tool(n, a.rest))
+
+    sd = sub.add_parser("systemd", help="systemd integration")
+    sdsub = sd.add_subparsers(dest="systemd_cmd", required=True)
+    si = sdsub.add_parser("install", help="install unit files")
+    si.add_argument("--prefix", help="install under this root (packaging, tests)")
+    si.add_argument("--exec", help="path of the capture executable for ExecStart")
+    si.set_defaults(fn=cmd_systemd_install)
+    return ap
+
+
+def _segment_tool(name: str, rest: list[str]) -> int:
+    from flusher import cli
+    fn = {"cat": cli.main_cat, "verify": cli.main_verify, "stats": cli.main_stats}[name]
+    return fn(rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
