@@ -164,10 +164,16 @@ class ShardCollector(Collector):
         ff = c("capture_flusher_frames", "Frames the flusher wrote to segment files")
         ff.add_metric(lv, fl.get("frames", 0))
         yield ff
-        fs = fl.get("fsync_seconds")
-        if fs and fs.get("buckets"):
+        hist = fl.get("fsync_hist_us")
+        if hist:
             h = HistogramMetricFamily("capture_flusher_fsync_seconds", "fsync latency", labels=base)
-            h.add_metric(lv, [(str(le), n) for le, n in fs["buckets"]], fs.get("sum", 0.0))
+            h.add_metric(lv, log2_buckets(hist), fl.get("fsync_ns_total", 0) / 1e9)
+            yield h
+        hist = fl.get("recv_to_disk_hist_us")
+        if hist:
+            h = HistogramMetricFamily("capture_recv_to_disk_seconds",
+                                      "Receive stamp to the segment write, per frame", labels=base)
+            h.add_metric(lv, log2_buckets(hist), log2_sum(hist))
             yield h
 
         pb = ch.get("publisher") or {}
@@ -186,6 +192,34 @@ class ShardCollector(Collector):
                                       "Receive time minus the exchange's own timestamp", labels=base)
             h.add_metric(lv, [(str(le), n) for le, n in el["buckets"]], el.get("sum", 0.0))
             yield h
+
+
+def log2_buckets(hist: list[int]) -> list[tuple[str, float]]:
+    """Counts per bucket i (< 2**i microseconds) -> cumulative Prometheus buckets."""
+    out, total = [], 0
+    for i, n in enumerate(hist[:-1]):
+        total += n
+        out.append((repr((2 ** i) / 1e6), float(total)))
+    out.append(("+Inf", float(total + hist[-1])))
+    return out
+
+
+def log2_sum(hist: list[int]) -> float:
+    """An estimate of the sum (bucket midpoints), for the _sum series."""
+    return sum(n * 0.75 * (2 ** i) / 1e6 for i, n in enumerate(hist))
+
+
+def log2_percentile(hist: list[int], q: float) -> float | None:
+    """Upper bound (seconds) of the bucket holding the q-th quantile."""
+    total = sum(hist)
+    if not total:
+        return None
+    need, run = q * total, 0
+    for i, n in enumerate(hist):
+        run += n
+        if run >= need:
+            return (2 ** i) / 1e6
+    return None
 
 
 class MetricsServer:

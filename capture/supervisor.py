@@ -148,7 +148,9 @@ class Supervisor:
         self.restart_limit, self.restart_window = restart_limit, restart_window
         self.tick = tick
         self.child_start_timeout = child_start_timeout
-        self.metrics_port = metrics_port if metrics_port is not None else cfg.metrics.port_base + shard_id
+        if metrics_port is None:  # port_base 0: an ephemeral port (tests, demo)
+            metrics_port = cfg.metrics.port_base + shard_id if cfg.metrics.port_base else 0
+        self.metrics_port = metrics_port
         self.commands = dict(DEFAULT_COMMANDS)
         self.commands.update(commands or {})
         self.children: dict[str, Child] = {}

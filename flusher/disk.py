@@ -117,6 +117,9 @@ class FlusherStats:
     fsync_ns_max: int = 0
     fsync_hist_us: list[int] = field(default_factory=lambda: [0] * 24)   # bucket i: < 2**i us
     close_ns_max: int = 0            # segment close: fsync, index, rename, directory fsync
+    # receive stamp -> bytes handed to the OS (write returned), per frame;
+    # bucket i counts frames with latency < 2**i us (the last bucket: the rest)
+    recv_to_disk_hist_us: list[int] = field(default_factory=lambda: [0] * 32)
     write_errors: int = 0
     fsync_errors: int = 0
     io_retries: int = 0
@@ -307,6 +310,7 @@ class Flusher:
         if n == 0:
             return 0
         self._write_batch(b)
+        self._record_latency(b.ts)
         if self.cfg.fsync == "always" and not self._sync_or_rollback():
             return -1
         elif self.cfg.fsync == "interval" and time.monotonic() - self._last_sync >= self.cfg.fsync_interval:
@@ -315,6 +319,14 @@ class Flusher:
         self.stats.committed_seq = int(b.end_seq) - 1
         self.stats.batches += 1
         return n
+
+    def _record_latency(self, ts: np.ndarray) -> None:
+        us = np.maximum((time.time_ns() - ts.astype(np.int64)) // 1000, 1)
+        buckets = np.minimum(np.floor(np.log2(us)).astype(np.int64) + 1, 31)
+        counts = np.bincount(buckets, minlength=32)
+        hist = self.stats.recv_to_disk_hist_us
+        for i in np.flatnonzero(counts).tolist():
+            hist[i] += int(counts[i])
 
     def _idle(self) -> None:
         now = time.monotonic()

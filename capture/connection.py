@@ -1,0 +1,635 @@
+"""One WebSocket connection of a shard: its lifecycle as one explicit state machine.
+
+Rule 1: everything that changes a connection's state goes through
+:data:`TRANSITIONS` below, via :meth:`Connection._fire`, and every transition
+writes a control record into the ring.  Nothing else assigns ``state``.
+
+States and events (h11 style: (state, event) -> next state)::
+
+    idle --start--> connecting --opened--> subscribing --subscribed--> live
+                        |                      |   \\                   |  \\
+                   connect_failed            lost  keepalive_timeout  lost silence /
+                        |                      |          \\           |   keepalive_timeout
+                        v                      v           v          v    v
+                   backing_off <---------------+--lost--- stale <------+----+
+                        |
+                      retry --> connecting ...            any --stop--> closed
+
+* ``subscribing``: subscribe requests sent; waiting for the venue's acks (or
+  errors) for every (channel, instrument).  All answered, or
+  ``subscribe_timeout`` passed, or a venue without acks (Polymarket) ->
+  ``live``.
+* ``live``: data flows.  The inbound-*data* silence watchdog runs here: a
+  connection that still answers keepalives (PONG, heartbeats) but has sent no
+  market data for ``silence_timeout`` is ``stale``.
+* ``stale``: we close it (and replace it: backing_off -> connecting).
+* ``backing_off``: capped exponential backoff with full jitter:
+  ``delay = uniform(0, min(backoff_cap, backoff_base * 2**failures))``;
+  ``failures`` resets once a connection has been live for ``stable_after``.
+
+A connection never ends the process: every failure leads to backing_off, and
+only :meth:`Connection.stop` leads to closed.
+
+The hot path (:meth:`Connection._on_message`, called by the transport with the
+receive time already taken) writes the frame into the ring *first*, then
+looks at its size only: frames above a small peek limit are counted as data
+without being parsed.  Small frames (heartbeats, pongs are a few dozen bytes)
+and, while replies are awaited (acks after a subscribe), frames up to
+``venues.base.CONTROL_MAX``, go through the venue module's cheap
+``classify``.  Malformed frames (not JSON, truncated) stay in the ring as
+received and are counted: small ones by ``classify`` plus a check of their
+first and last byte, long ones by their last byte alone.  A ring that refuses
+a frame (FULL) never blocks the socket: the producer counts it and writes a gap
+record once room returns.
+
+Records written (control frames whose header ``conn`` is the connection id;
+the JSON carries ``kind``, ``conn_name``, ``state`` - the state after the
+record - and, for transitions, ``from``)::
+
+    connecting {attempt, url}       opened {attempt, url}     connect_failed {status, error}
+    subscribe_sent {channel, symbols, req_id, reason}
+    subscribed {channel, symbol, req_id}          subscribe_failed {channel, symbols, error, code}
+    subscribe_timeout {pending}     venue_error {error, code}  live {acked, failed, timed_out}
+    keepalive_timeout {waited_s}    silence_timeout {silent_s, last_data_ns}
+    closed {code, reason, by}       reconnect {attempt, delay, failures, cap}
+    unsubscribe_sent {channel, symbols}           stopped {frames, malformed, refused, reconnects}
+    receiver_error {error}          an unexpected exception: counted, rate-limited; inside an
+                                    attempt it costs that attempt (closed 1011 by "error")
+
+Errors (rooted in :class:`ring.errors.CaptureError`)::
+
+    CaptureError
+    └── ConnectionStateError         an event not allowed in the current state (a bug)
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from ring.errors import CaptureError, ConfigError
+from ring.frame import FrameType
+from ring.producer import Producer
+
+from .subscriptions import SUBSCRIBERS, KalshiSubscriber, Request
+from .transport import ConnectFailed, Transport, make_transport
+from .venues.base import CONTROL_MAX, Classified, Kind
+
+
+class State(str, enum.Enum):
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    SUBSCRIBING = "subscribing"
+    LIVE = "live"
+    STALE = "stale"
+    BACKING_OFF = "backing_off"
+    CLOSED = "closed"
+
+
+class Event(str, enum.Enum):
+    START = "start"
+    OPENED = "opened"
+    CONNECT_FAILED = "connect_failed"
+    SUBSCRIBED = "subscribed"
+    SILENCE = "silence"
+    KEEPALIVE_TIMEOUT = "keepalive_timeout"
+    LOST = "lost"
+    RETRY = "retry"
+    STOP = "stop"
+
+
+S, E = State, Event
+
+#: The whole lifecycle.  (state, event) -> next state; anything else is a bug.
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (S.IDLE, E.START): S.CONNECTING,
+    (S.CONNECTING, E.OPENED): S.SUBSCRIBING,
+    (S.CONNECTING, E.CONNECT_FAILED): S.BACKING_OFF,
+    (S.SUBSCRIBING, E.SUBSCRIBED): S.LIVE,
+    (S.SUBSCRIBING, E.KEEPALIVE_TIMEOUT): S.STALE,
+    (S.SUBSCRIBING, E.LOST): S.BACKING_OFF,
+    (S.LIVE, E.SILENCE): S.STALE,
+    (S.LIVE, E.KEEPALIVE_TIMEOUT): S.STALE,
+    (S.LIVE, E.LOST): S.BACKING_OFF,
+    (S.STALE, E.LOST): S.BACKING_OFF,
+    (S.BACKING_OFF, E.RETRY): S.CONNECTING,
+    **{(s, E.STOP): S.CLOSED for s in State if s is not S.CLOSED},
+}
+
+#: The control record kind each event writes.
+RECORD_KIND: dict[Event, str] = {
+    E.START: "connecting", E.RETRY: "connecting", E.OPENED: "opened",
+    E.CONNECT_FAILED: "connect_failed", E.SUBSCRIBED: "live", E.SILENCE: "silence_timeout",
+    E.KEEPALIVE_TIMEOUT: "keepalive_timeout", E.LOST: "closed", E.STOP: "stopped",
+}
+
+
+class ConnectionStateError(CaptureError):
+    """An event arrived in a state that does not allow it (a bug, not a venue problem)."""
+
+    def __init__(self, conn: str, state: State, event: Event) -> None:
+        super().__init__(f"{conn}: event {event.value!r} not allowed in state {state.value!r}")
+        self.conn = conn
+        self.state = state
+        self.event = event
+
+
+# --------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Timing:
+    """Every interval of the lifecycle, in seconds (tests make them small).
+
+    ``ping_interval``/``silence_timeout``: ``None`` means the venue's default
+    (:class:`capture.venues.base.Keepalive`) / no silence watchdog; 0 disables.
+    """
+
+    connect_timeout: float = 10.0
+    subscribe_timeout: float = 10.0
+    ping_interval: float | None = None
+    pong_timeout: float = 10.0
+    silence_timeout: float | None = 120.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    stable_after: float = 30.0
+    stagger: float = 0.25
+    stagger_jitter: float = 0.25
+    close_timeout: float = 2.0
+    #: Frames at most this long are classified on the hot path when no
+    #: reply is awaited (heartbeats, PONG); longer ones count as data unparsed.
+    peek_bytes: int = 128
+
+    def __post_init__(self) -> None:
+        for k, v in self.__dict__.items():
+            if isinstance(v, (int, float)) and v < 0:
+                raise ConfigError(None, f"timing.{k}", f"must be >= 0, got {v}")
+        if self.backoff_cap < self.backoff_base:
+            raise ConfigError(None, "timing.backoff_cap", "must be >= backoff_base")
+
+    def backoff(self, failures: int, rng: random.Random) -> tuple[float, float]:
+        """``(delay, cap)``: full jitter over the capped exponential."""
+        cap = min(self.backoff_cap, self.backoff_base * (2 ** min(failures, 32)))
+        return rng.uniform(0.0, cap), cap
+
+
+# --------------------------------------------------------------------------
+# The connection
+# --------------------------------------------------------------------------
+
+_DATA = int(FrameType.DATA)
+_JSON_OPEN = frozenset(b"{[")
+_JSON_CLOSE = frozenset(b"}]")
+_WS = frozenset(b" \t\r\n")
+
+
+class Connection:
+    """One WebSocket connection of a shard, reconnecting until stopped.
+
+    Args:
+        producer: the shard's ring producer (shared by its connections).
+        conn_id: 0..65535, written in every frame header of this connection.
+        name: e.g. ``kraken-3`` (the plan's connection id).
+        venue_cls: a class from :data:`capture.venues.VENUES`.
+        url: WebSocket URL.
+        members: instruments (symbols / token ids / tickers) to subscribe.
+        transport: ``"picows"`` or ``"websockets"``.
+        timing: intervals.
+        options: venue options (``channels``, ``depth``, ``signer`` ...).
+        index: position in the shard, for the staggered start.
+        rng: randomness for jitter (seed it in tests).
+    """
+
+    def __init__(self, producer: Producer, conn_id: int, name: str, venue_cls: type, url: str,
+                 members: Iterable[str], *, transport: str = "picows", timing: Timing = Timing(),
+                 options: dict[str, Any] | None = None, index: int = 0,
+                 rng: random.Random | None = None, max_message: int | None = None) -> None:
+        if not 0 <= conn_id <= 0xFFFF:
+            raise ConfigError(None, "conn_id", f"{conn_id} does not fit in 16 bits")
+        self.producer = producer
+        self.conn_id = conn_id
+        self.name = name
+        self.venue = venue_cls
+        self.url = url
+        self.members: list[str] = list(dict.fromkeys(members))
+        self.transport_name = transport
+        self.timing = timing
+        self.index = index
+        self.rng = rng or random.Random()
+        self.max_message = max_message
+        self.subscriber = SUBSCRIBERS[venue_cls.name](venue_cls, dict(options or {}))
+        ka = venue_cls.keepalive
+        self.ping_interval = ka.client_ping_interval if timing.ping_interval is None \
+            else (timing.ping_interval or None)
+        self.app_ping = ka.app_ping
+        self.silence_ns = int((timing.silence_timeout or 0) * 1e9)
+        self.state = State.IDLE
+        self.transport: Transport | None = None
+        self.attempt = 0
+        self.failures = 0
+        # counters (read by the receiver for stats and metrics)
+        self.frames = 0
+        self.malformed = 0
+        self.refused = 0
+        self.reconnects = 0
+        self.reconnect_reasons: dict[str, int] = {}
+        self.nbytes = 0
+        self.errors = 0
+        self._why = "closed"
+        self.last_data_ns = 0
+        self.live_since = 0.0
+        self.live_ns = 0          # wall time of the last transition to live
+        self.live_frames = 0      # frames received before it, on this connection
+        self.history: list[tuple[State, Event, State]] = []
+        # per-attempt reply tracking
+        self._requests: list[Request] = []
+        self._acked = self._failed = self._timed_out = 0
+        self._ping_sent_at: float | None = None
+        self._next_ping = 0.0
+        self._peek = CONTROL_MAX
+        self._write = producer.write
+        self._stop: asyncio.Future[None] | None = None
+        self.task: asyncio.Task | None = None
+        self._last_close: Any = None
+
+    # -- state machine -------------------------------------------------------
+    def _fire(self, event: Event, **fields: Any) -> State:
+        new = TRANSITIONS.get((self.state, event))
+        if new is None:
+            raise ConnectionStateError(self.name, self.state, event)
+        old, self.state = self.state, new
+        self.history.append((old, event, new))
+        self._record(RECORD_KIND[event], **{"from": old.value}, **fields)
+        self._set_peek()
+        return new
+
+    def _record(self, kind: str, **fields: Any) -> None:
+        self.producer.write_control(kind, ts=time.time_ns(), conn=self.conn_id,
+                                    conn_name=self.name, state=self.state.value, **fields)
+
+    def _set_peek(self) -> None:
+        if self.state is not S.LIVE or any(r.pending for r in self._requests):
+            self._peek = CONTROL_MAX
+        elif self._ping_sent_at is not None:
+            self._peek = max(self.timing.peek_bytes, 256)
+        else:
+            self._peek = self.timing.peek_bytes
+
+    # -- the hot path ----------------------------------------------------------
+    def _on_message(self, payload: bytes | memoryview, ts: int, flags: int) -> None:
+        # The transport took ts before calling us; the ring write comes next,
+        # before anything looks at the bytes.
+        try:
+            if self._write(payload, _DATA, ts, self.conn_id, flags):
+                self.refused += 1   # FULL / TOO_LARGE: counted and recorded by the producer
+            self.frames += 1
+            n = len(payload)
+            self.nbytes += n
+            if n > self._peek:
+                self.last_data_ns = ts
+                if payload[n - 1] not in _JSON_CLOSE:   # truncated, or not JSON at all
+                    self._odd_large(payload, ts)
+                return
+            self._small(payload, ts)
+        except Exception as exc:  # never let a bug in the glue drop the socket
+            self.errors += 1
+            if self.errors <= 10 or self.errors % 10_000 == 0:   # visible, not a flood
+                self._record("receiver_error", error=f"{type(exc).__name__}: {exc}",
+                             errors=self.errors)
+
+    def _odd_large(self, payload: bytes | memoryview, ts: int) -> None:
+        """A data frame that does not look like one JSON value at its ends
+        (truncated, or not JSON): unless it is only whitespace around one, it
+        is counted as malformed.  It is in the ring raw either way."""
+        b = bytes(payload).strip()
+        if not b or b[0] not in _JSON_OPEN or b[-1] not in _JSON_CLOSE:
+            self.malformed += 1
+
+    def _small(self, payload: bytes | memoryview, ts: int) -> None:
+        raw = payload if payload.__class__ is bytes else bytes(payload)
+        c = self.venue.classify(raw)
+        k = c.kind
+        if k is Kind.DATA or k is Kind.UNKNOWN:
+            # classify reads data frames by their head only: check the ends too
+            self.last_data_ns = ts
+            if raw[0] not in _JSON_OPEN or raw[-1] not in _JSON_CLOSE:
+                self._odd_large(raw, ts)
+        elif k is Kind.PONG:
+            self._pong()
+        elif k is Kind.HEARTBEAT or k is Kind.INFO:
+            pass
+        elif k is Kind.MALFORMED:
+            self.malformed += 1
+        else:  # ACK, ERROR, UNSUBSCRIBED
+            self._reply(c)
+
+    def _on_pong(self, payload: bytes) -> None:
+        self._pong()
+
+    def _pong(self) -> None:
+        if self._ping_sent_at is not None:
+            self._ping_sent_at = None
+            self._set_peek()
+
+    # -- replies -----------------------------------------------------------------
+    def _find(self, c: Classified) -> Request | None:
+        if c.req_id is not None:
+            for r in self._requests:
+                if r.req_id == c.req_id:
+                    return r
+        for r in self._requests:
+            if (c.channel, c.symbol) in r.pending or (c.channel, "*") in r.pending:
+                return r
+        return None
+
+    def _reply(self, c: Classified) -> None:
+        if c.kind is Kind.UNSUBSCRIBED:
+            return
+        r = self._find(c)
+        if c.kind is Kind.ACK:
+            if r is not None:
+                ch = r.channel if c.channel is None else c.channel
+                key = (ch, c.symbol) if (ch, c.symbol) in r.pending else (ch, "*")
+                r.pending.discard(key)
+                if c.sid is not None and isinstance(self.subscriber, KalshiSubscriber) and ch:
+                    self.subscriber.sids[ch] = c.sid
+            self._acked += 1
+            self._record("subscribed", channel=c.channel or (r.channel if r else None),
+                         symbol=c.symbol, req_id=c.req_id)
+        else:  # ERROR
+            if r is not None and c.symbol is not None:
+                ch = r.channel
+                r.pending.discard((ch, c.symbol))
+                self._failed += 1
+                self._record("subscribe_failed", channel=ch, symbols=[c.symbol],
+                             error=c.detail, code=c.code, req_id=c.req_id)
+            elif r is not None and c.req_id is not None:
+                syms = sorted(s for _, s in r.pending)
+                r.pending.clear()
+                self._failed += len(syms)
+                self._record("subscribe_failed", channel=r.channel, symbols=syms,
+                             error=c.detail, code=c.code, req_id=c.req_id)
+            else:
+                self._record("venue_error", error=c.detail, code=c.code, req_id=c.req_id)
+        self._maybe_live()
+
+    def _maybe_live(self) -> None:
+        if any(r.pending for r in self._requests):
+            return
+        if self.state is S.SUBSCRIBING:
+            self._go_live()
+        else:
+            self._set_peek()
+
+    def _go_live(self) -> None:
+        self.live_since = time.monotonic()
+        self.live_ns = self.last_data_ns = time.time_ns()
+        self.live_frames = self.frames
+        self._fire(E.SUBSCRIBED, acked=self._acked, failed=self._failed,
+                   timed_out=self._timed_out)
+
+    # -- sending -----------------------------------------------------------------
+    def _send_requests(self, reqs: list[Request], reason: str) -> None:
+        t = self.transport
+        assert t is not None
+        for r in reqs:
+            r.sent_ns = time.time_ns()
+            self._requests.append(r)
+            self._record("subscribe_sent", channel=r.channel, symbols=list(r.symbols),
+                         req_id=r.req_id, reason=reason)
+            t.send_text(r.payload)
+        self._set_peek()
+
+    def _opened(self) -> None:
+        # Called by the transport after the handshake, before any message.
+        self._fire(E.OPENED, attempt=self.attempt, url=self.url)
+
+    # -- re-discovery ------------------------------------------------------------
+    def update_members(self, members: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Change the instrument set; on a live connection, subscribe the new
+        ones (and unsubscribe the gone ones) at once where the venue allows,
+        else they apply from the next connect.  Returns ``(added, removed)``."""
+        new = list(dict.fromkeys(members))
+        old = set(self.members)
+        added = [m for m in new if m not in old]
+        removed = [m for m in self.members if m not in set(new)]
+        self.members = new
+        t = self.transport
+        if (self.state in (S.LIVE, S.SUBSCRIBING) and t is not None and not t.closed
+                and self.subscriber.live_add):
+            if added:
+                self._send_requests(self.subscriber.subscribe(added), "rediscovery")
+            for ch, syms, payload in (self.subscriber.unsubscribe(removed) if removed else []):
+                self._record("unsubscribe_sent", channel=ch, symbols=list(syms))
+                t.send_text(payload)
+        return added, removed
+
+    # -- the lifecycle -----------------------------------------------------------
+    def start(self) -> asyncio.Task:
+        self.task = asyncio.get_running_loop().create_task(self.run(), name=self.name)
+        return self.task
+
+    def stop(self) -> None:
+        """Ask the connection to close cleanly and end (see :meth:`run`)."""
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(None)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop is not None and self._stop.done()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped; False if stop was requested."""
+        assert self._stop is not None
+        if self._stop.done():
+            return False
+        try:
+            await asyncio.wait_for(asyncio.shield(self._stop), seconds)
+            return False
+        except (TimeoutError, asyncio.TimeoutError):
+            return True
+
+    async def run(self) -> None:
+        """Connect, subscribe, watch, reconnect... until :meth:`stop`."""
+        self._stop = asyncio.get_running_loop().create_future()
+        tm = self.timing
+        try:
+            delay = self.index * tm.stagger + self.rng.uniform(0.0, tm.stagger_jitter)
+            if not await self._sleep(delay):
+                return
+            self.attempt = 1
+            self._fire(E.START, attempt=self.attempt, url=self.url)
+            while True:
+                try:
+                    await self._attempt()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a bug must cost one reconnect, not the connection
+                    self._recover(exc)
+                if self.stopping:
+                    return
+                if self.live_since and time.monotonic() - self.live_since >= tm.stable_after:
+                    self.failures = 0
+                delay, cap = tm.backoff(self.failures, self.rng)
+                self.failures += 1
+                self.reconnects += 1
+                self.reconnect_reasons[self._why] = self.reconnect_reasons.get(self._why, 0) + 1
+                self._record("reconnect", attempt=self.attempt + 1, delay=round(delay, 6),
+                             failures=self.failures, cap=cap)
+                if not await self._sleep(delay):
+                    return
+                self.attempt += 1
+                self._fire(E.RETRY, attempt=self.attempt, url=self.url)
+        finally:
+            t = self.transport
+            if t is not None and not t.closed:
+                t.abort()
+            self._fire(E.STOP, frames=self.frames, malformed=self.malformed,
+                       refused=self.refused, reconnects=self.reconnects)
+
+    async def _attempt(self) -> None:
+        """One connection attempt, from connecting until the connection is over."""
+        tm = self.timing
+        self.subscriber.fresh()
+        self._requests = []
+        self._acked = self._failed = self._timed_out = 0
+        self._ping_sent_at = None
+        self.live_since = 0.0
+        kw: dict[str, Any] = {}
+        if self.max_message:
+            kw["max_message"] = self.max_message
+        t = make_transport(self.transport_name, self._on_message, on_open=self._opened,
+                           on_pong=self._on_pong, **kw)
+        self.transport = t
+        try:
+            await t.connect(self.url, self.subscriber.headers(), tm.connect_timeout)
+        except ConnectFailed as exc:
+            if self.state is S.SUBSCRIBING:  # opened, then failed (should not happen)
+                self._fire(E.LOST, code=1006, reason=exc.reason, by="error")
+            else:
+                self._why = "connect_failed"
+                self._fire(E.CONNECT_FAILED, status=exc.status, error=exc.reason)
+            return
+        except asyncio.CancelledError:
+            t.abort()
+            raise
+        if self.state is S.CONNECTING:  # on_open is always called first; be safe
+            self._opened()
+        if self.members:
+            self._send_requests(self.subscriber.subscribe(self.members), "connect")
+        if not self.subscriber.acks or not any(r.pending for r in self._requests):
+            self._go_live()
+        await self._watch(t)
+
+    def _recover(self, exc: Exception) -> None:
+        """After an unexpected error inside an attempt: record it, drop the
+        socket and continue into backing_off like any other failure."""
+        error = f"{type(exc).__name__}: {exc}"
+        self._record("receiver_error", error=error)
+        t = self.transport
+        if t is not None and not t.closed:
+            t.abort()
+        self._why = "error"
+        if self.state is S.CONNECTING:
+            self._fire(E.CONNECT_FAILED, status=None, error=error)
+        elif self.state in (S.SUBSCRIBING, S.LIVE, S.STALE):
+            self._last_close = (1011, error, "error")
+            self._fire(E.LOST, code=1011, reason=error, by="error")
+
+    def _tick(self) -> float:
+        tm = self.timing
+        c = [0.5, tm.subscribe_timeout / 4, tm.pong_timeout / 4]
+        if self.ping_interval:
+            c.append(self.ping_interval / 4)
+        if self.silence_ns:
+            c.append(self.silence_ns / 4e9)
+        return max(0.005, min(c))
+
+    async def _watch(self, t: Transport) -> None:
+        """Keepalives, reply timeouts and the silence watchdog, until the
+        connection is over (or stop)."""
+        tm = self.timing
+        assert self._stop is not None
+        tick = self._tick()
+        loop = asyncio.get_running_loop()
+        self._next_ping = loop.time() + (self.ping_interval or 0)
+        closed = asyncio.ensure_future(t.wait_closed())
+        try:
+            while True:
+                await asyncio.wait((closed, self._stop), timeout=tick,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if closed.done():
+                    info = closed.result()
+                    self._lost(info.code, info.reason, info.by)
+                    return
+                if self._stop.done():
+                    info = await t.close(1000, "shutdown", tm.close_timeout)
+                    self._record("closed", code=info.code, reason=info.reason, by="client")
+                    return
+                now = loop.time()
+                # reply timeouts
+                for r in self._requests:
+                    if r.pending and time.time_ns() - r.sent_ns > tm.subscribe_timeout * 1e9:
+                        self._timed_out += len(r.pending)
+                        self._record("subscribe_timeout", channel=r.channel,
+                                     pending=sorted(s for _, s in r.pending), req_id=r.req_id)
+                        r.pending.clear()
+                        self._maybe_live()
+                # keepalive
+                if self._ping_sent_at is not None and now - self._ping_sent_at > tm.pong_timeout:
+                    waited = now - self._ping_sent_at
+                    self._why = "keepalive_timeout"
+                    self._fire(E.KEEPALIVE_TIMEOUT, waited_s=round(waited, 3))
+                    await self._replace(t, closed, "keepalive timeout")
+                    return
+                if self.ping_interval and now >= self._next_ping and self.state in (S.LIVE, S.SUBSCRIBING):
+                    self._next_ping = now + self.ping_interval
+                    if self._ping_sent_at is None:
+                        self._ping_sent_at = now
+                        if self.app_ping:
+                            payload = self.subscriber.app_ping()
+                            if payload is not None:
+                                t.send_text(payload)
+                        else:
+                            t.send_ping(b"")
+                        self._set_peek()
+                # silence watchdog
+                if self.silence_ns and self.state is S.LIVE:
+                    silent = time.time_ns() - self.last_data_ns
+                    if silent > self.silence_ns:
+                        self._why = "silence"
+                        self._fire(E.SILENCE, silent_s=round(silent / 1e9, 3),
+                                   last_data_ns=self.last_data_ns)
+                        await self._replace(t, closed, "no data")
+                        return
+        finally:
+            if not closed.done():
+                closed.cancel()
+
+    async def _replace(self, t: Transport, closed: asyncio.Future, why: str) -> None:
+        """Close a stale connection (the run loop then opens a new one)."""
+        info = await t.close(4000, f"stale: {why}", self.timing.close_timeout)
+        self._lost(info.code, info.reason, "client")
+
+    def _lost(self, code: int, reason: str, by: str) -> None:
+        self._last_close = (code, reason, by)
+        if self.state is not S.STALE:   # stale: the reason is already set
+            self._why = "server_close" if by == "server" else by
+        self._fire(E.LOST, code=code, reason=reason, by=by)
+
+    # -- introspection -------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counters for records and the status file (read by capture.metrics)."""
+        subscribed = self._acked if self.subscriber.acks else (
+            len(self.members) if self.state is S.LIVE else 0)
+        return {"conn": self.name, "id": self.conn_id, "state": self.state.value,
+                "frames": self.frames, "messages": self.frames, "bytes": self.nbytes,
+                "malformed": self.malformed, "refused": self.refused,
+                "reconnects": self.reconnects, "reconnect_reasons": dict(self.reconnect_reasons),
+                "attempt": self.attempt, "members": len(self.members), "subscribed": subscribed,
+                "last_data_ns": self.last_data_ns, "live_since_ns": self.live_ns,
+                "silence_timeout": (self.silence_ns / 1e9) or None}
