@@ -55,6 +55,23 @@ record - and, for transitions, ``from``)::
     unsubscribe_sent {channel, symbols}           stopped {frames, malformed, refused, reconnects}
     receiver_error {error}          an unexpected exception: counted, rate-limited; inside an
                                     attempt it costs that attempt (closed 1011 by "error")
+    auth_failed {status|code, error, retry_in_s}  HTTP 401/403 at the handshake, or the
+                                    venue's auth error code (Kalshi 9) on a live connection;
+                                    logged without key material, retried after the *auth*
+                                    backoff (``auth_backoff`` doubling to ``auth_backoff_cap``,
+                                    jittered in [cap/2, cap]: never a tight loop)
+
+Integrity (with an :class:`capture.repair.Integrity`, see :mod:`capture.repair`)::
+
+    seq_gap {venue, symbol, sid|feed, expected, got, missing[, repair: "pending"]}
+    checksum_mismatch {venue, symbol, expected, computed, frame_seq}   (reported by the validator)
+    repair {venue, symbol, reason, action}        get_snapshot / resubscribe sent for that symbol
+    repair_suppressed {venue, symbol, reason, burst, window_s}   the symbol's token bucket is empty
+
+Sequence checking is the only integrity work on the hot path: for venues with
+sequence numbers, :meth:`Connection._check_seq` runs the venue's ``sequence``
+extractor (a few regex searches in the frame's head) and a dict update, after
+the ring write.
 
 Errors (rooted in :class:`ring.errors.CaptureError`)::
 
@@ -65,6 +82,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -74,9 +92,15 @@ from ring.errors import CaptureError, ConfigError
 from ring.frame import FrameType
 from ring.producer import Producer
 
-from .subscriptions import SUBSCRIBERS, KalshiSubscriber, Request
+from .repair import SEQUENCE_VENUES, Integrity
+from .subscriptions import SUBSCRIBERS, Request
 from .transport import ConnectFailed, Transport, make_transport
-from .venues.base import CONTROL_MAX, Classified, Kind
+from .venues.base import CONTROL_MAX, Classified, GapDetector, Kind, SeqInfo
+
+log = logging.getLogger("capture.connection")
+
+#: Handshake statuses that mean "the credentials were refused".
+AUTH_STATUSES = frozenset({401, 403})
 
 
 class State(str, enum.Enum):
@@ -163,6 +187,11 @@ class Timing:
     #: Frames at most this long are classified on the hot path when no
     #: reply is awaited (heartbeats, PONG); longer ones count as data unparsed.
     peek_bytes: int = 128
+    #: After an authentication failure: the first retry waits in
+    #: [auth_backoff/2, auth_backoff], doubling per consecutive failure up to
+    #: auth_backoff_cap (credentials rarely fix themselves within seconds).
+    auth_backoff: float = 5.0
+    auth_backoff_cap: float = 300.0
 
     def __post_init__(self) -> None:
         for k, v in self.__dict__.items():
@@ -170,11 +199,19 @@ class Timing:
                 raise ConfigError(None, f"timing.{k}", f"must be >= 0, got {v}")
         if self.backoff_cap < self.backoff_base:
             raise ConfigError(None, "timing.backoff_cap", "must be >= backoff_base")
+        if self.auth_backoff_cap < self.auth_backoff:
+            raise ConfigError(None, "timing.auth_backoff_cap", "must be >= auth_backoff")
 
     def backoff(self, failures: int, rng: random.Random) -> tuple[float, float]:
         """``(delay, cap)``: full jitter over the capped exponential."""
         cap = min(self.backoff_cap, self.backoff_base * (2 ** min(failures, 32)))
         return rng.uniform(0.0, cap), cap
+
+    def auth_delay(self, failures: int, rng: random.Random) -> tuple[float, float]:
+        """``(delay, cap)`` after the ``failures``-th consecutive auth failure:
+        never below half the cap, so a refused key cannot spin."""
+        cap = min(self.auth_backoff_cap, self.auth_backoff * (2 ** min(max(failures, 1) - 1, 32)))
+        return rng.uniform(cap / 2, cap), cap
 
 
 # --------------------------------------------------------------------------
@@ -202,12 +239,15 @@ class Connection:
         options: venue options (``channels``, ``depth``, ``signer`` ...).
         index: position in the shard, for the staggered start.
         rng: randomness for jitter (seed it in tests).
+        integrity: the receiver's integrity state; enables sequence-gap
+            checking (Kalshi, Kraken Futures) and per-symbol repairs.
     """
 
     def __init__(self, producer: Producer, conn_id: int, name: str, venue_cls: type, url: str,
                  members: Iterable[str], *, transport: str = "picows", timing: Timing = Timing(),
                  options: dict[str, Any] | None = None, index: int = 0,
-                 rng: random.Random | None = None, max_message: int | None = None) -> None:
+                 rng: random.Random | None = None, max_message: int | None = None,
+                 integrity: Integrity | None = None) -> None:
         if not 0 <= conn_id <= 0xFFFF:
             raise ConfigError(None, "conn_id", f"{conn_id} does not fit in 16 bits")
         self.producer = producer
@@ -255,6 +295,19 @@ class Connection:
         self._stop: asyncio.Future[None] | None = None
         self.task: asyncio.Task | None = None
         self._last_close: Any = None
+        # integrity
+        self.integrity = integrity
+        self._gaps: GapDetector | None = (
+            GapDetector() if integrity is not None and venue_cls.name in SEQUENCE_VENUES else None)
+        self._sequence = venue_cls.sequence
+        self._repairing: dict[Any, float] = {}   # stream key -> monotonic time of the repair
+        self.seq_gaps = 0
+        self.repairs = 0
+        self.suppressed = 0
+        # authentication failures
+        self.auth_failures = 0
+        self._auth_failed = False   # this attempt ended in an auth failure
+        self._auth_close = False    # close this connection (auth error code on a live one)
 
     # -- state machine -------------------------------------------------------
     def _fire(self, event: Event, **fields: Any) -> State:
@@ -289,6 +342,8 @@ class Connection:
             self.frames += 1
             n = len(payload)
             self.nbytes += n
+            if self._gaps is not None:
+                self._check_seq(payload if payload.__class__ is bytes else bytes(payload))
             if n > self._peek:
                 self.last_data_ns = ts
                 if payload[n - 1] not in _JSON_CLOSE:   # truncated, or not JSON at all
@@ -355,8 +410,7 @@ class Connection:
                 ch = r.channel if c.channel is None else c.channel
                 key = (ch, c.symbol) if (ch, c.symbol) in r.pending else (ch, "*")
                 r.pending.discard(key)
-                if c.sid is not None and isinstance(self.subscriber, KalshiSubscriber) and ch:
-                    self.subscriber.sids[ch] = c.sid
+                self.subscriber.acked(r, c.sid, ch)
             self._acked += 1
             self._record("subscribed", channel=c.channel or (r.channel if r else None),
                          symbol=c.symbol, req_id=c.req_id)
@@ -375,7 +429,91 @@ class Connection:
                              error=c.detail, code=c.code, req_id=c.req_id)
             else:
                 self._record("venue_error", error=c.detail, code=c.code, req_id=c.req_id)
+            if c.code is not None and c.code == self.subscriber.auth_error_code:
+                self._auth_error(None, c.code, c.detail or "")
         self._maybe_live()
+
+    # -- integrity ---------------------------------------------------------------
+    def _check_seq(self, raw: bytes) -> None:
+        """The hot path's only integrity work: sequence numbers per stream."""
+        info = self._sequence(raw)
+        if info is None:
+            return
+        gap = self._gaps.feed(info.stream_key, info.seq, info.snapshot)  # type: ignore[union-attr]
+        if info.snapshot and self._repairing:
+            self._repairing.pop(info.stream_key, None)
+        if gap is not None:
+            self._on_gap(info, gap.expected, gap.got)
+
+    def _on_gap(self, info: SeqInfo, expected: int, got: int) -> None:
+        self.seq_gaps += 1
+        key = info.stream_key
+        symbol = self.subscriber.symbol_of(key) or info.symbol
+        where = {"sid": key} if isinstance(key, int) else {"feed": key[0] if isinstance(key, tuple) else key}
+        self.integrity_failure("seq_gap", symbol, key, **where, expected=expected, got=got,
+                               missing=max(0, got - expected))
+
+    def integrity_failure(self, kind: str, symbol: str | None, stream_key: Any = None,
+                          **fields: Any) -> str:
+        """Record one detection (``seq_gap``, ``checksum_mismatch``) and repair
+        ``symbol`` alone, rate-limited.  Returns what happened to the repair:
+        "sent", "pending" (one is in flight for this stream), "suppressed",
+        "unavailable" (not live, or nothing to send)."""
+        integ = self.integrity
+        assert integ is not None
+        integ.count(kind)
+        now = time.monotonic()
+        t = self._repairing.get(stream_key) if stream_key is not None else None
+        pending = t is not None and now - t < self.timing.subscribe_timeout
+        extra = {"repair": "pending"} if pending else {}
+        self._record(kind, venue=integ.venue, symbol=symbol, **fields, **extra)
+        if pending:
+            return "pending"
+        if symbol is None:
+            return "unavailable"
+        return self._repair(symbol, kind, stream_key, now)
+
+    def _repair(self, symbol: str, reason: str, stream_key: Any, now: float) -> str:
+        integ = self.integrity
+        assert integ is not None
+        t = self.transport
+        if self.state not in (S.LIVE, S.SUBSCRIBING) or t is None or t.closed:
+            return "unavailable"   # a reconnect brings fresh snapshots anyway
+        action, payloads, reqs = self.subscriber.repair(symbol, stream_key)
+        if not action:
+            return "unavailable"
+        if not integ.limiter.allow(symbol):
+            self.suppressed += 1
+            integ.count("repair_suppressed")
+            self._record("repair_suppressed", venue=integ.venue, symbol=symbol, reason=reason,
+                         burst=integ.limiter.burst, window_s=integ.limiter.window)
+            return "suppressed"
+        self.repairs += 1
+        integ.count("repair")
+        self._record("repair", venue=integ.venue, symbol=symbol, reason=reason, action=action)
+        for p in payloads:
+            self._record("unsubscribe_sent", channel="book", symbols=[symbol], reason="repair")
+            t.send_text(p)
+        if reqs:
+            self._send_requests(reqs, "repair")
+        if stream_key is not None:
+            self._repairing[stream_key] = now
+        return "sent"
+
+    # -- authentication failures --------------------------------------------------
+    def _auth_error(self, status: int | None, code: int | None, error: str) -> None:
+        """The venue refused our credentials: record and log it (never the
+        key: only the status/code and the venue's text), then back off."""
+        self._auth_failed = True
+        n = self.auth_failures + 1
+        _, cap = self.timing.auth_delay(n, self.rng)
+        fields: dict[str, Any] = {"status": status} if status is not None else {"code": code}
+        self._record("auth_failed", **fields, error=error, failures=n, retry_within_s=cap)
+        log.warning("%s: authentication refused by the venue (%s: %s); failure %d, "
+                    "retrying within %.1fs", self.name,
+                    f"HTTP {status}" if status is not None else f"error code {code}", error, n, cap)
+        if status is None:
+            self._auth_close = True   # on a live connection: close it, then back off
 
     def _maybe_live(self) -> None:
         if any(r.pending for r in self._requests):
@@ -474,7 +612,17 @@ class Connection:
                     return
                 if self.live_since and time.monotonic() - self.live_since >= tm.stable_after:
                     self.failures = 0
-                delay, cap = tm.backoff(self.failures, self.rng)
+                if self._auth_failed:
+                    # Credentials refused: the auth backoff, however long the
+                    # connection was up (a refused key does not heal in ms).
+                    self._auth_failed = False
+                    self._why = "auth"
+                    self.auth_failures += 1
+                    delay, cap = tm.auth_delay(self.auth_failures, self.rng)
+                else:
+                    if self.live_since:
+                        self.auth_failures = 0
+                    delay, cap = tm.backoff(self.failures, self.rng)
                 self.failures += 1
                 self.reconnects += 1
                 self.reconnect_reasons[self._why] = self.reconnect_reasons.get(self._why, 0) + 1
@@ -495,6 +643,10 @@ class Connection:
         """One connection attempt, from connecting until the connection is over."""
         tm = self.timing
         self.subscriber.fresh()
+        if self._gaps is not None:
+            self._gaps = GapDetector()
+        self._repairing = {}
+        self._auth_close = False
         self._requests = []
         self._acked = self._failed = self._timed_out = 0
         self._ping_sent_at = None
@@ -513,6 +665,9 @@ class Connection:
             else:
                 self._why = "connect_failed"
                 self._fire(E.CONNECT_FAILED, status=exc.status, error=exc.reason)
+                if exc.status in AUTH_STATUSES:
+                    self._why = "auth"
+                    self._auth_error(exc.status, None, exc.reason)
             return
         except asyncio.CancelledError:
             t.abort()
@@ -569,6 +724,10 @@ class Connection:
                 if self._stop.done():
                     info = await t.close(1000, "shutdown", tm.close_timeout)
                     self._record("closed", code=info.code, reason=info.reason, by="client")
+                    return
+                if self._auth_close:
+                    self._auth_close = False
+                    await self._replace(t, closed, "authentication failed")
                     return
                 now = loop.time()
                 # reply timeouts
@@ -631,5 +790,7 @@ class Connection:
                 "malformed": self.malformed, "refused": self.refused,
                 "reconnects": self.reconnects, "reconnect_reasons": dict(self.reconnect_reasons),
                 "attempt": self.attempt, "members": len(self.members), "subscribed": subscribed,
+                "seq_gaps": self.seq_gaps, "repairs": self.repairs,
+                "repairs_suppressed": self.suppressed, "auth_failures": self.auth_failures,
                 "last_data_ns": self.last_data_ns, "live_since_ns": self.live_ns,
                 "silence_timeout": (self.silence_ns / 1e9) or None}

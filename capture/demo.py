@@ -194,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             fl, pb = statuses[i].get("flusher") or {}, statuses[i].get("publisher") or {}
             d50 = log2_percentile(fl.get("recv_to_disk_hist_us") or [], 0.5)
             d99 = log2_percentile(fl.get("recv_to_disk_hist_us") or [], 0.99)
-            a50 = pb.get("recv_to_ack_p50_s")
-            a99 = pb.get("recv_to_ack_p99_s")
+            a50 = log2_percentile(pb.get("recv_to_ack_hist_us") or [], 0.5)
+            a99 = log2_percentile(pb.get("recv_to_ack_hist_us") or [], 0.99)
             gaps = {k: n for k, n in seg["kinds"].items() if k in ("drop", "gap", "oversize", "seq_gap",
                                                                    "checksum_mismatch", "silence_timeout")}
             print(f"  {v:15s} {seg['data']:>8d} messages + {seg['control']} control records on disk, "
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {'':15s} JetStream stream CAPTURE_{v.upper()}: {in_stream.get(v, 0)} messages; "
                   f"simulator sent {sent_by_venue.get(v, '?')} data messages")
             print(f"  {'':15s} gaps: {gaps or 'none'}; receive->disk p50 <= {_us(d50)}, p99 <= {_us(d99)}; "
-                  f"receive->ack p50 {_us(a50)}, p99 {_us(a99)}")
+                  f"receive->ack p50 <= {_us(a50)}, p99 <= {_us(a99)}")
             if in_stream.get(v, 0) != seg["frames"]:
                 print(f"  {'':15s} NOTE: stream and disk disagree ({in_stream.get(v, 0)} vs {seg['frames']})")
                 ok = False

@@ -181,8 +181,10 @@ class ShardCollector(Collector):
         acked.add_metric(lv, pb.get("acked", 0))
         yield acked
         plag = g("capture_publisher_lag_frames", "Frames written to the ring and not yet acknowledged")
-        if "error" not in st and "acked_seq" in pb:
+        if "error" not in st and pb.get("acked_seq") is not None:
             plag.add_metric(lv, max(0, st["next_seq"] - 1 - pb["acked_seq"]))
+        elif "error" not in st and pb:
+            plag.add_metric(lv, st["next_seq"])  # nothing acknowledged yet
         elif "lag_frames" in pb:
             plag.add_metric(lv, pb["lag_frames"])
         yield plag

@@ -30,7 +30,15 @@ Rules kept here (the hot path itself is :meth:`capture.connection.Connection._on
   every ``poll_interval``);
 * one connection's failure never touches the others (each reconnects alone);
 * every gap is visible: connection transitions, drops, discovery changes are
-  control records in the ring itself.
+  control records in the ring itself;
+* integrity (``integrity=True``, the default): sequence gaps (Kalshi,
+  Kraken Futures) are found on the hot path; Kraken spot checksum mismatches
+  arrive from the validator process (:mod:`capture.integrity`) over the
+  integrity channel (:func:`capture.repair.channel_path`, a 0600 Unix
+  datagram socket next to the ring, bound here).  Each is recorded and
+  counted (status ``gaps``) and repaired for that symbol only, at most
+  ``repair_burst`` times per ``repair_window`` seconds per symbol (see
+  :mod:`capture.repair`).
 
 Instruments come from an explicit list (no discovery call at all) or from
 discovery: ``sharding.plan(venue, units, shards=..).for_shard(shard)``, then
@@ -64,6 +72,7 @@ from ring.errors import CaptureError, ConfigError
 from . import __version__, sharding
 from .connection import Connection, Timing
 from .pinning import lock_memory, pin
+from .repair import CHECKSUM_VENUES, ChannelServer, Integrity, channel_path, valid_report
 from .status import write_status
 from .transport import DEFAULT_MAX_MESSAGE, TRANSPORTS, default_transport
 from .venues import VENUES, get as get_venue
@@ -118,6 +127,12 @@ class ReceiverConfig:
             (the first by key, so every host keeps the same ones); 0: all.
         seed: seed of the jitter randomness (None: from the OS).
         kalshi_key_id, kalshi_key_file: Kalshi handshake credentials.
+        integrity: check sequence numbers, accept the checksum validator's
+            reports, repair per symbol.
+        repair_burst, repair_window: per-symbol repair limit: at most
+            ``repair_burst`` repairs per ``repair_window`` seconds (token bucket).
+        integrity_socket: the integrity channel's path (default
+            :func:`capture.repair.channel_path` of ``ring``; Kraken spot only).
     """
 
     ring: str
@@ -149,6 +164,10 @@ class ReceiverConfig:
     seed: int | None = None
     kalshi_key_id: str | None = None
     kalshi_key_file: str | None = None
+    integrity: bool = True
+    repair_burst: int = 3
+    repair_window: float = 60.0
+    integrity_socket: str | None = None
 
     def validate(self) -> None:
         """Raises: ConfigError naming the key."""
@@ -165,6 +184,10 @@ class ReceiverConfig:
             raise ConfigError(None, "poll_interval", "must be > 0")
         if self.venue == "kalshi" and bool(self.kalshi_key_id) != bool(self.kalshi_key_file):
             raise ConfigError(None, "kalshi_key_file", "give both the key id and the key file")
+        if self.repair_burst < 0:
+            raise ConfigError(None, "repair_burst", "must be >= 0")
+        if self.repair_window <= 0:
+            raise ConfigError(None, "repair_window", "must be > 0")
 
     def to_argv(self) -> list[str]:
         """The ``python -m capture.receiver`` arguments that parse back to
@@ -174,7 +197,8 @@ class ReceiverConfig:
                "--per-connection": self.per_connection, "--ring-capacity": self.ring_capacity,
                "--seed": self.seed, "--kalshi-key-id": self.kalshi_key_id,
                "--status-file": self.status_file,
-               "--kalshi-key-file": self.kalshi_key_file}
+               "--kalshi-key-file": self.kalshi_key_file,
+               "--integrity-socket": self.integrity_socket}
         for k, v in opt.items():
             if v is not None:
                 a += [k, str(v)]
@@ -184,6 +208,8 @@ class ReceiverConfig:
             a += ["--connection", ",".join(g)]
         if self.discover:
             a.append("--discover")
+        if not self.integrity:
+            a.append("--no-integrity")
         if self.cores is not None:
             a += ["--cores", ",".join(map(str, self.cores))]
         if self.mlock:
@@ -195,7 +221,9 @@ class ReceiverConfig:
               "--max-instruments", str(self.max_instruments),
               "--depth", str(self.depth), "--poll-interval", repr(self.poll_interval),
               "--stats-interval", repr(self.stats_interval), "--max-message", str(self.max_message),
-              "--frag-timeout", repr(self.frag_timeout)]
+              "--frag-timeout", repr(self.frag_timeout),
+              "--repair-burst", str(self.repair_burst),
+              "--repair-window", repr(self.repair_window)]
         for f in dataclasses.fields(Timing):
             v = getattr(self.timing, f.name)
             if v != f.default:
@@ -284,6 +312,9 @@ class Receiver:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stop_reason = "stop requested"
         self.discoveries = 0
+        self.integrity: Integrity | None = (
+            Integrity(cfg.venue, cfg.repair_burst, cfg.repair_window) if cfg.integrity else None)
+        self.channel: ChannelServer | None = None
 
     # -- control -----------------------------------------------------------------
     def stop(self, reason: str = "stop requested") -> None:
@@ -305,7 +336,7 @@ class Receiver:
                           self.url, members, transport=self.cfg.transport, timing=self.cfg.timing,
                           options=self.options, index=index,
                           rng=random.Random(self.rng.random()),
-                          max_message=self.cfg.max_message)
+                          max_message=self.cfg.max_message, integrity=self.integrity)
 
     def _apply(self, assignment: dict[str, list[str]], reason: str) -> dict[str, Any]:
         """Make the running connections match ``assignment``."""
@@ -354,6 +385,53 @@ class Receiver:
                      duration_s=round(time.monotonic() - t0, 3))
         return a
 
+    # -- the integrity channel -----------------------------------------------------
+    def _open_channel(self) -> None:
+        """Bind the validator's channel (Kraken spot); a failure is recorded
+        and logged, never fatal: capture goes on without checksum repairs."""
+        if self.integrity is None or self.cfg.venue not in CHECKSUM_VENUES:
+            return
+        path = self.cfg.integrity_socket or channel_path(self.cfg.ring)
+        try:
+            self.channel = ChannelServer(path)
+        except OSError as exc:
+            log.warning("integrity channel %s: %s", path, exc)
+            self._record("integrity_channel_error", path=path, error=str(exc))
+            return
+        assert self.loop is not None
+        self.loop.add_reader(self.channel.fileno(), self._on_reports)
+        self._record("integrity_channel", path=path)
+
+    def _close_channel(self) -> None:
+        if self.channel is not None:
+            if self.loop is not None:
+                self.loop.remove_reader(self.channel.fileno())
+            self.channel.close()
+            self.channel = None
+
+    def _on_reports(self) -> None:
+        assert self.channel is not None and self.integrity is not None
+        for msg in self.channel.receive():
+            self.report(msg)
+
+    def report(self, msg: Any) -> str:
+        """Act on one validator report: record it on the connection holding
+        the symbol and repair that symbol.  Returns the repair outcome, or
+        "bad" for a report that names no known symbol / kind."""
+        integ = self.integrity
+        if integ is None:
+            return "bad"
+        conn = None
+        if valid_report(msg):
+            sym = msg["symbol"]
+            conn = next((c for c in self.connections.values() if sym in c.members), None)
+        if conn is None:
+            integ.count("bad_report")
+            return "bad"
+        fields = {k: msg.get(k) for k in ("expected", "computed", "frame_seq")
+                  if isinstance(msg.get(k), int)}
+        return conn.integrity_failure(msg["kind"], msg["symbol"], None, **fields)
+
     # -- tasks --------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """What the status file holds (the schema capture.metrics reads)."""
@@ -367,10 +445,21 @@ class Receiver:
                           "reconnects": st["reconnect_reasons"],
                           "silence_timeout": st["silence_timeout"],
                           "malformed": st["malformed"], "refused": st["refused"]})
+        gaps = {"malformed": sum(c["malformed"] for c in conns),
+                "silence": sum(c["reconnects"].get("silence", 0) for c in conns)}
+        integrity: dict[str, Any] = {"enabled": self.integrity is not None}
+        if self.integrity is not None:
+            counts = self.integrity.counts
+            for k in ("seq_gap", "checksum_mismatch"):
+                gaps[k] = counts.get(k, 0)
+            integrity.update(repairs=counts.get("repair", 0),
+                             repairs_suppressed=counts.get("repair_suppressed", 0),
+                             bad_reports=counts.get("bad_report", 0),
+                             channel=self.channel.path if self.channel is not None else None)
+        integrity["auth_failures"] = sum(c.auth_failures for c in self.connections.values())
         return {"role": "receiver", "venue": self.cfg.venue, "shard": self.cfg.shard,
                 "transport": self.cfg.transport, "connections": conns,
-                "gaps": {"malformed": sum(c["malformed"] for c in conns),
-                         "silence": sum(c["reconnects"].get("silence", 0) for c in conns)},
+                "gaps": gaps, "integrity": integrity,
                 "discoveries": self.discoveries, "stopping": self._stop is not None and self._stop.is_set()}
 
     def _write_status(self) -> None:
@@ -422,6 +511,7 @@ class Receiver:
                      cores=sorted(os.sched_getaffinity(0)), version=__version__,
                      epoch=self.producer.epoch)
         tasks = [asyncio.ensure_future(self._poll())]
+        self._open_channel()
         try:
             a = await self._assignment()
             while a is None and not self._stop.is_set():
@@ -436,6 +526,7 @@ class Receiver:
                     tasks.append(asyncio.ensure_future(self._rediscover()))
             await self._stop.wait()
         finally:
+            self._close_channel()
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -603,6 +694,13 @@ def parse_args(argv: Sequence[str] | None = None) -> ReceiverConfig:
     p.add_argument("--seed", type=int, help="seed of the jitter randomness")
     p.add_argument("--kalshi-key-id")
     p.add_argument("--kalshi-key-file")
+    p.add_argument("--no-integrity", dest="integrity", action="store_false",
+                   help="no sequence checks, no checksum reports, no repairs")
+    p.add_argument("--repair-burst", type=int, default=3,
+                   help="per-symbol repairs allowed per --repair-window (token bucket)")
+    p.add_argument("--repair-window", type=float, default=60.0, help="seconds")
+    p.add_argument("--integrity-socket",
+                   help="the checksum validator's channel (default: <ring>.integrity.sock)")
     a = p.parse_args(argv)
     tkw: dict[str, Any] = {}
     names = {f.name: f for f in dataclasses.fields(Timing)}
@@ -615,8 +713,11 @@ def parse_args(argv: Sequence[str] | None = None) -> ReceiverConfig:
     if a.venue is None:
         from . import config as capture_config
         conf = capture_config.load(a.config) if a.config else capture_config.default_config()
-        return from_capture_config(conf, a.shard, ring_path=a.ring, status_file=a.status_file,
-                                   timing=tkw, seed=a.seed)
+        cfg = from_capture_config(conf, a.shard, ring_path=a.ring, status_file=a.status_file,
+                                  timing=tkw, seed=a.seed)
+        cfg.integrity, cfg.integrity_socket = a.integrity, a.integrity_socket
+        cfg.repair_burst, cfg.repair_window = a.repair_burst, a.repair_window
+        return cfg
     if a.ring is None:
         p.error("--ring is required with --venue")
     return ReceiverConfig(
@@ -628,7 +729,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ReceiverConfig:
         timing=Timing(**tkw), poll_interval=a.poll_interval, stats_interval=a.stats_interval,
         max_message=a.max_message, ring_capacity=a.ring_capacity, frag_timeout=a.frag_timeout,
         status_file=a.status_file, seed=a.seed,
-        kalshi_key_id=a.kalshi_key_id, kalshi_key_file=a.kalshi_key_file)
+        kalshi_key_id=a.kalshi_key_id, kalshi_key_file=a.kalshi_key_file,
+        integrity=a.integrity, repair_burst=a.repair_burst, repair_window=a.repair_window,
+        integrity_socket=a.integrity_socket)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

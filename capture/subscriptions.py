@@ -13,7 +13,15 @@ match acks and errors generically:
 * Kraken Futures: one subscribe per feed; one ``subscribed`` per product.
 * Kalshi: one subscribe per channel, acked once per channel (``id``); later
   additions go through ``update_subscription`` on the channel's ``sid``;
-  handshake headers are signed afresh for every connection attempt.
+  handshake headers are signed afresh for every connection attempt.  The
+  ``orderbook_delta`` channel is subscribed one market per ``sid``: Kalshi
+  numbers ``seq`` per sid, so only then does a gap name the market whose book
+  needs a ``get_snapshot`` (with several markets on one sid the lost message
+  could belong to any of them).
+
+Integrity repairs (see :mod:`capture.repair`): :meth:`Subscriber.repair`
+builds what re-syncs one instrument's book on the live connection
+(Kalshi ``get_snapshot``, Kraken spot / Futures unsubscribe + subscribe).
 
 No I/O here.
 """
@@ -65,10 +73,25 @@ class Subscriber:
     def unsubscribe(self, members: list[str]) -> list[tuple[str | None, list[str], bytes]]:
         raise NotImplementedError
 
+    #: The venue's error code for an authentication failure (Kalshi: 9).
+    auth_error_code: int | None = None
+
     def app_ping(self) -> bytes | None:
         return None
 
     def headers(self) -> dict[str, str] | None:
+        return None
+
+    def acked(self, r: Request | None, sid: int | None, channel: str | None) -> None:
+        """An ack matched request ``r`` (Kalshi keeps the sids)."""
+
+    def repair(self, symbol: str, stream_key: object = None) -> tuple[str, list[bytes], list[Request]]:
+        """``(action, plain payloads, requests)`` that re-sync ``symbol``'s book
+        on the live connection; action "" when the venue has no such repair."""
+        return "", [], []
+
+    def symbol_of(self, stream_key: object) -> str | None:
+        """The instrument a sequence stream belongs to, if known."""
         return None
 
 
@@ -93,6 +116,16 @@ class KrakenSubscriber(Subscriber):
 
     def app_ping(self) -> bytes:
         return self.builder.ping()
+
+    def repair(self, symbol: str, stream_key: object = None):
+        if "book" not in self.channels():
+            return "", [], []
+        depth = int(self.options.get("depth", 10))
+        unsub = self.builder.unsubscribe("book", [symbol], depth=depth)
+        rid = self.builder.next_req_id()
+        req = Request(self.builder.subscribe("book", [symbol], depth=depth, snapshot=True, req_id=rid),
+                      "book", (symbol,), rid, {("book", symbol)})
+        return "resubscribe", [unsub], [req]
 
 
 class PolymarketSubscriber(Subscriber):
@@ -138,15 +171,36 @@ class FuturesSubscriber(Subscriber):
         return [(f, pids, self.builder.unsubscribe(f, pids))
                 for f in self.channels() for pids in _chunks(members, self.chunk)]
 
+    def repair(self, symbol: str, stream_key: object = None):
+        if "book" not in self.channels():
+            return "", [], []
+        req = Request(self.builder.subscribe("book", [symbol]), "book", (symbol,), None,
+                      {("book", symbol)})
+        return "resubscribe", [self.builder.unsubscribe("book", [symbol])], [req]
+
+    def symbol_of(self, stream_key: object) -> str | None:
+        if isinstance(stream_key, tuple) and len(stream_key) == 2:
+            return stream_key[1]
+        return None
+
 
 class KalshiSubscriber(Subscriber):
+    #: Channels subscribed one market per sid (``seq`` is per sid).
+    PER_MARKET = frozenset({"orderbook_delta"})
+
     def __init__(self, *a: Any) -> None:
         super().__init__(*a)
+        from .venues.kalshi import AUTH_ERROR_CODE
+        self.auth_error_code = AUTH_ERROR_CODE
         self.sids: dict[str, int] = {}
+        self.market_sids: dict[str, int] = {}
+        self.sid_markets: dict[int, str] = {}
 
     def fresh(self) -> None:
         super().fresh()
         self.sids = {}
+        self.market_sids = {}
+        self.sid_markets = {}
 
     def channels(self) -> tuple[str, ...]:
         return tuple(self.options.get("channels") or ("orderbook_delta", "trade", "ticker"))
@@ -154,6 +208,12 @@ class KalshiSubscriber(Subscriber):
     def subscribe(self, members: list[str]) -> list[Request]:
         out = []
         for ch in self.channels():
+            if ch in self.PER_MARKET:
+                for m in members:
+                    cid = self.builder.next_id()
+                    out.append(Request(self.builder.subscribe(ch, [m], cmd_id=cid), ch, (m,),
+                                       cid, {(ch, "*")}))
+                continue
             sid = self.sids.get(ch)
             cid = self.builder.next_id()
             if sid is None:
@@ -166,8 +226,37 @@ class KalshiSubscriber(Subscriber):
         return out
 
     def unsubscribe(self, members: list[str]):
-        return [(ch, members, self.builder.update_subscription(sid, "delete_markets", members))
-                for ch, sid in self.sids.items()]
+        out = [(ch, members, self.builder.update_subscription(sid, "delete_markets", members))
+               for ch, sid in self.sids.items()]
+        sids = [self.market_sids.pop(m) for m in members if m in self.market_sids]
+        for sid in sids:
+            self.sid_markets.pop(sid, None)
+        if sids:
+            out.append(("orderbook_delta", members, self.builder.unsubscribe(sids)))
+        return out
+
+    def acked(self, r: Request | None, sid: int | None, channel: str | None) -> None:
+        if r is None or sid is None or not channel:
+            return
+        if channel in self.PER_MARKET and len(r.symbols) == 1:
+            self.market_sids[r.symbols[0]] = sid
+            self.sid_markets[sid] = r.symbols[0]
+        else:
+            self.sids[channel] = sid
+
+    def repair(self, symbol: str, stream_key: object = None):
+        sid = self.market_sids.get(symbol)
+        if sid is None and isinstance(stream_key, int) and self.sid_markets.get(stream_key) == symbol:
+            sid = stream_key
+        if sid is None:
+            return "", [], []
+        cid = self.builder.next_id()
+        req = Request(self.builder.update_subscription(sid, "get_snapshot", [symbol], cmd_id=cid),
+                      "orderbook_delta", (symbol,), cid, {("orderbook_delta", "*")})
+        return "get_snapshot", [], [req]
+
+    def symbol_of(self, stream_key: object) -> str | None:
+        return self.sid_markets.get(stream_key) if isinstance(stream_key, int) else None
 
     def headers(self) -> dict[str, str] | None:
         signer = self.options.get("signer")

@@ -201,6 +201,7 @@ class Supervisor:
                 self._lock.release()
 
     def _start(self) -> None:
+        os.makedirs(self.cfg.storage.data_dir, mode=0o700, exist_ok=True)
         try:
             ring.create(self.ring_path, self.cfg.ring.capacity, max_frame=self.cfg.ring.max_frame).close()
             log.info("event=ring_created path=%s capacity=%d", self.ring_path, self.cfg.ring.capacity)

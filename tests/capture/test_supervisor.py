@@ -1,0 +1,354 @@
+"""The whole shard under `capture run`, against the simulator and a real
+nats-server: what the simulator sent == what is on disk == what is in
+JetStream, exactly once; ordered SIGTERM; kill -9 of each child; the restart
+limit; sd_notify; /metrics and /healthz; the second-supervisor refusal."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import orjson
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "flusher"))
+
+import ring  # noqa: E402
+from capture.simulator import Scenario  # noqa: E402
+from capture.simulator.runner import SimulatorThread  # noqa: E402
+from conftest_nats import read_stream  # noqa: E402
+from flusher import read as segread  # noqa: E402
+from flusher.nats_embedded import NatsServer  # noqa: E402
+from timing import timeout, wait_for  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+
+class Shard:
+    """A `capture run --shard 0` process with its simulator and NATS."""
+
+    def __init__(self, tmp: str, sim: SimulatorThread, nats_url: str, *, venue: str = "kraken",
+                 extra: str = "", notify: str | None = None, watchdog_usec: int | None = None) -> None:
+        self.tmp = tmp
+        self.ring_dir = tempfile.mkdtemp(prefix="capture-sup-", dir="/dev/shm")
+        self.data_dir = os.path.join(tmp, "data")
+        self.venue = venue
+        self.cfg = os.path.join(tmp, "capture.toml")
+        with open(self.cfg, "w") as f:
+            f.write(f"""
+[ring]
+dir = "{self.ring_dir}"
+capacity = "1MiB"
+[storage]
+data_dir = "{self.data_dir}"
+compress = false
+drain_timeout = "20s"
+[nats]
+servers = ["{nats_url}"]
+prefix = "t"
+[metrics]
+port_base = 0
+[venues.{venue}]
+url = "{sim.url(venue)}"
+rest_url = "{sim.rest_url(venue)}"
+[[shard]]
+id = 0
+venue = "{venue}"
+discovery = true
+max_instruments = 6
+silence_timeout = "3s"
+{extra}
+""")
+        env = dict(os.environ)
+        env.pop("NOTIFY_SOCKET", None)
+        if notify:
+            env["NOTIFY_SOCKET"] = notify
+        if watchdog_usec:
+            env["WATCHDOG_USEC"] = str(watchdog_usec)
+        # Logs go to a file: a pipe nobody drains would block the shard.
+        self.log_path = os.path.join(tmp, f"shard-{time.monotonic_ns()}.log")
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "capture.cli", "run", "--shard", "0",
+                                      "--config", self.cfg, "--log-level", "INFO"],
+                                     env=env, stderr=self._log)
+        self.ring_path = os.path.join(self.ring_dir, "shard-0.ring")
+
+    def stats(self) -> dict | None:
+        try:
+            return ring.stats(self.ring_path)
+        except ring.RingError:
+            return None
+
+    def children_up(self) -> bool:
+        st = self.stats()
+        return bool(st and st["producer"]["alive"]
+                    and {"flusher", "publisher"} <= {r["name"] for r in st["readers"] if r["alive"]})
+
+    def child_pid(self, name: str) -> int:
+        st = self.stats()
+        assert st
+        if name == "receiver":
+            return st["producer"]["pid"]
+        return next(r["pid"] for r in st["readers"] if r["name"] == name)
+
+    @property
+    def stderr(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout(120))
+        return self.proc.returncode
+
+    def metrics_port(self) -> int:
+        import re
+        pat = re.compile(r"event=metrics_listening bind=\S+ port=(\d+)")
+        m = wait_for(lambda: pat.search(self.stderr), 60, "the metrics listener")
+        return int(m.group(1))
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+        shutil.rmtree(self.ring_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def nats_srv(tmp_path):
+    s = NatsServer(tmp_path / "nats").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def sim():
+    with SimulatorThread(["kraken"], Scenario(seed=3, rate=300, clock="wall", instruments=6,
+                                              heartbeat_interval=0.5)) as st:
+        yield st
+
+
+@pytest.fixture
+def make_shard(tmp_path, sim, nats_srv):
+    shards = []
+
+    def make(**kw) -> Shard:
+        s = Shard(str(tmp_path), sim, nats_srv.url, **kw)
+        shards.append(s)
+        return s
+
+    yield make
+    for s in shards:
+        s.cleanup()
+
+
+def disk_frames(data_dir: str, venue: str) -> list:
+    return list(segread.read(os.path.join(data_dir, venue)))
+
+
+def sim_sent(sim: SimulatorThread) -> dict[bytes, list[bytes]]:
+    """Per connection: the data frames the simulator sent (keyed by the first)."""
+    out = {}
+    for rec in sim.sim.connections("kraken"):
+        sent = [bytes(x) for x in rec.sent]
+        if sent:
+            out[sent[0]] = sent
+    return out
+
+
+def check_exactly_once(shard: Shard, sim: SimulatorThread, nats_url: str) -> tuple[list, list]:
+    frames = disk_frames(shard.data_dir, "kraken")
+    seqs = [f.seq for f in frames]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), "disk: every frame once, in order"
+    # Every frame the simulator sent is on disk, in order, byte for byte:
+    # each simulated connection's frames are one contiguous run of the
+    # frames the receiver recorded for one of its connections.
+    by_conn: dict[int, list[bytes]] = {}
+    for f in frames:
+        if f.type == ring.FrameType.DATA:
+            by_conn.setdefault(f.conn, []).append(bytes(f.payload))
+    sent_by_sim = sim_sent(sim)
+    assert sent_by_sim
+    for first, sent in sent_by_sim.items():
+        conn = next((c for c, lst in by_conn.items() if first in lst), None)
+        assert conn is not None, "a simulated connection's frames are missing on disk"
+        lst = by_conn[conn]
+        i = lst.index(first)
+        assert lst[i:i + len(sent)] == sent, "frames missing, reordered or altered on disk"
+    # JetStream holds exactly the frames on disk, once each.
+    msgs = asyncio.run(read_stream([nats_url], "CAPTURE_KRAKEN"))
+    by_seq = {}
+    for m in msgs:
+        assert m.seq not in by_seq, f"duplicate sequence {m.seq} in the stream"
+        by_seq[m.seq] = m
+    assert sorted(by_seq) == seqs, "stream and disk hold the same sequences"
+    for f in frames:
+        assert by_seq[f.seq].data == bytes(f.payload)
+    return frames, msgs
+
+
+def test_shard_end_to_end_exactly_once_across_sigterm(make_shard, sim, nats_srv):
+    sh = make_shard()
+    wait_for(sh.children_up, 60, "all three children attached to the ring")
+    wait_for(lambda: (sh.stats() or {}).get("frames", 0) > 500, 60, "frames flowing")
+    assert sh.stop() == 0, sh.stderr[-3000:]
+    frames, msgs = check_exactly_once(sh, sim, nats_srv.url)
+    kinds = [orjson.loads(f.payload).get("kind") for f in frames if f.type == ring.FrameType.CONTROL]
+    assert kinds[0] == "shard_start" and kinds[-1] == "shard_stop"
+    assert any(m.subject.startswith("t.kraken.book.") for m in msgs)
+    # nothing was left in the ring: every reader drained to the producer's end
+    st = ring.stats(sh.ring_path)
+    assert all(r["lag_frames"] == 0 for r in st["readers"]), st["readers"]
+
+
+@pytest.mark.parametrize("child", ["flusher", "publisher", "receiver"])
+def test_kill9_child_is_restarted_alone(make_shard, sim, nats_srv, child):
+    sh = make_shard()
+    wait_for(sh.children_up, 60, "children up")
+    wait_for(lambda: (sh.stats() or {}).get("frames", 0) > 300, 60, "frames flowing")
+    pids = {n: sh.child_pid(n) for n in ("receiver", "flusher", "publisher")}
+    os.kill(pids[child], signal.SIGKILL)
+    wait_for(lambda: sh.children_up() and sh.child_pid(child) != pids[child], 60, f"{child} restarted")
+    for other in set(pids) - {child}:
+        assert sh.child_pid(other) == pids[other], f"{other} was disturbed"
+    before = sh.stats()["frames"]
+    wait_for(lambda: sh.stats()["frames"] > before + 200, 60, "frames flowing after the restart")
+    assert sh.stop() == 0, sh.stderr[-3000:]
+    frames = disk_frames(sh.data_dir, "kraken")
+    seqs = [f.seq for f in frames]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "no sequence missing on disk"
+    if child == "receiver":
+        # what was still in the dead receiver's socket is lost: a gap record says so
+        kinds = [orjson.loads(f.payload) for f in frames if f.type == ring.FrameType.CONTROL]
+        assert any(k.get("kind") == "gap" and k.get("reason") == "producer_died" for k in kinds)
+    else:
+        check_exactly_once(sh, sim, nats_srv.url)
+
+
+def test_restart_limit_exits_nonzero(make_shard):
+    # A receiver pinned to a core that does not exist fails at every start.
+    sh = make_shard(extra="cores = [4095]")
+    assert sh.proc.wait(timeout(120)) in (1, 4)
+    err = sh.stderr
+    assert "restart_limit" in err or "startup_failed" in err
+
+
+def test_second_supervisor_refused(make_shard, tmp_path):
+    sh = make_shard()
+    wait_for(sh.children_up, 60, "children up")
+    again = subprocess.run([sys.executable, "-m", "capture.cli", "run", "--shard", "0", "--config", sh.cfg],
+                           capture_output=True, text=True, timeout=timeout(60))
+    assert again.returncode == 3
+    assert "another supervisor" in again.stderr
+    assert sh.stop() == 0
+
+
+def test_config_error_exit_code(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[ring]\ncapacity = 3\n")
+    r = subprocess.run([sys.executable, "-m", "capture.cli", "run", "--shard", "0", "--config", str(bad)],
+                       capture_output=True, text=True, timeout=timeout(60))
+    assert r.returncode == 2 and "ring.capacity" in r.stderr
+
+
+def test_sd_notify_ready_watchdog_stopping(make_shard, tmp_path):
+    path = str(tmp_path / "notify.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(path)
+    srv.settimeout(timeout(60))
+    sh = make_shard(notify=path, watchdog_usec=600_000)  # pings every 0.3 s while healthy
+
+    def recv() -> str:
+        return srv.recv(65536).decode()
+
+    msgs = []
+    while not any(m.startswith("READY=1") for m in msgs):
+        msgs.append(recv())
+    assert sh.children_up()
+    assert "WATCHDOG=1" in [recv() for _ in range(3)]
+    # A hung child (SIGSTOP) stops the pings.
+    pid = sh.child_pid("flusher")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 4.0  # > WATCHDOG_USEC: its heartbeat is stale by then
+        while time.monotonic() < deadline:
+            srv.settimeout(0.2)
+            try:
+                recv()
+            except TimeoutError:
+                pass
+        srv.settimeout(2.5)
+        late = []
+        try:
+            while True:
+                late.append(recv())
+        except TimeoutError:
+            pass
+        assert "WATCHDOG=1" not in late, late
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    srv.settimeout(timeout(30))
+    got = []
+    while "WATCHDOG=1" not in got:
+        got.append(recv())
+    sh.proc.send_signal(signal.SIGTERM)
+    rest = []
+    while not any(m.startswith("STOPPING=1") for m in rest):
+        rest.append(recv())
+    assert sh.proc.wait(timeout(120)) == 0
+    srv.close()
+
+
+def test_metrics_and_healthz(make_shard, sim):
+    from prometheus_client.parser import text_string_to_metric_families
+    sh = make_shard()
+    port = sh.metrics_port()
+    wait_for(sh.children_up, 60, "children up")
+
+    def scrape() -> dict:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        out = {}
+        for fam in text_string_to_metric_families(body):
+            for s in fam.samples:
+                out.setdefault(s.name, []).append(s)
+        return out
+
+    def total(m: dict, name: str) -> float:
+        return sum(s.value for s in m.get(name, []))
+
+    def health() -> tuple[int, dict]:
+        try:
+            r = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10)
+            return r.status, orjson.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, orjson.loads(e.read())
+
+    wait_for(lambda: total(scrape(), "capture_messages_total") > 100, 60, "messages counted")
+    m1 = scrape()
+    for name in ("capture_websocket_connected", "capture_bytes_total", "capture_idle_seconds",
+                 "capture_markets_subscribed", "capture_ring_fill_ratio", "capture_flusher_bytes_total",
+                 "capture_publisher_acked_total", "capture_publisher_lag_frames"):
+        assert name in m1, name
+    wait_for(lambda: total(scrape(), "capture_flusher_bytes_total") > total(m1, "capture_flusher_bytes_total"),
+             30, "flusher bytes move")
+    wait_for(lambda: health()[0] == 200, 60, "healthy")
+    sim.inject("kraken", "silence")  # connections stay up (pongs), data stops
+    code, body = None, None
+
+    def unhealthy() -> bool:
+        nonlocal code, body
+        code, body = health()
+        return code == 503
+
+    wait_for(unhealthy, 60, "/healthz to report the silence")
+    assert any("idle" in r or "stale" in r or "connecting" in r or "backing" in r for r in body["reasons"]), body
+    assert sh.stop() == 0
