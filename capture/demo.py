@@ -44,8 +44,10 @@ def _config(workdir: str, ring_dir: str, data_dir: str, nats_url: str, sim: Simu
         "[nats]", f'servers = ["{nats_url}"]', 'prefix = "demo"',
         "[metrics]", 'bind = "127.0.0.1"', "port_base = 0",
     ]
+    # The venues' REST bases include a path prefix (capture.discovery).
+    rest_path = {"kraken_futures": "/derivatives/api/v3", "kalshi": "/trade-api/v2"}
     for v in venues:
-        lines += [f"[venues.{v}]", f'url = "{sim.url(v)}"', f'rest_url = "{sim.rest_url(v)}"']
+        lines += [f"[venues.{v}]", f'url = "{sim.url(v)}"', f'rest_url = "{sim.rest_url(v)}{rest_path.get(v, "")}"']
         if v == "kalshi":
             lines += ['key_id = "demo-key"', f'key_file = "{kalshi_key}"']
     for i, v in enumerate(venues):
@@ -200,12 +202,15 @@ def main(argv: list[str] | None = None) -> int:
                                                                    "checksum_mismatch", "silence_timeout")}
             print(f"  {v:15s} {seg['data']:>8d} messages + {seg['control']} control records on disk, "
                   f"{seg['bytes'] / 1e6:.1f} MB in {seg['files']} segment file(s) under {os.path.join(data_dir, v)}")
-            print(f"  {'':15s} JetStream stream CAPTURE_{v.upper()}: {in_stream.get(v, 0)} messages; "
-                  f"simulator sent {sent_by_venue.get(v, '?')} data messages")
+            print(f"  {'':15s} JetStream stream CAPTURE_{v.upper()}: {in_stream.get(v, 0)} messages "
+                  f"(every frame on disk); the simulator sent {sent_by_venue.get(v, '?')} WebSocket messages")
             print(f"  {'':15s} gaps: {gaps or 'none'}; receive->disk p50 <= {_us(d50)}, p99 <= {_us(d99)}; "
                   f"receive->ack p50 <= {_us(a50)}, p99 <= {_us(a99)}")
             if in_stream.get(v, 0) != seg["frames"]:
-                print(f"  {'':15s} NOTE: stream and disk disagree ({in_stream.get(v, 0)} vs {seg['frames']})")
+                print(f"  {'':15s} MISMATCH: stream and disk disagree ({in_stream.get(v, 0)} vs {seg['frames']})")
+                ok = False
+            if sent_by_venue.get(v) != seg["data"]:
+                print(f"  {'':15s} MISMATCH: the simulator sent {sent_by_venue.get(v)}, disk holds {seg['data']}")
                 ok = False
         print("demo: OK" if ok else "demo: FAILED")
         return 0 if ok else 1
