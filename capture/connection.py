@@ -69,8 +69,9 @@ Integrity (with an :class:`capture.repair.Integrity`, see :mod:`capture.repair`)
     repair_suppressed {venue, symbol, reason, burst, window_s}   the symbol's token bucket is empty
 
 Sequence checking is the only integrity work on the hot path: for venues with
-sequence numbers, :meth:`Connection._check_seq` runs the venue's ``sequence``
-extractor (a few regex searches in the frame's head) and a dict update, after
+sequence numbers, one anchored regex match on the frame's head
+(:class:`capture.repair.SeqScanner`, the venue module's ``sequence()``
+semantics) and, for book frames, a dict update (:meth:`Connection._seq`), after
 the ring write.
 
 Errors (rooted in :class:`ring.errors.CaptureError`)::
@@ -92,10 +93,10 @@ from ring.errors import CaptureError, ConfigError
 from ring.frame import FrameType
 from ring.producer import Producer
 
-from .repair import SEQUENCE_VENUES, Integrity
+from .repair import SEQUENCE_VENUES, Integrity, SeqScanner
 from .subscriptions import SUBSCRIBERS, Request
 from .transport import ConnectFailed, Transport, make_transport
-from .venues.base import CONTROL_MAX, Classified, GapDetector, Kind, SeqInfo
+from .venues.base import CONTROL_MAX, Classified, Kind
 
 log = logging.getLogger("capture.connection")
 
@@ -297,9 +298,11 @@ class Connection:
         self._last_close: Any = None
         # integrity
         self.integrity = integrity
-        self._gaps: GapDetector | None = (
-            GapDetector() if integrity is not None and venue_cls.name in SEQUENCE_VENUES else None)
-        self._sequence = venue_cls.sequence
+        seq_on = integrity is not None and venue_cls.name in SEQUENCE_VENUES
+        self._scan = SeqScanner(venue_cls) if seq_on else None
+        self._seq_match = self._scan.match if self._scan is not None else None
+        #: last seq per stream (GapDetector.feed semantics, inlined in _seq)
+        self._seq_last: dict[bytes, int] = {}
         self._repairing: dict[Any, float] = {}   # stream key -> monotonic time of the repair
         self.seq_gaps = 0
         self.repairs = 0
@@ -342,8 +345,19 @@ class Connection:
             self.frames += 1
             n = len(payload)
             self.nbytes += n
-            if self._gaps is not None:
-                self._check_seq(payload if payload.__class__ is bytes else bytes(payload))
+            sm = self._seq_match
+            if sm is not None:
+                # Sequence check, inlined for book frames (see _seq for the rule).
+                hm = sm(payload)
+                if hm is None:                  # outside the documented layout
+                    self._seq(payload, None)
+                elif hm.lastindex:              # a book frame (else: another type)
+                    snap, key, seq = hm.group(1, 2, 3)
+                    seq = int(seq)
+                    last = self._seq_last.get(key)
+                    self._seq_last[key] = seq
+                    if snap is not None or (last is not None and seq != last + 1):
+                        self._seq_event(payload, key, last, seq, snap is not None)
             if n > self._peek:
                 self.last_data_ns = ts
                 if payload[n - 1] not in _JSON_CLOSE:   # truncated, or not JSON at all
@@ -434,21 +448,45 @@ class Connection:
         self._maybe_live()
 
     # -- integrity ---------------------------------------------------------------
-    def _check_seq(self, raw: bytes) -> None:
-        """The hot path's only integrity work: sequence numbers per stream."""
-        info = self._sequence(raw)
-        if info is None:
-            return
-        gap = self._gaps.feed(info.stream_key, info.seq, info.snapshot)  # type: ignore[union-attr]
-        if info.snapshot and self._repairing:
-            self._repairing.pop(info.stream_key, None)
-        if gap is not None:
-            self._on_gap(info, gap.expected, gap.got)
+    def _seq(self, payload: bytes | memoryview, hm: Any) -> None:
+        """A book frame's seq (``hm``: the head match) or a frame outside the
+        documented layout (``hm`` None: the venue module decides).  Gap rule
+        as :meth:`capture.venues.base.GapDetector.feed`, inlined (this runs
+        for every book frame): the first number or a snapshot sets the
+        baseline, a break is reported once and the run continues from it."""
+        if hm is not None:
+            snap, key, seq = hm.group(1, 2, 3)
+            seq = int(seq)
+            snapshot = snap is not None
+        else:
+            r = self._scan.fallback(  # type: ignore[union-attr]
+                payload if payload.__class__ is bytes else bytes(payload))
+            if r is None:
+                return
+            key, seq, snapshot = r
+        last_seq = self._seq_last
+        last = last_seq.get(key)
+        last_seq[key] = seq
+        if snapshot or (last is not None and seq != last + 1):
+            self._seq_event(payload, key, last, seq, snapshot)
 
-    def _on_gap(self, info: SeqInfo, expected: int, got: int) -> None:
+    def _seq_event(self, payload: bytes | memoryview, key: bytes, last: int | None, seq: int,
+                   snapshot: bool) -> None:
+        """A snapshot (the baseline moves; a repair of that stream is done) or a gap."""
+        if snapshot:
+            if self._repairing:
+                self._repairing.pop(self._scan.canonical(key), None)  # type: ignore[union-attr]
+            return
+        assert last is not None
+        raw = payload if payload.__class__ is bytes else bytes(payload)
+        self._on_gap(raw, self._scan.canonical(key), last + 1, seq)  # type: ignore[union-attr]
+
+    def _on_gap(self, raw: bytes, key: Any, expected: int, got: int) -> None:
         self.seq_gaps += 1
-        key = info.stream_key
-        symbol = self.subscriber.symbol_of(key) or info.symbol
+        symbol = self.subscriber.symbol_of(key)
+        if symbol is None:
+            info = self.venue.sequence(raw)
+            symbol = info.symbol if info is not None else None
         where = {"sid": key} if isinstance(key, int) else {"feed": key[0] if isinstance(key, tuple) else key}
         self.integrity_failure("seq_gap", symbol, key, **where, expected=expected, got=got,
                                missing=max(0, got - expected))
@@ -643,8 +681,7 @@ class Connection:
         """One connection attempt, from connecting until the connection is over."""
         tm = self.timing
         self.subscriber.fresh()
-        if self._gaps is not None:
-            self._gaps = GapDetector()
+        self._seq_last = {}
         self._repairing = {}
         self._auth_close = False
         self._requests = []
@@ -665,7 +702,7 @@ class Connection:
             else:
                 self._why = "connect_failed"
                 self._fire(E.CONNECT_FAILED, status=exc.status, error=exc.reason)
-                if exc.status in AUTH_STATUSES:
+                if exc.status in AUTH_STATUSES and self.subscriber.auth_error_code is not None:
                     self._why = "auth"
                     self._auth_error(exc.status, None, exc.reason)
             return

@@ -26,7 +26,7 @@ import ring
 from capture.status import read_status, status_path
 from ring.errors import BadRingFile
 
-CHILD_ROLES = ("receiver", "flusher", "publisher")
+CHILD_ROLES = ("receiver", "flusher", "publisher", "integrity")
 
 
 class ShardView:
@@ -175,6 +175,15 @@ class ShardCollector(Collector):
                                       "Receive stamp to the segment write, per frame", labels=base)
             h.add_metric(lv, log2_buckets(hist), log2_sum(hist))
             yield h
+
+        ig = ch.get("integrity")
+        if ig:
+            chk = c("capture_checksum_updates", "Book updates whose checksum the validator checked")
+            chk.add_metric(lv, ig.get("updates", 0))
+            yield chk
+            bad = c("capture_checksum_mismatches", "Book checksum mismatches found by the validator")
+            bad.add_metric(lv, ig.get("mismatches", 0))
+            yield bad
 
         pb = ch.get("publisher") or {}
         acked = c("capture_publisher_acked", "Frames acknowledged by JetStream")

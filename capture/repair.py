@@ -6,7 +6,7 @@ Theory of operation
 Detections come from two places:
 
 * sequence gaps, found by the receiver itself on its hot path
-  (:meth:`capture.connection.Connection._check_seq`, Kalshi ``seq`` per
+  (:class:`SeqScanner` in :meth:`capture.connection.Connection._on_message`, Kalshi ``seq`` per
   ``sid``, Kraken Futures ``seq`` per book subscription);
 * Kraken spot book checksum mismatches, found off the receive path by the
   validator process (:mod:`capture.integrity`), an untethered ring reader.
@@ -37,6 +37,7 @@ counted as a bad report and ignored.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 import time
@@ -52,6 +53,90 @@ MAX_DATAGRAM = 4096
 CHECKSUM_VENUES = frozenset({"kraken"})
 #: Venues whose book messages carry sequence numbers (checked in the receiver).
 SEQUENCE_VENUES = frozenset({"kalshi", "kraken_futures"})
+
+
+# --------------------------------------------------------------------------
+# Sequence numbers on the hot path
+# --------------------------------------------------------------------------
+
+#: A frame without this byte string carries no book sequence number: the
+#: venue module's ``sequence()`` returns None for it (checked by the tests
+#: over the simulator's frames).
+SEQ_HINTS: dict[str, bytes] = {"kalshi": b'"orderbook_', "kraken_futures": b'"book'}
+
+#: The documented head of a frame, matched at offset 0 in one regex call:
+#: either a sequenced book frame (groups: snapshot marker or None, stream
+#: key, seq) or, in the same layout, a frame of another type (groups all
+#: None: it carries no book sequence).  Kalshi
+#: ``{"type":"orderbook_delta","sid":N,"seq":N,...``; Futures
+#: ``{"feed":"book[_snapshot]","product_id":"..",`` then scalar members
+#: (``side``, ``timestamp``; no nested object or array, so the ``"seq":``
+#: found is a top-level key: inside a JSON string every quote is escaped)
+#: within 96 bytes before ``"seq":N``.
+_HEADS: dict[str, re.Pattern[bytes]] = {
+    "kalshi": re.compile(
+        rb'\{"type":"(?:orderbook_(?:(snapshot)|delta)","sid":([0-9]{1,19}),'
+        rb'"seq":([0-9]{1,19})[,}]|(?!orderbook_))'),
+    "kraken_futures": re.compile(
+        rb'\{(?:"time":[0-9]{1,19},)?"feed":"(?:book(_snapshot)?",'
+        rb'"product_id":"([A-Za-z0-9_:.\-]{1,64})",[^{}\[\]]{0,96}?'
+        rb'"seq":([0-9]{1,19})[,}]|(?!book))'),
+}
+
+
+class SeqScanner:
+    """Book sequence numbers for the receive path: ``match(raw)`` at offset 0,
+    then :meth:`fallback` only for frames outside the documented layout.
+
+    Semantics are those of the venue module's ``sequence()``, which remains
+    the reference (the tests compare both over the simulator's frames and
+    odd layouts): a frame in the documented layout is answered by one
+    anchored regex match (a non-book frame fails or is recognised within a
+    few bytes); anything else that could be a book frame (it contains the
+    venue's hint) goes through ``venue.sequence()``.
+
+    Stream keys on the hot path are the raw bytes of the sid / product id;
+    :meth:`canonical` turns one into the venue module's key (Kalshi: the sid
+    as an int; Futures: ``("book", product_id)``).  Measured in
+    bench/test_integrity_bench.py.
+    """
+
+    __slots__ = ("venue", "hint", "slow", "match")
+
+    def __init__(self, venue_cls: type) -> None:
+        name = venue_cls.name
+        if name not in SEQ_HINTS:
+            raise ValueError(f"venue {name!r} has no sequence numbers")
+        self.venue = name
+        self.hint = SEQ_HINTS[name]
+        self.slow = venue_cls.sequence
+        self.match = _HEADS[name].match
+
+    def fallback(self, raw: bytes) -> tuple[bytes, int, bool] | None:
+        """``(key bytes, seq, snapshot)`` by the venue module, for frames the
+        head regex did not answer."""
+        if raw.find(self.hint) < 0:
+            return None
+        info = self.slow(raw)
+        if info is None:
+            return None
+        k = info.stream_key
+        key = str(k).encode() if isinstance(k, int) else str(k[1]).encode()
+        return key, info.seq, info.snapshot
+
+    def __call__(self, raw: bytes) -> tuple[bytes, int, bool] | None:
+        """The whole answer (the connection inlines this)."""
+        m = self.match(raw)
+        if m is None:
+            return self.fallback(raw)
+        snap, key, seq = m.group(1, 2, 3)
+        if seq is None:
+            return None
+        return key, int(seq), snap is not None
+
+    def canonical(self, key: bytes) -> Any:
+        """The venue module's stream key for a hot-path key."""
+        return int(key) if self.venue == "kalshi" else ("book", key.decode())
 
 
 def channel_path(ring_path: str) -> str:

@@ -215,12 +215,15 @@ class Supervisor:
             self.nats = NatsServer(store, port=self.cfg.nats.embedded_port).start()
             self.nats_url = self.nats.url
             log.info("event=nats_embedded url=%s", self.nats_url)
-        for role in ("flusher", "publisher", "receiver"):
+        readers = ["flusher", "publisher"]
+        if self.venue in INTEGRITY_VENUES:
+            readers.append("integrity")  # Kraken spot: the book-checksum validator
+        for role in (*readers, "receiver"):
             self.children[role] = Child(role, self.commands[role](self, role))
-        # Drains first: they must hold their reader slots before frames flow.
-        for role in ("flusher", "publisher"):
+        # Readers first: they must hold their slots before frames flow.
+        for role in readers:
             self.children[role].start()
-        self._wait_for(lambda: self._readers_alive({"flusher", "publisher"}), "drains to attach")
+        self._wait_for(lambda: self._readers_alive(set(readers)), "ring readers to attach")
         self.children["receiver"].start()
         self._wait_for(lambda: ring.stats(self.ring_path)["producer"]["alive"], "receiver to attach")
         view = ShardView(self.ring_path, self.cfg.ring.dir, self.shard.id, self.venue,
@@ -285,7 +288,7 @@ class Supervisor:
             return False
         beats = {"receiver": st["producer"]["heartbeat_age_s"]}
         beats.update({r["name"]: r["heartbeat_age_s"] for r in st["readers"] if r["alive"]})
-        if not st["producer"]["alive"] or len(beats) < 3:
+        if not st["producer"]["alive"] or set(beats) < set(self.children):
             return False
         limit = max(2.0, 2 * (watchdog_interval() or 1.0))
         return all(age is not None and age < limit for age in beats.values())
@@ -309,7 +312,8 @@ class Supervisor:
         self.notifier.stopping()
         log.info("event=shutdown fast=%s", fast)
         drain = self.cfg.storage.drain_timeout
-        order = [("receiver", 15.0), ("flusher", drain + 10.0), ("publisher", drain + 10.0)]
+        order = [("receiver", 15.0), ("integrity", 10.0), ("flusher", drain + 10.0),
+                 ("publisher", drain + 10.0)]
         if fast:
             for role, _ in order:
                 if role in self.children:
@@ -408,8 +412,17 @@ def receiver_command(sup: Supervisor, role: str) -> list[str]:
     return argv
 
 
+def integrity_command(sup: Supervisor, role: str) -> list[str]:
+    return _py() + ["capture.integrity", "--ring", sup.ring_path, "--venue", sup.venue,
+                    "--depth", str(sup.shard.book_depth), "--status-file", sup.status_file("integrity")]
+
+
+#: Venues whose books carry a checksum the validator checks off the hot path.
+INTEGRITY_VENUES = frozenset({"kraken"})
+
 DEFAULT_COMMANDS: dict[str, CommandBuilder] = {
     "flusher": flusher_command,
     "publisher": publisher_command,
     "receiver": receiver_command,
+    "integrity": integrity_command,
 }

@@ -9,8 +9,9 @@ drop is always visible in the capture itself, not only in a metric.
 Frames above the fragment limit (capacity / 8) travel as a chain of
 FRAG_BEGIN / FRAG_MIDDLE... / FRAG_END frames.  A chain may need more room
 than is free at the moment it starts, so writing one waits - at most
-``frag_timeout`` seconds, polling for the readers to make room - and if that
-runs out the chain is closed by an ABORTED FRAG_END and counted as a drop.
+``frag_timeout`` seconds per fragment, polling for the readers to make room -
+and if that runs out the frame is dropped and counted (a chain already
+started is closed by an ABORTED FRAG_END).
 This is the only place ``write`` can wait; frames up to the fragment limit
 (512 KiB for a 4 MiB ring) never do.  Frames above ``max_frame`` are refused
 with ``TOO_LARGE`` and an ``oversize`` control record.
@@ -211,7 +212,7 @@ class Producer:
                 t, fl = lib.RING_T_FRAG_END, 0
             else:
                 t, fl = lib.RING_T_FRAG_MIDDLE, 0
-            if not self._write_waiting(chunk, t, fl, conn, ts, may_wait=i > 0):
+            if not self._write_waiting(chunk, t, fl, conn, ts, may_wait=True):
                 if i > 0:
                     # Close the chain so readers drop the partial frame at
                     # once; if even that does not fit, before the gap record.

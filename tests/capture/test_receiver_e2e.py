@@ -179,5 +179,6 @@ def test_futures_and_kalshi_smoke(ring_path, tmp_path, venue, transport):
     ctl = [orjson.loads(m.payload) for m in msgs if m.type == CONTROL and m.conn == 0]
     live = [c for c in ctl if c["kind"] == "live"]
     assert len(live) == 1 and live[0]["failed"] == live[0]["timed_out"] == 0
-    assert live[0]["acked"] == (6 if venue == "kraken_futures" else 3)
+    # Kalshi: orderbook_delta is one sid per market (seq is per sid), so 2 + trade + ticker
+    assert live[0]["acked"] == (6 if venue == "kraken_futures" else 4)
     assert not [c for c in ctl if c["kind"] in ("keepalive_timeout", "reconnect")]

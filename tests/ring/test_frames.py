@@ -4,6 +4,7 @@ import random
 import threading
 
 import pytest
+from timing import timeout
 
 import ring
 from ring import FrameType, WriteStatus
@@ -255,14 +256,18 @@ def test_three_mib_frame_through_four_mib_ring_with_draining_reader(ring_path):
                 rd.commit(b)
 
     ready = threading.Event()
-    t = threading.Thread(target=reader)
+    t = threading.Thread(target=reader, daemon=True)
     t.start()
     ready.wait()
-    with ring.Producer(ring_path) as p:
-        for _ in range(3):  # three in a row: more than the ring holds at once
-            assert p.write(big) == WriteStatus.OK
-    stop.set()
-    t.join()
+    try:
+        # frag_timeout bounds the wait for room; generous so a loaded CI
+        # machine does not turn a slow reader into a drop.
+        with ring.Producer(ring_path, frag_timeout=timeout(30)) as p:
+            for _ in range(3):  # three in a row: more than the ring holds at once
+                assert p.write(big) == WriteStatus.OK
+    finally:
+        stop.set()
+        t.join(timeout(30))
     assert [m.payload == big for m in out] == [True, True, True]
 
 
