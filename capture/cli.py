@@ -53,16 +53,35 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- config check -------------------------------------------------------------------
 
 def resolve_plan(cfg: Any, discover: bool) -> list[dict[str, Any]]:
-    """What each shard gets: instruments and connections."""
-    from capture.shardplan import shard_plan
+    """What each shard gets: instruments per connection.
+
+    Uses the receiver's own assignment functions, so this prints exactly what
+    `capture run` would subscribe (for discovery shards only with --discover:
+    the instrument list is the venue's, fetched now)."""
+    import asyncio
+    from capture import receiver as rx
     out = []
     for s in cfg.shards:
+        row: dict[str, Any] = {"shard": s.id, "venue": s.venue, "cores": list(s.cores),
+                               "transport": s.transport, "ring": cfg.ring_path(s.id)}
         try:
-            plan = shard_plan(cfg, s.id, discover=discover)
+            rc = rx.from_capture_config(cfg, s.id)
+            if rc.symbols or rc.connections:
+                assignment = rx.explicit_assignment(rc)
+            elif discover:
+                units = asyncio.run(rx.discover_units(rc))
+                if rc.max_instruments:
+                    units = rx.cap_units(units, rc.max_instruments)
+                assignment = rx.plan_assignment(rc, units)
+            else:
+                assignment = None
+                row["deferred"] = ("instruments come from discovery at run time "
+                                   "(--discover resolves them now)")
+            if assignment is not None:
+                row["connections"] = [{"id": k, "instruments": v} for k, v in assignment.items()]
         except CaptureError as e:
-            plan = {"error": str(e)}
-        out.append({"shard": s.id, "venue": s.venue, "cores": list(s.cores), "transport": s.transport,
-                    "ring": cfg.ring_path(s.id), **plan})
+            row["error"] = str(e)
+        out.append(row)
     return out
 
 
@@ -217,6 +236,13 @@ def _segment_tool(name: str, rest: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("cat", "verify", "stats"):
+        # The segment tools own their options (and --help) entirely.
+        try:
+            return _segment_tool(argv[0], argv[1:])
+        except BrokenPipeError:
+            return 0
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -11,8 +11,10 @@ The file (see ``capture.example.toml`` for every key, documented)::
     [ring]      dir, capacity, max_frame
     [storage]   data_dir, segment_bytes, fsync, fsync_interval, compress, drain_timeout
     [nats]      servers (empty = embedded), prefix, user, password, token, creds,
-                tls_ca, tls_cert, tls_key, embedded_port, ack_timeout, window
-    [nats.streams.<venue>]  name, replicas, max_bytes, max_age, duplicate_window
+                tls = {ca, cert, key, hostname}, horizon, connect_timeout,
+                embedded_port, ack_timeout, window
+    [nats.streams.<venue>]  name, replicas, max_bytes, max_msgs, max_age,
+                duplicate_window, discard, storage (see flusher/stream.py)
     [metrics]   bind, port_base (a shard listens on port_base + shard id)
     [venues.<venue>]        url, rest_url, key_id, key_file (Kalshi), ...
     [[shard]]   id, venue, cores, connections, transport, instruments | discovery,
@@ -64,38 +66,40 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
-class StreamConfig:
-    name: str
-    replicas: int = 1
-    max_bytes: int = -1
-    max_age: float = 0.0
-    duplicate_window: float = 2 * 3600.0
-
-
-@dataclass(frozen=True)
 class NatsConfig:
-    servers: tuple[str, ...] = ()
-    prefix: str = "prod"
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-    creds: str | None = None
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
+    """The ``[nats]`` table.
+
+    Everything the publisher reads (servers, credentials, TLS, prefix,
+    horizon, streams) is validated by the publisher's own parser,
+    :func:`flusher.stream.parse_config`, so there is one set of rules; only
+    the supervisor's own keys (embedded_port, ack_timeout, window) are taken
+    out first.  ``table`` is what the publisher is given.
+    """
+    table: dict[str, Any] = field(default_factory=dict)
+    bus: Any = None                      # flusher.stream.BusConfig
     embedded_port: int = 0
     ack_timeout: float = 5.0
     window: int = 4096
-    streams: dict[str, StreamConfig] = field(default_factory=dict)
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        return tuple(self.bus.servers) if self.bus else ()
+
+    @property
+    def prefix(self) -> str:
+        return self.bus.prefix if self.bus else "prod"
 
     @property
     def embedded(self) -> bool:
         return not self.servers
 
+    def stream_name(self, venue: str) -> str:
+        return self.bus.stream_for(venue).name
+
     def __repr__(self) -> str:  # never print secrets
-        hidden = {k: ("***" if getattr(self, k) else None) for k in ("password", "token")}
-        return (f"NatsConfig(servers={self.servers!r}, prefix={self.prefix!r}, user={self.user!r}, "
-                f"password={hidden['password']}, token={hidden['token']}, creds={self.creds!r})")
+        return (f"NatsConfig(servers={self.servers!r}, prefix={self.prefix!r}, "
+                f"user={self.table.get('user')!r}, password={'***' if self.table.get('password') else None}, "
+                f"token={'***' if self.table.get('token') else None})")
 
 
 @dataclass(frozen=True)
@@ -220,13 +224,6 @@ def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str, Any], i
     return conv
 
 
-def _limit(key: str, v: Any) -> int:
-    """A size, or -1 for "no limit" (JetStream's convention)."""
-    if v == -1 and not isinstance(v, bool):
-        return -1
-    return _size(key, v)
-
-
 def _size(key: str, v: Any) -> int:
     if isinstance(v, bool):
         raise TypeError(f"must be a size like 4096 or \"4MiB\", not {v!r}")
@@ -332,47 +329,25 @@ def from_dict(data: dict[str, Any], path: str | None = None) -> Config:
     if storage.segment_bytes < (1 << 20):
         raise ConfigError(path, "storage.segment_bytes", "must be at least 1MiB")
 
-    n = top.sub("nats")
-    streams: dict[str, StreamConfig] = {}
-    st_tab = n.sub("streams")
-    for venue in list(st_tab.table):
+    top.used.add("nats")
+    raw = data.get("nats", {})
+    if not isinstance(raw, dict):
+        raise ConfigError(path, "nats", "must be a table")
+    table = dict(raw)
+    own = _Section(path, "nats", {k: table.pop(k) for k in ("embedded_port", "ack_timeout", "window")
+                                  if k in table})
+    for venue in (table.get("streams") or {}):
         if venue not in VENUE_NAMES:
             raise ConfigError(path, f"nats.streams.{venue}", f"unknown venue (known: {', '.join(VENUE_NAMES)})")
-        vs = st_tab.sub(venue)
-        streams[venue] = StreamConfig(
-            name=vs.get("name", _str, f"CAPTURE_{venue.upper()}"),
-            replicas=vs.get("replicas", _int(1, 5), 1),
-            max_bytes=vs.get("max_bytes", _limit, -1),
-            max_age=vs.get("max_age", _duration, 0.0),
-            duplicate_window=vs.get("duplicate_window", _duration, 2 * 3600.0),
-        )
-        vs.done()
-    st_tab.done()
+    from flusher.stream import parse_config as parse_bus  # the publisher's rules, not a copy
     nats = NatsConfig(
-        servers=n.get("servers", _str_list, ()),
-        prefix=n.get("prefix", _str, "prod"),
-        user=n.get("user", _opt_str, None),
-        password=n.get("password", _opt_str, None),
-        token=n.get("token", _opt_str, None),
-        creds=n.get("creds", _opt_str, None),
-        tls_ca=n.get("tls_ca", _opt_str, None),
-        tls_cert=n.get("tls_cert", _opt_str, None),
-        tls_key=n.get("tls_key", _opt_str, None),
-        embedded_port=n.get("embedded_port", _int(0, 65535), 0),
-        ack_timeout=n.get("ack_timeout", _duration, 5.0),
-        window=n.get("window", _int(1, 1 << 20), 4096),
-        streams=streams,
+        table=table,
+        bus=parse_bus(table, path),
+        embedded_port=own.get("embedded_port", _int(0, 65535), 0),
+        ack_timeout=own.get("ack_timeout", _duration, 5.0),
+        window=own.get("window", _int(1, 1 << 20), 4096),
     )
-    n.done()
-    if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", nats.prefix):
-        raise ConfigError(path, "nats.prefix", f"{nats.prefix!r} is not a valid NATS subject prefix")
-    if nats.token and (nats.user or nats.password):
-        raise ConfigError(path, "nats.token", "use either a token or user/password, not both")
-    if bool(nats.user) != bool(nats.password):
-        raise ConfigError(path, "nats.password" if nats.user else "nats.user",
-                          "user and password go together")
-    for v in VENUE_NAMES:
-        streams.setdefault(v, StreamConfig(name=f"CAPTURE_{v.upper()}"))
+    own.done()
 
     m = top.sub("metrics")
     metrics = MetricsConfig(

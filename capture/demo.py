@@ -30,6 +30,7 @@ from capture.simulator import Scenario
 from capture.simulator.runner import SimulatorProcess
 from capture.status import read_status, status_path
 from flusher.nats_embedded import NatsServer
+from flusher.stream import stream_name
 
 VENUES = ("kraken", "polymarket", "kraken_futures", "kalshi")
 
@@ -81,7 +82,7 @@ def _segments_summary(data_dir: str, venue: str) -> dict[str, Any]:
             "files": len(files)}
 
 
-async def _stream_counts(url: str) -> dict[str, int]:
+async def _stream_counts(url: str, prefix: str = "demo") -> dict[str, int]:
     import nats
     nc = await nats.connect(url, connect_timeout=5)
     try:
@@ -89,7 +90,7 @@ async def _stream_counts(url: str) -> dict[str, int]:
         out = {}
         for v in VENUES:
             try:
-                info = await js.stream_info(f"CAPTURE_{v.upper()}")
+                info = await js.stream_info(stream_name(prefix, v))
                 out[v] = info.state.messages
             except Exception:
                 pass
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                    "checksum_mismatch", "silence_timeout")}
             print(f"  {v:15s} {seg['data']:>8d} messages + {seg['control']} control records on disk, "
                   f"{seg['bytes'] / 1e6:.1f} MB in {seg['files']} segment file(s) under {os.path.join(data_dir, v)}")
-            print(f"  {'':15s} JetStream stream CAPTURE_{v.upper()}: {in_stream.get(v, 0)} messages "
+            print(f"  {'':15s} JetStream stream {stream_name('demo', v)}: {in_stream.get(v, 0)} messages "
                   f"(every frame on disk); the simulator sent {sent_by_venue.get(v, '?')} WebSocket messages")
             print(f"  {'':15s} gaps: {gaps or 'none'}; receive->disk p50 <= {_us(d50)}, p99 <= {_us(d99)}; "
                   f"receive->ack p50 <= {_us(a50)}, p99 <= {_us(a99)}")

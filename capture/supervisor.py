@@ -385,13 +385,9 @@ def flusher_command(sup: Supervisor, role: str) -> list[str]:
 
 def publisher_command(sup: Supervisor, role: str) -> list[str]:
     s, n = sup.shard, sup.cfg.nats
-    table: dict[str, object] = {"servers": list(n.servers) or [sup.nats_url], "prefix": n.prefix}
-    for k in ("user", "password", "token", "creds", "tls_ca", "tls_cert", "tls_key"):
-        if getattr(n, k):
-            table[k] = getattr(n, k)
-    sc = n.streams[s.venue]
-    table["streams"] = {s.venue: {"name": sc.name, "replicas": sc.replicas, "max_bytes": sc.max_bytes,
-                                  "max_age": sc.max_age, "duplicate_window": sc.duplicate_window}}
+    table = dict(n.table)
+    if n.embedded:
+        table["servers"] = [sup.nats_url]
     # Credentials go through an owner-only file, never the command line.
     path = os.path.join(sup.workdir, "publisher-nats.json")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)

@@ -19,6 +19,8 @@ password = "s3cret"
 [nats.streams.kraken]
 replicas = 3
 duplicate_window = "2h"
+[nats.streams.polymarket]
+duplicate_window = "10m"
 [[shard]]
 id = 3
 venue = "kraken"
@@ -31,8 +33,9 @@ def test_good_config_resolves():
     cfg = config.loads(GOOD, "c.toml")
     assert cfg.ring.capacity == 4 << 20
     assert cfg.storage.fsync == "always"
-    assert cfg.nats.streams["kraken"].replicas == 3
-    assert cfg.nats.streams["kraken"].duplicate_window == 7200.0
+    assert cfg.nats.bus.stream_for("kraken").replicas == 3
+    assert cfg.nats.bus.stream_for("kraken").duplicate_window_s == 7200.0
+    assert cfg.nats.stream_name("kalshi") == "PROD_KALSHI"
     assert cfg.shard(3).cores == (1,)
     assert "s3cret" not in repr(cfg.nats)
 
@@ -42,11 +45,15 @@ def test_good_config_resolves():
     ("[ring]\ncapacity = \"lots\"", "ring.capacity", "size"),
     ("[storage]\nfsync = \"sometimes\"", "storage.fsync", "not one of"),
     ("[storage]\nfsyncc = 1", "storage.fsyncc", "unknown key"),
-    ("[nats]\nservers = \"nats://x\"", "nats.servers", "list"),
-    ("[nats]\nuser = \"a\"", "nats.password", "go together"),
+    ("[nats]\nservers = 5", "nats.servers", "list"),
+    ("[nats]\npassword = \"a\"", "nats.password", "without user"),
     ("[nats]\nprefix = \"a..b\"", "nats.prefix", "subject prefix"),
+    ("[nats]\nwindow = 0", "nats.window", "out of range"),
+    ("[nats]\nserverz = []", "nats.serverz", "unknown"),
     ("[nats.streams.nyse]\nreplicas = 3", "nats.streams.nyse", "unknown venue"),
-    ("[nats.streams.kraken]\nreplicas = 7", "nats.streams.kraken.replicas", "out of range"),
+    ("[nats.streams.kraken]\nreplicas = 7", "nats.streams.kraken.replicas", "1..5"),
+    ("[nats.streams.kraken]\nstorage = \"memory\"", "nats.streams.kraken.storage", "memory"),
+    ("[nats.streams.kraken]\nduplicate_window = \"10s\"", "nats.streams.kraken.duplicate_window", "horizon"),
     ("[metrics]\nport_base = 70000", "metrics.port_base", "out of range"),
     ("[venues.kraken]\nurl = 5", "venues.kraken.url", "string"),
     ("[bogus]\nx = 1", "bogus", "unknown key"),

@@ -185,7 +185,7 @@ def check_exactly_once(shard: Shard, sim: SimulatorThread, nats_url: str) -> tup
         i = lst.index(first)
         assert lst[i:i + len(sent)] == sent, "frames missing, reordered or altered on disk"
     # JetStream holds exactly the frames on disk, once each.
-    msgs = asyncio.run(read_stream([nats_url], "CAPTURE_KRAKEN"))
+    msgs = asyncio.run(read_stream([nats_url], "T_KRAKEN"))
     by_seq = {}
     for m in msgs:
         assert m.seq not in by_seq, f"duplicate sequence {m.seq} in the stream"
