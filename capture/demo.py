@@ -144,9 +144,14 @@ def main(argv: list[str] | None = None) -> int:
                                **sim_kw).start()
         print("demo: simulator: " + ", ".join(f"{v} {sim.url(v)}" for v in venues), flush=True)
         cfg_path = _config(workdir, ring_dir, data_dir, nats_srv.url, sim, venues, kalshi_priv)
+        log_dir = os.path.join(data_dir, "logs")
+        os.makedirs(log_dir, mode=0o700, exist_ok=True)
+        print(f"demo: each shard's log (supervisor and children) in {log_dir}", flush=True)
         for i, v in enumerate(venues):
+            log = open(os.path.join(log_dir, f"shard-{i}-{v}.log"), "w")
             procs.append(subprocess.Popen([sys.executable, "-m", "capture.cli", "run", "--shard", str(i),
-                                           "--config", cfg_path, "--log-level", "WARNING"]))
+                                           "--config", cfg_path], stderr=log))
+            log.close()  # the child holds its own descriptor
         deadline = time.monotonic() + args.seconds
         last: dict[int, int] = {}
         while time.monotonic() < deadline:

@@ -157,13 +157,13 @@ class ShardCollector(Collector):
             gaps.add_metric(lv + [kind], n)
         yield gaps
 
+        def one(family: Any, value: float) -> Any:
+            family.add_metric(lv, value)
+            return family
+
         fl = ch.get("flusher") or {}
-        fb = c("capture_flusher_bytes", "Bytes the flusher wrote to segment files")
-        fb.add_metric(lv, fl.get("bytes", 0))
-        yield fb
-        ff = c("capture_flusher_frames", "Frames the flusher wrote to segment files")
-        ff.add_metric(lv, fl.get("frames", 0))
-        yield ff
+        yield one(c("capture_flusher_bytes", "Bytes the flusher wrote to segment files"), fl.get("bytes", 0))
+        yield one(c("capture_flusher_frames", "Frames the flusher wrote to segment files"), fl.get("frames", 0))
         hist = fl.get("fsync_hist_us")
         if hist:
             h = HistogramMetricFamily("capture_flusher_fsync_seconds", "fsync latency", labels=base)
@@ -178,17 +178,13 @@ class ShardCollector(Collector):
 
         ig = ch.get("integrity")
         if ig:
-            chk = c("capture_checksum_updates", "Book updates whose checksum the validator checked")
-            chk.add_metric(lv, ig.get("updates", 0))
-            yield chk
-            bad = c("capture_checksum_mismatches", "Book checksum mismatches found by the validator")
-            bad.add_metric(lv, ig.get("mismatches", 0))
-            yield bad
+            yield one(c("capture_checksum_updates", "Book updates whose checksum the validator checked"),
+                      ig.get("updates", 0))
+            yield one(c("capture_checksum_mismatches", "Book checksum mismatches found by the validator"),
+                      ig.get("mismatches", 0))
 
         pb = ch.get("publisher") or {}
-        acked = c("capture_publisher_acked", "Frames acknowledged by JetStream")
-        acked.add_metric(lv, pb.get("acked", 0))
-        yield acked
+        yield one(c("capture_publisher_acked", "Frames acknowledged by JetStream"), pb.get("acked", 0))
         plag = g("capture_publisher_lag_frames", "Frames written to the ring and not yet acknowledged")
         if "error" not in st and pb.get("acked_seq") is not None:
             plag.add_metric(lv, max(0, st["next_seq"] - 1 - pb["acked_seq"]))

@@ -356,6 +356,7 @@ class Supervisor:
                 self.notifier.status(f"stopping: waiting for the {c.role} to drain")
                 last_extend = now
             if self._signals > 1 and extend:
+                log.warning("event=fast_stop role=%s reason=second_signal", c.role)
                 deadline = min(deadline, now + 5.0)
                 extend = False
                 c.signal(signal.SIGTERM)

@@ -235,11 +235,28 @@ def test_kill9_child_is_restarted_alone(make_shard, sim, nats_srv, child):
 
 
 def test_restart_limit_exits_nonzero(make_shard):
-    # A receiver pinned to a core that does not exist fails at every start.
+    """A child that keeps dying: restarted alone each time, until more than
+    5 restarts in 60 s; then the shard stops in order and exits 1."""
+    sh = make_shard()
+    wait_for(sh.children_up, 60, "children up")
+    killed = set()
+    while sh.proc.poll() is None and len(killed) < 10:
+        pid = wait_for(lambda: sh.children_up() and sh.child_pid("flusher") not in killed
+                       and sh.child_pid("flusher") or sh.proc.poll() is not None, 60, "a new flusher")
+        if pid is True or sh.proc.poll() is not None:
+            break
+        killed.add(pid)
+        os.kill(pid, signal.SIGKILL)
+    assert sh.proc.wait(timeout(120)) == 1
+    assert len(killed) == 6, killed  # the limit is 5 restarts
+    assert "event=restart_limit role=flusher" in sh.stderr
+
+
+def test_child_that_cannot_start_is_a_startup_failure(make_shard):
+    # A receiver pinned to a core that does not exist fails before it attaches.
     sh = make_shard(extra="cores = [4095]")
-    assert sh.proc.wait(timeout(120)) in (1, 4)
-    err = sh.stderr
-    assert "restart_limit" in err or "startup_failed" in err
+    assert sh.proc.wait(timeout(120)) == 4
+    assert "event=startup_failed" in sh.stderr and "receiver exited with 2" in sh.stderr
 
 
 def test_second_supervisor_refused(make_shard, tmp_path):
@@ -352,3 +369,18 @@ def test_metrics_and_healthz(make_shard, sim):
     wait_for(unhealthy, 60, "/healthz to report the silence")
     assert any("idle" in r or "stale" in r or "connecting" in r or "backing" in r for r in body["reasons"]), body
     assert sh.stop() == 0
+
+
+def test_second_signal_stops_fast_without_corrupting(make_shard, nats_srv):
+    sh = make_shard()
+    wait_for(sh.children_up, 60, "children up")
+    wait_for(lambda: (sh.stats() or {}).get("frames", 0) > 300, 60, "frames flowing")
+    nats_srv.stop()  # the publisher's drain now waits for acks that cannot come
+    sh.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "event=shutdown fast=False" in sh.stderr, 60, "the ordered stop to begin")
+    sh.proc.send_signal(signal.SIGTERM)  # while the publisher cannot finish its drain
+    code = sh.proc.wait(timeout(60))
+    assert code in (0, 1), sh.stderr[-2000:]
+    assert "event=fast_stop" in sh.stderr or "event=shutdown fast=True" in sh.stderr
+    from flusher import cli
+    assert cli.main_verify(["-q", sh.data_dir]) == 0, "a fast stop must never leave corruption"
