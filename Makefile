@@ -37,6 +37,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/python -m compileall -q capture ring flusher tests bench
+	$(BIN)/python -m pyflakes capture ring flusher
 	$(BIN)/python -m mypy --ignore-missing-imports ring
 
 clean:

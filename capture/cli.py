@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import sys
-import time
 from typing import Any
 
 from ring.errors import CaptureError, ConfigError

@@ -38,6 +38,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -197,6 +198,8 @@ class Supervisor:
             return self.exit_code
         finally:
             self.notifier.close()
+            # holds the publisher's credentials file: never leave it behind
+            shutil.rmtree(self.workdir, ignore_errors=True)
             if self._lock:
                 self._lock.release()
 

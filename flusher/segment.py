@@ -742,7 +742,7 @@ def iter_stream_records(f, path: str, *, tolerate_tail: bool = False,
                 buf += data
             continue
         rec = _REC.unpack_from(buf, start)
-        size, lo, seq, _ts, typ = rec[0], rec[1], rec[2], rec[3], rec[4]
+        size, lo, seq, typ = rec[0], rec[1], rec[2], rec[4]
         why = None
         if size < FRAME_HEADER or lo != seq & 0xFFFFFFFF or typ not in _VALID_TYPES:
             why = "invalid record header"

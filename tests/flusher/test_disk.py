@@ -16,7 +16,6 @@ import sys
 import tempfile
 import threading
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))

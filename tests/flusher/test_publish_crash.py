@@ -60,8 +60,6 @@ def test_kill_publisher_200_times(shard: Shard, nats_server):
 
 def test_cluster_node_killed_under_load(tmp_path, nats_cluster):
     """R3 stream on 3 nodes; kill -9 one node (the stream leader) and bring it back."""
-    import asyncio
-
     import nats
 
     from flusher.stream import ensure_stream, parse_config
