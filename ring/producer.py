@@ -94,7 +94,6 @@ class Producer:
         self.frag_timeout = frag_timeout
         self._gap: _PendingGap | None = None
         self._abort_pending = False  # an open fragment chain still needs its ABORTED end
-        self.last_seq = -1
         if self.epoch > 1:
             self.write_control("producer_restart", epoch=self.epoch)
         if unclean:
@@ -103,6 +102,11 @@ class Producer:
             # with the window in which it happened.
             self.write_control("gap", reason="producer_died", prev_pid=prev_pid,
                                since_ns=prev_hb, until_ns=time.time_ns())
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence of the last frame written (-1 before the first ever)."""
+        return int(self._p.next_seq) - 1
 
     # -- the hot path ------------------------------------------------------
     def write(self, payload: bytes | bytearray | memoryview, type: int = _DATA, ts: int = 0,
@@ -122,7 +126,6 @@ class Producer:
             r = self._write(self._pp, payload if payload.__class__ is bytes else ffi.from_buffer(payload),
                             n, type, flags, conn, ts)
             if r >= 0:
-                self.last_seq = r
                 return _OK
             lib.ring_count_drop(self._pp, lib.RING_FULL, n)
             self._lost("ring_full", n, ts)
@@ -183,13 +186,11 @@ class Producer:
             if r < 0:
                 return
             self._abort_pending = False
-            self.last_seq = r
         body = orjson.dumps({"kind": "drop", "count": g.count, "bytes": g.bytes,
                              "first_ns": g.first_ns, "last_ns": g.last_ns, "reasons": g.reasons})
         r = self._write(self._pp, body, len(body), _CONTROL, 0, 0, 0)
         if r >= 0:
             self._gap = None
-            self.last_seq = r
             lib.ring_count_gap_record(self._p)
 
     def _write_large(self, payload: Any, n: int, type: int, ts: int, conn: int, flags: int) -> WriteStatus:
@@ -228,7 +229,6 @@ class Producer:
         buf = ffi.from_buffer(chunk)
         r = self._write(self._pp, buf, len(chunk), t, fl, conn, ts)
         if r >= 0:
-            self.last_seq = r
             return True
         if not may_wait:
             return False
@@ -240,7 +240,6 @@ class Producer:
             if lib.ring_room(self._p) >= len(chunk):
                 r = self._write(self._pp, buf, len(chunk), t, fl, conn, ts)
                 if r >= 0:
-                    self.last_seq = r
                     return True
         return False
 
