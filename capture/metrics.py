@@ -193,11 +193,12 @@ class ShardCollector(Collector):
         elif "lag_frames" in pb:
             plag.add_metric(lv, pb["lag_frames"])
         yield plag
-        el = pb.get("exchange_lag_seconds")
-        if el and el.get("buckets"):
+        hist = pb.get("exchange_lag_hist_us")
+        if hist:
             h = HistogramMetricFamily("capture_exchange_lag_seconds",
-                                      "Receive time minus the exchange's own timestamp", labels=base)
-            h.add_metric(lv, [(str(le), n) for le, n in el["buckets"]], el.get("sum", 0.0))
+                                      "Receive time minus the exchange's own timestamp (sampled; "
+                                      "an exchange clock ahead of ours counts as 0)", labels=base)
+            h.add_metric(lv, log2_buckets(hist), pb.get("exchange_lag_sum_s", 0.0))
             yield h
 
 

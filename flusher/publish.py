@@ -61,7 +61,7 @@ import numpy as np
 
 import ring
 from ring.assemble import Assembler
-from ring.errors import ConfigError, Lapped, SegmentError
+from ring.errors import CaptureError, ConfigError, Lapped, SegmentError
 from ring.frame import HEADER as _FRAME_HEADER, FrameType
 
 from flusher.pipeline import AckPipeline
@@ -72,6 +72,7 @@ from flusher.stream import (BusConfig, NatsAuthError, NatsTLSError, NatsUnreacha
 log = logging.getLogger("capture.publisher")
 
 _CONTROL = int(FrameType.CONTROL)
+_DATA = int(FrameType.DATA)
 _PADDING = int(FrameType.PADDING)
 _HDR_FMT = (b"NATS/1.0\r\nNats-Msg-Id: %s:%d\r\nCapture-Seq: %d\r\nCapture-Recv-Ns: %d\r\n"
             b"Capture-Shard: %d\r\n\r\n")
@@ -173,6 +174,18 @@ class Publisher:
         self.status_file = status_file
         # receive stamp -> JetStream ack, per frame; bucket i: < 2**i us
         self._ack_hist = [0] * 32
+        # receive stamp - the exchange's own timestamp, for a sample of data
+        # frames (here, off the receiver's hot path); same buckets; an
+        # exchange clock ahead of ours counts in bucket 0 and in _lag_ahead
+        self._lag_hist = [0] * 32
+        self._lag_sum = 0.0
+        self._lag_ahead = 0
+        self._lag_n = 0
+        try:
+            from capture import venues
+            self._exchange_ts = venues.get(venue).exchange_ts_ns
+        except CaptureError:
+            self._exchange_ts = None  # not a venue we know (tests): no lag metric
 
     # -- status for the supervisor ---------------------------------------------------------
     def write_status(self) -> None:
@@ -194,6 +207,8 @@ class Publisher:
                 "acked_seq": pipe.committed_seq if pipe is not None else None,
                 "in_flight": pipe.in_flight if pipe is not None else 0,
                 "recv_to_ack_hist_us": self._ack_hist,
+                "exchange_lag_hist_us": self._lag_hist, "exchange_lag_sum_s": self._lag_sum,
+                "exchange_lag_ahead": self._lag_ahead,
                 "stats": {k: int(v) for k, v in self.all_stats().items()},
             })
         except OSError as exc:  # never fatal: the capture matters more than the status
@@ -570,6 +585,10 @@ class Publisher:
             self.pipe.ack_local(seq, commit=commit)
             return
         payload = bytes(payload)
+        if typ == _DATA and self._exchange_ts is not None:
+            self._lag_n += 1
+            if not self._lag_n & 15:  # every 16th data frame
+                self._sample_lag(payload, ts)
         subject = self._subject(typ, payload)
         if len(payload) + _OVERHEAD + len(subject) > self.nc.max_payload:
             self.stats["oversize"] += 1
@@ -581,6 +600,21 @@ class Publisher:
                                   "subject": subject.decode()}).encode()
             subject = self.control_subject
         self._put(seq, subject, payload, ts, commit)
+
+    def _sample_lag(self, payload: bytes, recv_ns: int) -> None:
+        try:
+            ex = self._exchange_ts(payload)
+        except Exception:  # a venue parser must never stop publishing
+            ex = None
+        if not ex:
+            return
+        lag = recv_ns - ex
+        if lag < 0:
+            self._lag_ahead += 1
+            self._lag_hist[0] += 1
+            return
+        self._lag_sum += lag / 1e9
+        self._lag_hist[min(31, max(1, lag // 1000).bit_length())] += 1
 
     def _put(self, seq: int, subject: bytes, payload: bytes, ts: int, commit: Any) -> None:
         hdr = _HDR_FMT % (self.ring_id, seq, seq, ts, self.shard)

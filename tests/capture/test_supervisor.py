@@ -353,7 +353,9 @@ def test_metrics_and_healthz(make_shard, sim):
     m1 = scrape()
     for name in ("capture_websocket_connected", "capture_bytes_total", "capture_idle_seconds",
                  "capture_markets_subscribed", "capture_ring_fill_ratio", "capture_flusher_bytes_total",
-                 "capture_publisher_acked_total", "capture_publisher_lag_frames"):
+                 "capture_publisher_acked_total", "capture_publisher_lag_frames",
+                 "capture_ring_dropped_total", "capture_gaps_total", "capture_flusher_fsync_seconds_bucket",
+                 "capture_exchange_lag_seconds_bucket"):
         assert name in m1, name
     wait_for(lambda: total(scrape(), "capture_flusher_bytes_total") > total(m1, "capture_flusher_bytes_total"),
              30, "flusher bytes move")
