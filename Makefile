@@ -10,7 +10,7 @@ PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 all: test
 
-$(STAMP): setup.py pyproject.toml requirements-dev.txt csrc/ring.c csrc/ring.h ring/_build.py
+$(STAMP): setup.py pyproject.toml requirements-dev.txt $(wildcard csrc/*.c csrc/*.h) ring/_build.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
