@@ -58,13 +58,14 @@ def resolve_plan(cfg: Any, discover: bool) -> list[dict[str, Any]]:
     `capture run` would subscribe (for discovery shards only with --discover:
     the instrument list is the venue's, fetched now)."""
     import asyncio
-    from capture import receiver as rx
+    from capture import assignment as rx
+    from capture.receiver_config import from_capture_config
     out = []
     for s in cfg.shards:
         row: dict[str, Any] = {"shard": s.id, "venue": s.venue, "cores": list(s.cores),
                                "transport": s.transport, "ring": cfg.ring_path(s.id)}
         try:
-            rc = rx.from_capture_config(cfg, s.id)
+            rc = from_capture_config(cfg, s.id)
             if rc.symbols or rc.connections:
                 assignment = rx.explicit_assignment(rc)
             elif discover:
