@@ -33,7 +33,7 @@ the segment is closed (fsync, rename, fsync dir) and the process exits 0
 for the next start).
 
 Recovery.  On start, every ``.seg.open`` of this venue/shard is verified
-(segment.recover_open): a torn tail is truncated and the segment closed; a
+(recovery.recover_open): a torn tail is truncated and the segment closed; a
 bad record mid-file moves it aside (``.corrupt``) with an error log and the
 ``corrupt_segments`` counter.  The newest sequence on disk from the same ring
 is remembered, and ring frames up to it are committed without being written.
@@ -57,9 +57,9 @@ from typing import Callable
 
 import numpy as np
 
-from flusher.segment import (SUFFIX_OPEN, RecoveryReport, SegmentWriter, last_on_disk,
-                             list_segments, open_dir, parse_name, read_header, recover_open,
-                             writer_header)
+from flusher.recovery import RecoveryReport, last_on_disk, recover_open
+from flusher.segment import (SUFFIX_OPEN, SegmentWriter, list_segments, open_dir, parse_name,
+                             read_header, writer_header)
 from ring.errors import SegmentError
 
 log = logging.getLogger("capture.flusher")
