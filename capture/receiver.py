@@ -78,6 +78,10 @@ from .assignment import cap_units, discover_units, explicit_assignment, plan_ass
 from .receiver_config import (DEFAULT_PER_CONNECTION, ReceiverConfig, from_capture_config,  # noqa: F401
                               parse_args)
 
+__all__ = ["DEFAULT_PER_CONNECTION", "SHARD_CONN", "Receiver", "ReceiverConfig", "cap_units",
+           "discover_units", "explicit_assignment", "from_capture_config", "main", "open_ring",
+           "parse_args", "plan_assignment", "run_receiver"]
+
 log = logging.getLogger("capture.receiver")
 
 #: The frame-header connection id of shard-level records (shard_start/stop,
