@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 import ring
-from capture.metrics import log2_percentile
+from capture.histogram import log2_percentile
 from capture.simulator import Scenario
 from capture.simulator.runner import SimulatorProcess
 from capture.status import read_status, status_path

@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 import ring
+from capture.histogram import log2_buckets, log2_sum
 from capture.status import read_status, status_path
 from ring.errors import BadRingFile
 
@@ -200,34 +201,6 @@ class ShardCollector(Collector):
                                       "an exchange clock ahead of ours counts as 0)", labels=base)
             h.add_metric(lv, log2_buckets(hist), pb.get("exchange_lag_sum_s", 0.0))
             yield h
-
-
-def log2_buckets(hist: list[int]) -> list[tuple[str, float]]:
-    """Counts per bucket i (< 2**i microseconds) -> cumulative Prometheus buckets."""
-    out, total = [], 0
-    for i, n in enumerate(hist[:-1]):
-        total += n
-        out.append((repr((2 ** i) / 1e6), float(total)))
-    out.append(("+Inf", float(total + hist[-1])))
-    return out
-
-
-def log2_sum(hist: list[int]) -> float:
-    """An estimate of the sum (bucket midpoints), for the _sum series."""
-    return sum(n * 0.75 * (2 ** i) / 1e6 for i, n in enumerate(hist))
-
-
-def log2_percentile(hist: list[int], q: float) -> float | None:
-    """Upper bound (seconds) of the bucket holding the q-th quantile."""
-    total = sum(hist)
-    if not total:
-        return None
-    need, run = q * total, 0
-    for i, n in enumerate(hist):
-        run += n
-        if run >= need:
-            return (2 ** i) / 1e6
-    return None
 
 
 class MetricsServer:

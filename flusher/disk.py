@@ -57,6 +57,7 @@ from typing import Callable
 
 import numpy as np
 
+from capture import histogram
 from flusher.recovery import RecoveryReport, last_on_disk, recover_open
 from flusher.segment import (SUFFIX_OPEN, SegmentWriter, list_segments, open_dir, parse_name,
                              read_header, writer_header)
@@ -138,8 +139,7 @@ class FlusherStats:
         self.fsyncs += 1
         self.fsync_ns_total += ns
         self.fsync_ns_max = max(self.fsync_ns_max, ns)
-        us = max(1, ns // 1000)
-        self.fsync_hist_us[min(len(self.fsync_hist_us) - 1, us.bit_length())] += 1
+        histogram.add(self.fsync_hist_us, ns)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -325,12 +325,7 @@ class Flusher:
         # A sample (every 16th frame of a large batch) keeps this off the
         # throughput path: the full array costs ~28 us per 4096-frame batch.
         ts = ts[::16] if len(ts) > 64 else ts
-        us = np.maximum((time.time_ns() - ts.astype(np.int64)) // 1000, 1)
-        buckets = np.minimum(np.floor(np.log2(us)).astype(np.int64) + 1, 31)
-        counts = np.bincount(buckets, minlength=32)
-        hist = self.stats.recv_to_disk_hist_us
-        for i in np.flatnonzero(counts).tolist():
-            hist[i] += int(counts[i])
+        histogram.add_many(self.stats.recv_to_disk_hist_us, time.time_ns() - ts.astype(np.int64))
 
     def _idle(self) -> None:
         now = time.monotonic()

@@ -64,6 +64,7 @@ from ring.assemble import Assembler
 from ring.errors import CaptureError, ConfigError, Lapped, SegmentError
 from ring.frame import HEADER as _FRAME_HEADER, FrameType
 
+from capture import histogram
 from flusher.pipeline import AckPipeline
 from flusher.stream import (BusConfig, NatsAuthError, NatsTLSError, NatsUnreachable,
                             StreamMismatch, connect, ensure_stream, horizon_margin,
@@ -173,11 +174,11 @@ class Publisher:
         self.started = asyncio.Event()     # connected, stream ready, reader attached
         self.status_file = status_file
         # receive stamp -> JetStream ack, per frame; bucket i: < 2**i us
-        self._ack_hist = [0] * 32
+        self._ack_hist = histogram.new()
         # receive stamp - the exchange's own timestamp, for a sample of data
         # frames (here, off the receiver's hot path); same buckets; an
         # exchange clock ahead of ours counts in bucket 0 and in _lag_ahead
-        self._lag_hist = [0] * 32
+        self._lag_hist = histogram.new()
         self._lag_sum = 0.0
         self._lag_ahead = 0
         self._lag_n = 0
@@ -196,9 +197,7 @@ class Publisher:
         pipe = self.pipe
         if pipe is not None and pipe.latencies:
             lat, pipe.latencies = pipe.latencies, []
-            hist = self._ack_hist
-            for ns in lat:
-                hist[min(31, max(1, ns // 1000).bit_length())] += 1
+            histogram.add_many(self._ack_hist, lat)
         ps = pipe.stats if pipe is not None else {}
         try:
             write_status(self.status_file, {
@@ -609,12 +608,11 @@ class Publisher:
         if not ex:
             return
         lag = recv_ns - ex
+        histogram.add(self._lag_hist, lag)  # an exchange clock ahead of ours: bucket 0
         if lag < 0:
             self._lag_ahead += 1
-            self._lag_hist[0] += 1
-            return
-        self._lag_sum += lag / 1e9
-        self._lag_hist[min(31, max(1, lag // 1000).bit_length())] += 1
+        else:
+            self._lag_sum += lag / 1e9
 
     def _put(self, seq: int, subject: bytes, payload: bytes, ts: int, commit: Any) -> None:
         hdr = _HDR_FMT % (self.ring_id, seq, seq, ts, self.shard)
