@@ -55,7 +55,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +65,7 @@ from ring.errors import CaptureError, ConfigError, Lapped, SegmentError
 from ring.frame import HEADER as _FRAME_HEADER, FrameType
 
 from capture import histogram
+from flusher.routing import SubjectFn, _valid_subject, test_subject_fn, venue_subject_fn  # noqa: F401
 from flusher.pipeline import AckPipeline
 from flusher.stream import (BusConfig, NatsAuthError, NatsTLSError, NatsUnreachable,
                             StreamMismatch, connect, ensure_stream, horizon_margin,
@@ -80,44 +81,9 @@ _HDR_FMT = (b"NATS/1.0\r\nNats-Msg-Id: %s:%d\r\nCapture-Seq: %d\r\nCapture-Recv-
 # Room kept for the HPUB line and headers when comparing with max_payload.
 _OVERHEAD = 256
 
-SubjectFn = Callable[[bytes], "str | None"]
-
 
 class _DrainExpired(Exception):
     """Internal: the shutdown drain ran out of time."""
-
-
-def _valid_subject(b: bytes) -> bool:
-    """A publishable subject: non-empty tokens, no whitespace or wildcards."""
-    if not b or len(b) > 1024 or any(c in b for c in (b" ", b"\t", b"\r", b"\n", b"*", b">")):
-        return False
-    return all(b.split(b"."))
-
-
-def venue_subject_fn(prefix: str, venue: str, shard: int) -> SubjectFn:
-    """The subject function built on capture.venues: the venue's route
-    extractor for data (subjects cached per route key; tokens sanitised by
-    capture.subjects), venue chatter (acks, heartbeats, errors) to the shard's
-    control subject, None (-> unrouted) for the rest.  Only frames without a
-    route are classified, so data stays cheap."""
-    from capture import subjects, venues
-    v = venues.get(venue)
-    route, classify = v.route, v.classify
-    control_kinds = venues.CONTROL_KINDS
-    control = subjects.control_subject(prefix, venue, shard)
-    cache: dict[tuple[str, str], str] = {}
-
-    def subject(raw: bytes) -> str | None:
-        rk = route(raw)
-        if rk is None:
-            return control if classify(raw).kind in control_kinds else None
-        s = cache.get(rk)
-        if s is None:
-            if len(cache) > 1 << 16:
-                cache.clear()
-            s = cache[rk] = subjects.data_subject(prefix, venue, rk.channel, rk.symbol)
-        return s
-    return subject
 
 
 class Publisher:
@@ -698,17 +664,6 @@ def main(argv: list[str] | None = None) -> int:
     except (NatsAuthError, NatsTLSError, StreamMismatch, ConfigError) as exc:
         log.error("publisher: %s", exc)
         return 2
-
-
-def test_subject_fn(prefix: str, venue: str) -> SubjectFn:
-    """Subject from the payload's first bytes ``<channel>.<symbol>|...``; for
-    tests and benchmarks that do not want a venue's message shapes."""
-    def subject(raw: bytes) -> str | None:
-        head, sep, _ = raw[:96].partition(b"|")
-        if not sep or head.count(b".") != 1:
-            return None
-        return f"{prefix}.{venue}.{head.decode(errors='replace')}"
-    return subject
 
 
 if __name__ == "__main__":

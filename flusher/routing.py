@@ -1,0 +1,57 @@
+"""Which NATS subject a frame goes to.
+
+``{prefix}.{venue}.{channel}.{symbol}`` from the venue's route extractor
+(read from the raw bytes, never a full parse), venue chatter (acks,
+heartbeats, errors) to ``{prefix}.{venue}.control.shard-{N}``, and None for
+what cannot be routed (the publisher sends it to ``{prefix}.{venue}.unrouted``
+and counts it).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+SubjectFn = Callable[[bytes], "str | None"]
+
+
+def _valid_subject(b: bytes) -> bool:
+    """A publishable subject: non-empty tokens, no whitespace or wildcards."""
+    if not b or len(b) > 1024 or any(c in b for c in (b" ", b"\t", b"\r", b"\n", b"*", b">")):
+        return False
+    return all(b.split(b"."))
+
+
+def venue_subject_fn(prefix: str, venue: str, shard: int) -> SubjectFn:
+    """The subject function built on capture.venues: the venue's route
+    extractor for data (subjects cached per route key; tokens sanitised by
+    capture.subjects), venue chatter (acks, heartbeats, errors) to the shard's
+    control subject, None (-> unrouted) for the rest.  Only frames without a
+    route are classified, so data stays cheap."""
+    from capture import subjects, venues
+    v = venues.get(venue)
+    route, classify = v.route, v.classify
+    control_kinds = venues.CONTROL_KINDS
+    control = subjects.control_subject(prefix, venue, shard)
+    cache: dict[tuple[str, str], str] = {}
+
+    def subject(raw: bytes) -> str | None:
+        rk = route(raw)
+        if rk is None:
+            return control if classify(raw).kind in control_kinds else None
+        s = cache.get(rk)
+        if s is None:
+            if len(cache) > 1 << 16:
+                cache.clear()
+            s = cache[rk] = subjects.data_subject(prefix, venue, rk.channel, rk.symbol)
+        return s
+    return subject
+
+
+def test_subject_fn(prefix: str, venue: str) -> SubjectFn:
+    """Subject from the payload's first bytes ``<channel>.<symbol>|...``; for
+    tests and benchmarks that do not want a venue's message shapes."""
+    def subject(raw: bytes) -> str | None:
+        head, sep, _ = raw[:96].partition(b"|")
+        if not sep or head.count(b".") != 1:
+            return None
+        return f"{prefix}.{venue}.{head.decode(errors='replace')}"
+    return subject
