@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import collections
 import errno
-import json
 import logging
 import os
 import signal
@@ -58,6 +57,7 @@ from typing import Callable
 import numpy as np
 
 from capture import histogram
+from capture.status import write_status
 from flusher.recovery import RecoveryReport, last_on_disk, recover_open
 from flusher.segment import (SUFFIX_OPEN, SegmentWriter, list_segments, open_dir, parse_name,
                              read_header, writer_header)
@@ -520,14 +520,10 @@ class Flusher:
         self.stats.updated_ns = time.time_ns()
         if self.compressor is not None:
             self.stats.compressed = self.compressor.compressed
-        d = dict(self.stats.as_dict(), venue=self.cfg.venue, shard=self.cfg.shard, pid=os.getpid(),
+        d = dict(self.stats.as_dict(), venue=self.cfg.venue, shard=self.cfg.shard,
                  fsync_policy=self.cfg.fsync, segment=self.seg.path if self.seg else None)
-        tmp = self.status_path + ".tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(d, f)
-            os.replace(tmp, self.status_path)
+            write_status(self.status_path, d)
         except OSError:
             pass      # disk full: the status file is the least of our problems
 
