@@ -21,29 +21,11 @@ def _valid_subject(b: bytes) -> bool:
 
 
 def venue_subject_fn(prefix: str, venue: str, shard: int) -> SubjectFn:
-    """The subject function built on capture.venues: the venue's route
-    extractor for data (subjects cached per route key; tokens sanitised by
-    capture.subjects), venue chatter (acks, heartbeats, errors) to the shard's
-    control subject, None (-> unrouted) for the rest.  Only frames without a
-    route are classified, so data stays cheap."""
-    from capture import subjects, venues
-    v = venues.get(venue)
-    route, classify = v.route, v.classify
-    control_kinds = venues.CONTROL_KINDS
-    control = subjects.control_subject(prefix, venue, shard)
-    cache: dict[tuple[str, str], str] = {}
-
-    def subject(raw: bytes) -> str | None:
-        rk = route(raw)
-        if rk is None:
-            return control if classify(raw).kind in control_kinds else None
-        s = cache.get(rk)
-        if s is None:
-            if len(cache) > 1 << 16:
-                cache.clear()
-            s = cache[rk] = subjects.data_subject(prefix, venue, rk.channel, rk.symbol)
-        return s
-    return subject
+    """The venue's rule (:func:`capture.venues.subject_fn`): data by route
+    key, venue chatter to the shard's control subject, None (-> unrouted)
+    for the rest."""
+    from capture import venues
+    return venues.subject_fn(prefix, venue, shard)
 
 
 def test_subject_fn(prefix: str, venue: str) -> SubjectFn:

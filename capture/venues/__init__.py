@@ -17,6 +17,8 @@ Exceptions raised here (one tree, rooted in :mod:`ring.errors`)::
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from ring.errors import ConfigError
 
 from .. import subjects
@@ -49,23 +51,39 @@ def get(name: str) -> type:
                           f"unknown venue {name!r}; known: {', '.join(sorted(VENUES))}") from None
 
 
-def subject(prefix: str, venue: str, raw: bytes, shard: int | None = None) -> str:
-    """The NATS subject of a received frame.
+def subject_fn(prefix: str, venue: str, shard: int | None = None) -> Callable[[bytes], str | None]:
+    """A function raw frame -> NATS subject, or None for what cannot be routed.
 
-    Data -> ``{prefix}.{venue}.{channel}.{instrument}``; venue chatter (acks,
-    heartbeats, pongs, errors, status) -> ``{prefix}.{venue}.control.shard-{N}``
-    when ``shard`` is given; everything else -> ``{prefix}.{venue}.unrouted``.
-    Only frames without a route are classified, so data stays cheap.
+    Data -> ``{prefix}.{venue}.{channel}.{instrument}`` (cached per route
+    key); venue chatter (acks, heartbeats, pongs, errors, status) ->
+    ``{prefix}.{venue}.control.shard-{N}`` when ``shard`` is given.  Only
+    frames without a route are classified, so data stays cheap.  The
+    publisher uses this; :func:`subject` is the one-off form.
     """
     v = get(venue)
-    rk = v.route(raw)
-    if rk is not None:
-        return subjects.data_subject(prefix, venue, rk.channel, rk.symbol)
-    if shard is not None and v.classify(raw).kind in CONTROL_KINDS:
-        return subjects.control_subject(prefix, venue, shard)
-    return subjects.unrouted_subject(prefix, venue)
+    route, classify = v.route, v.classify
+    control = subjects.control_subject(prefix, venue, shard) if shard is not None else None
+    cache: dict[Any, str] = {}
+
+    def fn(raw: bytes) -> str | None:
+        rk = route(raw)
+        if rk is None:
+            return control if control and classify(raw).kind in CONTROL_KINDS else None
+        s = cache.get(rk)
+        if s is None:
+            if len(cache) > 1 << 16:
+                cache.clear()
+            s = cache[rk] = subjects.data_subject(prefix, venue, rk.channel, rk.symbol)
+        return s
+    return fn
 
 
-__all__ = ["VENUES", "get", "subject", "Classified", "Gap", "GapDetector", "Keepalive", "Kind",
+def subject(prefix: str, venue: str, raw: bytes, shard: int | None = None) -> str:
+    """The NATS subject of one received frame (``{prefix}.{venue}.unrouted``
+    for what :func:`subject_fn` cannot route)."""
+    return subject_fn(prefix, venue, shard)(raw) or subjects.unrouted_subject(prefix, venue)
+
+
+__all__ = ["VENUES", "get", "subject", "subject_fn", "Classified", "Gap", "GapDetector", "Keepalive", "Kind",
            "RouteKey", "SeqInfo", "Venue", "CONTROL_KINDS", "KrakenSpot", "KrakenFutures",
            "Polymarket", "Kalshi"]
