@@ -61,7 +61,7 @@ from capture.status import write_status
 from flusher.recovery import RecoveryReport, last_on_disk, recover_open
 from flusher.segment import (SUFFIX_OPEN, SegmentWriter, list_segments, open_dir, parse_name,
                              read_header, writer_header)
-from ring.errors import SegmentError
+from ring.errors import CaptureError, SegmentError
 
 log = logging.getLogger("capture.flusher")
 
@@ -619,7 +619,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s flusher[%(process)d] %(levelname)s %(message)s")
     cfg = config_from_args(args)
-    fl = Flusher(cfg)
+    try:
+        fl = Flusher(cfg)
+    except (CaptureError, OSError) as exc:
+        # Nothing was read from the ring yet: every frame is still there.
+        print(f"flusher: cannot start: {exc}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, lambda *_: fl.stop())
     signal.signal(signal.SIGINT, lambda *_: fl.stop())
     fl.write_status()

@@ -492,3 +492,16 @@ def test_idle_segment_is_closed_at_the_hour(ring_path, tmp_path):
     assert os.path.basename(fl.seg.path).startswith("test-0-20270115T090001Z-00000000000000000010")
     fl.close()
     p.close()
+
+
+def test_start_without_data_dir_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys as _sys
+    ringp = tmp_path / "r.ring"
+    import ring as _ring
+    _ring.create(str(ringp), 1 << 16).close()
+    r = subprocess.run([_sys.executable, "-m", "flusher.disk", "--ring", str(ringp), "--data-dir",
+                        str(tmp_path / "missing"), "--venue", "v", "--shard", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "cannot start" in r.stderr and "missing" in r.stderr and "Traceback" not in r.stderr
