@@ -61,7 +61,7 @@ import numpy as np
 
 import ring
 from ring.assemble import Assembler
-from ring.errors import CaptureError, ConfigError, Lapped, SegmentError
+from ring.errors import CaptureError, ConfigError, Lapped, RingError, SegmentError
 from ring.frame import HEADER as _FRAME_HEADER, FrameType
 
 from capture import histogram
@@ -663,6 +663,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(runner())
     except (NatsAuthError, NatsTLSError, StreamMismatch, ConfigError) as exc:
         log.error("publisher: %s", exc)
+        return 2
+    except RingError as exc:  # a bad or missing ring file: nothing was published
+        log.error("publisher: cannot start: %s", exc)
         return 2
 
 

@@ -147,3 +147,12 @@ def test_replicas_beyond_the_cluster_are_refused(nats_server):
             await st.ensure_stream(nc, s)
         await nc.close()
     run_async(main())
+
+
+def test_publisher_bad_ring_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys as _sys
+    r = subprocess.run([_sys.executable, "-m", "flusher.publish", "--ring", str(tmp_path / "no.ring"),
+                        "--venue", "kraken", "--shard", "0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "no such ring file" in r.stderr and "Traceback" not in r.stderr
