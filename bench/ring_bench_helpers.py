@@ -94,7 +94,7 @@ def build_c_programs(out_dir: str) -> dict[str, str]:
     jobs = {
         "ref": [cc, *flags, "-pthread", os.path.join(BENCH_DIR, "ref_ring.c"), "-o",
                 os.path.join(out_dir, "ref_ring")],
-        "core": [cc, *flags, "-I", CSRC_DIR, os.path.join(CSRC_DIR, "ring.c"), os.path.join(CSRC_DIR, "crc32c.c"),
+        "core": [cc, *flags, "-I", CSRC_DIR, os.path.join(CSRC_DIR, "ring.c"), os.path.join(CSRC_DIR, "reader.c"), os.path.join(CSRC_DIR, "crc32c.c"),
                  os.path.join(BENCH_DIR, "ring_core_bench.c"), "-o", os.path.join(out_dir, "ring_core_bench")],
     }
     out = {}
