@@ -21,8 +21,9 @@ One-way latency, 256 B frames, one every 200 us: the writer stamps
 CLOCK_REALTIME (``time.time_ns()``) into the frame just before the write
 call; the reader computes ``time.time_ns() - ts`` after its read returns.
 Ring with a spinning reader (spin_us = 2 s), a sleeping one (spin_us = 0:
-50 us of sched_yield, then the futex) and one that polls ``read()`` from
-Python without calling ``wait()``; the spinning and sleeping ones from C (ring_core_bench
+50 us of sched_yield, then the futex), both calling ``read(timeout)`` (wait
+and read in one C call), and one that polls ``read()`` from Python without
+waiting; the spinning and sleeping ones from C (ring_core_bench
 -L: the core stamps inside ring_write, the reader takes the clock after
 ring_read_batch), which is the floor the Python figures sit on; faster-fifo
 with a blocking get (its wake-up) and a polling get; mp.Queue with a

@@ -76,6 +76,11 @@
 #define STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define STORE_RLX(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 
+/* How far ahead of a batch walk the reader prefetches (bytes). */
+#define RING_PREFETCH_AHEAD 2048
+/* Frames up to this span (bytes) are walked with streaming prefetch. */
+#define RING_PREFETCH_SMALL 1024
+
 static inline uint64_t align8(uint64_t x) { return (x + 7) & ~(uint64_t)7; }
 static inline uint8_t *data_at(const uint8_t *base, uint64_t cap, uint64_t pos)
 {

@@ -114,7 +114,12 @@ int ring_available(const uint8_t *base, uint64_t pos, uint64_t seq)
     if (left < RING_FRAME_HEADER)
         pos += left;
     uint32_t size;
-    return committed_frame(base, cap, pos, seq, &size);
+    if (committed_frame(base, cap, pos, seq, &size))
+        return 1;
+    /* A newer sequence where ours should be: the producer lapped us.  That
+     * is news too (the read that follows reports it), not a reason to wait. */
+    uint64_t cw = LOAD_ACQ((const uint64_t *)data_at(base, cap, pos));
+    return (uint32_t)cw != 0 && (int32_t)((uint32_t)(cw >> 32) - (uint32_t)seq) > 0;
 }
 
 int ring_read_batch(const uint8_t *base, uint64_t *pos_io, uint64_t *seq_io, ring_batch_t *o,
@@ -128,7 +133,27 @@ int ring_read_batch(const uint8_t *base, uint64_t *pos_io, uint64_t *seq_io, rin
     uint32_t n = 0;
     int status = RING_READ_OK;
     o->n = 0;
+    /* The walk is a chain of dependent loads (each frame's size gives the
+     * next header), so on a cold ring it waits on memory once per frame.
+     * Prefetching the published bytes ahead of the walk breaks the chain.
+     * Only bytes below the published head are touched: prefetching where
+     * the producer is still writing would pull its cache lines away. */
+    uint64_t pf_end = LOAD_RLX(U64(base, H_HEAD));
+    uint64_t pf = pos & ~(uint64_t)63;
+    uint64_t last_span = 0;
     while (n < o->max_frames) {
+        /* Large frames: the chain is short, and streaming every byte in
+         * would cost more bandwidth than it saves latency. */
+        if (last_span <= RING_PREFETCH_SMALL) {
+            uint64_t pf_to = pos + RING_PREFETCH_AHEAD;
+            if (pf_to > pf_end)
+                pf_to = pf_end;
+            if (pf < pos)
+                pf = pos & ~(uint64_t)63;
+            /* whole lines only: the line holding head is still being written */
+            for (; pf + 64 <= pf_to; pf += 64)
+                __builtin_prefetch(data_at(base, cap, pf), 0, 0);
+        }
         uint64_t left = cap - (pos & (cap - 1));
         if (left < RING_FRAME_HEADER) {
             pos += left;
@@ -184,6 +209,7 @@ int ring_read_batch(const uint8_t *base, uint64_t *pos_io, uint64_t *seq_io, rin
         n++;
         pos += span;
         seq++;
+        last_span = span;
     }
     o->n = n;
     *pos_io = pos;
@@ -244,6 +270,11 @@ int ring_wait(uint8_t *base, int slot, uint64_t pos, uint64_t seq, uint64_t spin
                 return 1;
             cpu_relax();
         }
+        /* A lap that left payload bytes (not a newer header) at pos shows
+         * only in head; checked here, not per spin, to keep the spin off the
+         * header line the producer writes every frame. */
+        if (!ring_still_valid(base, pos))
+            return 1;
         int64_t now = mono_ns();
         if (now >= deadline)
             return 0;
@@ -271,4 +302,27 @@ int ring_wait(uint8_t *base, int slot, uint64_t pos, uint64_t seq, uint64_t spin
         if (mono_ns() >= deadline)
             return 0;
     }
+}
+
+int ring_wait_read(uint8_t *base, int slot, uint64_t *pos_io, uint64_t *seq_io, ring_batch_t *o,
+                   int verify_crc, uint64_t spin_ns, uint64_t timeout_ns)
+{
+    uint64_t pos = *pos_io, seq = *seq_io;
+    o->n = 0;
+    STORE_REL(I64(RD(base, slot), R_HB), ring_now_ns());
+    int untethered = !LOAD_RLX(U32(RD(base, slot), R_TETHERED));
+    if (!(untethered && !ring_still_valid(base, pos)) &&
+        !ring_wait(base, slot, pos, seq, spin_ns, timeout_ns))
+        return RING_READ_TIMEOUT;
+    if (untethered && !ring_still_valid(base, pos)) {
+        o->bad_pos = pos;
+        o->bad_seq = seq;
+        return RING_READ_LAPPED;
+    }
+    int st = ring_read_batch(base, pos_io, seq_io, o, verify_crc);
+    if (st == RING_READ_LAPPED) {
+        *pos_io = pos;
+        *seq_io = seq;
+    }
+    return st;
 }

@@ -42,6 +42,7 @@
 #define RING_READ_OK 0
 #define RING_READ_LAPPED 1
 #define RING_READ_CORRUPT 2
+#define RING_READ_TIMEOUT 3
 
 /* reader slot states */
 #define RING_SLOT_FREE 0
@@ -175,6 +176,13 @@ int ring_resume_point(const uint8_t *base, uint64_t *pos, uint64_t *seq);
  * published or timeout_ns passes.  Returns 1 if available. */
 int ring_wait(uint8_t *base, int slot, uint64_t pos, uint64_t seq,
               uint64_t spin_ns, uint64_t timeout_ns);
+
+/* The latency path in one call: heartbeat, ring_wait, then (untethered
+ * readers: after the lap check) ring_read_batch.  RING_READ_TIMEOUT if
+ * nothing arrived in time; on RING_READ_LAPPED *pos / *seq are unchanged. */
+int ring_wait_read(uint8_t *base, int slot, uint64_t *pos, uint64_t *seq,
+                   ring_batch_t *out, int verify_crc, uint64_t spin_ns,
+                   uint64_t timeout_ns);
 
 /* Bit mask of reader slots that announced a futex sleep (for stats/tests). */
 uint32_t ring_waiters(const uint8_t *base);

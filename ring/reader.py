@@ -29,6 +29,8 @@ from ring.errors import CorruptFrame, Lapped, NoReaderSlot, ReaderBusy, RingErro
 from ring.file import HEADER_SIZE, MAX_READERS, RingFile, _LOCK_REGISTRY, attach, lock_byte_for_reader
 
 _HDR = lib.RING_FRAME_HEADER
+_LAPPED = lib.RING_READ_LAPPED
+_TIMEOUT = lib.RING_READ_TIMEOUT
 
 
 class Frame(NamedTuple):
@@ -249,30 +251,40 @@ class Reader:
     def next_seq(self) -> int:
         return int(self._seqp[0])
 
-    def read(self) -> Batch:
+    def read(self, timeout: float | None = None) -> Batch:
         """Up to ``max_frames`` published frames; an empty batch if none.
+
+        With a ``timeout`` (seconds) it first waits like :meth:`wait`, in the
+        same C call: the low-latency way to follow a live ring.  An empty
+        batch then means the timeout passed.
 
         Raises:
             Lapped: (untethered) the producer overwrote what this reader had
                 not read yet.
             CorruptFrame: a frame failed validation.
         """
-        base = self._base
-        pos0, seq0 = self._posp[0], self._seqp[0]
-        if not self.tethered and not lib.ring_still_valid(base, pos0):
-            self._raise_lapped(pos0, seq0)
-        st = lib.ring_read_batch(base, self._posp, self._seqp, self._out, self.verify_crc)
+        base, posp, seqp = self._base, self._posp, self._seqp
+        pos0, seq0 = posp[0], seqp[0]
+        if timeout is not None:
+            st = lib.ring_wait_read(base, self.slot, posp, seqp, self._out, self.verify_crc,
+                                    self.spin_ns, int(timeout * 1e9))
+            if st == _TIMEOUT:
+                return Batch(self, 0, pos0, seq0, pos0, seq0)
+        else:
+            if not self.tethered and not lib.ring_still_valid(base, pos0):
+                self._raise_lapped(pos0, seq0)
+            st = lib.ring_read_batch(base, posp, seqp, self._out, self.verify_crc)
         n = self._out.n
         if st:
-            if st == lib.RING_READ_LAPPED:
-                self._posp[0], self._seqp[0] = pos0, seq0
+            if st == _LAPPED:
+                posp[0], seqp[0] = pos0, seq0
                 self._raise_lapped(pos0, seq0)
             if n == 0:
                 raise CorruptFrame(self.path, self._out.bad_pos, self._out.bad_seq,
                                    "CRC, size or sequence check failed")
             # Hand out the good frames first; the next read raises.
         self._uncommitted += n
-        return Batch(self, n, pos0, seq0, self._posp[0], self._seqp[0])
+        return Batch(self, n, pos0, seq0, posp[0], seqp[0])
 
     def check(self, batch: Batch) -> None:
         """Untethered readers: raise Lapped if the batch's bytes may have been
