@@ -20,8 +20,8 @@ restarts the unit.
 Stop (SIGTERM or SIGINT).  STOPPING=1, then in order: the receiver closes its
 connections and writes a stop record; the flusher drains the ring, fsyncs
 and closes its segment; the publisher publishes what is left and waits for
-its acks.  While a drain makes progress, EXTEND_TIMEOUT_USEC keeps systemd
-from killing it.  A second signal makes the stop fast: every remaining child
+its acks.  While a drain runs (each has its own deadline: the drain timeout
+plus 10 s), EXTEND_TIMEOUT_USEC every second keeps systemd from killing it.  A second signal makes the stop fast: every remaining child
 gets SIGTERM at once and a short grace period, then SIGKILL - which never
 corrupts a segment (the flusher's recovery truncates a torn tail) and loses
 nothing the ring or the segments hold.

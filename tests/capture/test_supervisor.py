@@ -325,6 +325,35 @@ def test_sd_notify_ready_watchdog_stopping(make_shard, tmp_path):
     srv.close()
 
 
+def test_sd_notify_extends_the_stop_timeout_while_a_drain_runs(make_shard, tmp_path):
+    """A drain that outlasts systemd's stop timeout must not be killed: the
+    supervisor sends EXTEND_TIMEOUT_USEC (and says why in STATUS) while it
+    waits.  The flusher is held with SIGSTOP so its drain is still pending
+    when the stop reaches it."""
+    path = str(tmp_path / "notify.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(path)
+    srv.settimeout(timeout(60))
+    sh = make_shard(notify=path)
+    msgs = []
+    while not any(m.startswith("READY=1") for m in msgs):
+        msgs.append(srv.recv(65536).decode())
+    pid = sh.child_pid("flusher")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        sh.proc.send_signal(signal.SIGTERM)
+        got = []
+        while not any(m.startswith("STATUS=stopping: waiting for the flusher") for m in got):
+            got.append(srv.recv(65536).decode())
+        ext = [m for m in got if m.startswith("EXTEND_TIMEOUT_USEC=")]
+        assert ext, got
+        assert int(ext[-1].split("=", 1)[1]) >= 1_000_000
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert sh.proc.wait(timeout(120)) == 0
+    srv.close()
+
+
 def test_metrics_and_healthz(make_shard, sim):
     from prometheus_client.parser import text_string_to_metric_families
     sh = make_shard()
