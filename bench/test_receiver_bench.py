@@ -5,8 +5,9 @@ Throughput.  The simulator runs in a child process (``SimulatorProcess``,
 Kraken spot, ``Blast``: pre-framed frames written as fast as the socket takes
 them) pinned to one core; the receiver runs here, pinned to the other, with
 its real code path: :class:`capture.receiver.Receiver` ->
-:class:`capture.connection.Connection` -> transport -> ``Producer.write``
-into a 4 MiB ring on /dev/shm (no reader, so the ring never refuses).  The
+:class:`capture.connection.Connection` -> transport -> the ring's C write
+(``Producer.raw_write``) into a 4 MiB ring on /dev/shm (no reader, so the ring
+never refuses).  The
 rate is counted from the receiver's own receive stamps: frames after the
 subscription went live, over the time from going live to the stamp of the
 blast's end marker.  Also reported: the receiver's CPU time per frame (process
@@ -26,7 +27,8 @@ read and ``ring receive stamp - message timestamp`` is summarised (p50, p99,
 max).  Same host, same clock.
 
 Numbers are printed and summarised with ratios at the end of the run, never
-asserted.  CAPTURE_BENCH_SCALE scales frame counts; CAPTURE_BENCH_ROUNDS sets
+asserted; each case also prints the 1-minute load average at its start and
+end (the machine may be shared: read the rates with it).  CAPTURE_BENCH_SCALE scales frame counts; CAPTURE_BENCH_ROUNDS sets
 rounds per case; CAPTURE_BENCH_NO_PIN=1 turns off pinning; set
 CAPTURE_RECEIVER_RESULTS_JSON=<file> to write every round's figures.
 
@@ -62,6 +64,7 @@ CORE_SIM, CORE_RX = (online_cores()[0], online_cores()[1]) if PIN else (None, No
 
 RESULTS: dict[tuple[str, int], list[float]] = {}
 CPU: dict[tuple[str, int], list[float]] = {}
+LOAD: dict[tuple[str, int], tuple[float, float]] = {}   # 1-min load average at start, end
 JITTER: dict[str, dict[str, float]] = {}
 TIMING = Timing(connect_timeout=10, subscribe_timeout=10, ping_interval=0, silence_timeout=0,
                 stagger=0, stagger_jitter=0)
@@ -92,7 +95,7 @@ def _frames(case: str, size: int) -> int:
     return max(10_000, int(N[case][size] * SCALE))
 
 
-async def _receiver_round(ring_path: str, url: str, transport: str, n: int) -> float:
+async def _receiver_round(ring_path: str, url: str, transport: str, n: int) -> tuple[float, float]:
     cfg = ReceiverConfig(ring=ring_path, venue="kraken", url=url, symbols=["BTC/USD"],
                          channels=["trade"], transport=transport, timing=TIMING,
                          stats_interval=0, seed=1)
@@ -119,7 +122,7 @@ async def _receiver_round(ring_path: str, url: str, transport: str, n: int) -> f
     return frames / ((t1 - t0) / 1e9), cpu_us
 
 
-async def _websockets_loop_round(ring_path: str, url: str, n: int) -> float:
+async def _websockets_loop_round(ring_path: str, url: str, n: int) -> tuple[float, float]:
     """The obvious receiver: ``async for`` over websockets, one write per message."""
     from websockets.asyncio.client import connect
     marker = blast_marker(n)
@@ -150,6 +153,7 @@ def test_receiver_throughput(benchmark, make_ring, bench_summary, case, size):
     n = _frames(case, size)
     rates: list[float] = []
     cpus: list[float] = []
+    load0 = os.getloadavg()[0]
 
     def one_round():
         path = make_ring(4 << 20)
@@ -171,25 +175,31 @@ def test_receiver_throughput(benchmark, make_ring, bench_summary, case, size):
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1, warmup_rounds=0)
     RESULTS[(case, size)] = rates
     CPU[(case, size)] = cpus
+    LOAD[(case, size)] = (load0, os.getloadavg()[0])
     benchmark.extra_info.update({"frames": n, "frames_per_s": rates, "cpu_us_per_frame": cpus,
-                                 "median_frames_per_s": statistics.median(rates)})
+                                 "median_frames_per_s": statistics.median(rates),
+                                 "load_average": LOAD[(case, size)]})
     print(f"\nreceiver {case:16s} {size:5d} B: median {statistics.median(rates) / 1e6:.3f} M frames/s"
           f" (rounds: {', '.join(f'{r / 1e6:.3f}' for r in rates)}); receiver CPU "
-          f"{statistics.median(cpus):.2f} us/frame")
+          f"{statistics.median(cpus):.2f} us/frame (rounds: {', '.join(f'{c:.2f}' for c in cpus)});"
+          f" load {LOAD[(case, size)][0]:.2f} -> {LOAD[(case, size)][1]:.2f}")
     bench_summary.set_renderer("receiver throughput (frames/s, median of rounds)", _render)
     _dump_json()
 
 
 def _render() -> list[str]:
     lines = [f"{'case':18s} {'size':>6s} {'M frames/s':>11s} {'MB/s':>8s}  vs websockets-loop"
-             f"  {'CPU us/frame':>12s}"]
+             f"  {'CPU us/frame':>12s}  {'CPU vs loop':>11s}  {'load':>11s}"]
     for (case, size), rates in sorted(RESULTS.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         med = statistics.median(rates)
         base = RESULTS.get(("websockets-loop", size))
         ratio = f"{med / statistics.median(base):5.2f}x" if base else "   -"
         cpu = statistics.median(CPU.get((case, size)) or [float("nan")])
+        base_cpu = CPU.get(("websockets-loop", size))
+        cpu_ratio = f"{statistics.median(base_cpu) / cpu:5.2f}x" if base_cpu else "   -"
+        l0, l1 = LOAD.get((case, size), (float("nan"), float("nan")))
         lines.append(f"{case:18s} {size:6d} {med / 1e6:11.3f} {med * size / 1e6:8.1f}  {ratio:>17s}"
-                     f"  {cpu:12.2f}")
+                     f"  {cpu:12.2f}  {cpu_ratio:>11s}  {l0:4.2f}->{l1:4.2f}")
     for size in SIZES:
         a, b = RESULTS.get(("picows", size)), RESULTS.get(("websockets", size))
         if a and b:
@@ -276,4 +286,5 @@ def _dump_json() -> None:
         with open(path, "wb") as f:
             f.write(orjson.dumps({"throughput": {f"{c}/{s}": r for (c, s), r in RESULTS.items()},
                                   "cpu_us_per_frame": {f"{c}/{s}": r for (c, s), r in CPU.items()},
+                                  "load_average": {f"{c}/{s}": r for (c, s), r in LOAD.items()},
                                   "jitter": JITTER, "pinned": PIN}, option=orjson.OPT_INDENT_2))

@@ -92,6 +92,8 @@ AUTH_STATUSES = frozenset({401, 403})
 _DATA = int(FrameType.DATA)
 _JSON_OPEN = frozenset(b"{[")
 _JSON_CLOSE = frozenset(b"}]")
+#: byte value -> "may end a JSON value" (a tuple index is cheaper than a set lookup)
+_ENDS_JSON = tuple(b in _JSON_CLOSE for b in range(256))
 _WS = frozenset(b" \t\r\n")
 
 
@@ -113,6 +115,11 @@ class Connection:
         integrity: the receiver's integrity state; enables sequence-gap
             checking (Kalshi, Kraken Futures) and per-symbol repairs.
     """
+
+    # The attributes the hot path touches for every frame live in slots
+    # (a fixed offset, cheaper than the instance dict); the rest in __dict__.
+    __slots__ = ("producer", "conn_id", "frames", "nbytes", "refused", "last_data_ns", "_peek",
+                 "_seq_match", "__dict__", "__weakref__")
 
     def __init__(self, producer: Producer, conn_id: int, name: str, venue_cls: type, url: str,
                  members: Iterable[str], *, transport: str = "picows", timing: Timing = Timing(),
@@ -162,7 +169,6 @@ class Connection:
         self._ping_sent_at: float | None = None
         self._next_ping = 0.0
         self._peek = CONTROL_MAX
-        self._write = producer.write
         self._stop: asyncio.Future[None] | None = None
         self.task: asyncio.Task | None = None
         self._last_close: Any = None
@@ -210,10 +216,17 @@ class Connection:
         # The transport took ts before calling us; the ring write comes next,
         # before anything looks at the bytes.
         try:
-            if self._write(payload, _DATA, ts, self.conn_id, flags):
-                self.refused += 1   # FULL / TOO_LARGE: counted and recorded by the producer
-            self.frames += 1
             n = len(payload)
+            p = self.producer
+            # bytes go straight to the C write: Producer.write's Python layer
+            # would cost about as much as the write itself.  What that does not
+            # take (a view, a full ring, a pending gap record, a frame for a
+            # fragment chain) goes through Producer.write, which handles it all.
+            if payload.__class__ is not bytes or p.raw_write(
+                    p.handle, payload, n, _DATA, flags, self.conn_id, ts) < 0:
+                if p.write(payload, _DATA, ts, self.conn_id, flags):
+                    self.refused += 1   # FULL / TOO_LARGE: counted and recorded by the producer
+            self.frames += 1
             self.nbytes += n
             sm = self._seq_match
             if sm is not None:
@@ -230,7 +243,7 @@ class Connection:
                         self._seq_event(payload, key, last, seq, snap is not None)
             if n > self._peek:
                 self.last_data_ns = ts
-                if payload[n - 1] not in _JSON_CLOSE:   # truncated, or not JSON at all
+                if not _ENDS_JSON[payload[n - 1]]:   # truncated, or not JSON at all
                     self._odd_large(payload, ts)
                 return
             self._small(payload, ts)

@@ -4,8 +4,9 @@
 knows about the socket.  Implementations:
 
 * :class:`PicowsTransport` -- ``picows``, a Cython client with a callback
-  listener: frames are handed over as memoryviews into its read buffer, no
-  per-message task switch, no copies on the way to the ring.
+  listener: no per-message task switch; a message below 64 KiB is copied once
+  to bytes (which the ring's C write takes as they are), a larger one is
+  handed over as a memoryview into picows's read buffer.
 * :class:`WebsocketsTransport` -- the ``websockets`` library
   (``websockets.asyncio.client.connect``).  Instead of the usual
   ``async for message in ws`` loop (a queue, a task switch and, for text, a
@@ -28,7 +29,7 @@ callback, ``on_message(payload, ts, flags)``:
 ``on_open()`` runs once the handshake is complete and before the first
 message is delivered, so an "opened" record always precedes the data.
 ``on_pong(payload)`` reports WebSocket protocol pongs.  Protocol pings from
-the server are answered by the library.
+the server are answered by the transport (websockets: by the library).
 
 Errors (rooted in :class:`ring.errors.CaptureError`; library exceptions are
 translated once, here at the edge)::
@@ -183,66 +184,66 @@ except ImportError:  # pragma: no cover - picows is a declared dependency
 
 
 def _make_picows_listener():  # built lazily so importing this module never needs picows
+    """-> ``listener_class(transport)``: the picows listener class of one
+    connection attempt."""
     WSMsgType = _pw.WSMsgType
     TEXT, BINARY, CONT, CLOSE, PING, PONG = (
         WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION, WSMsgType.CLOSE,
         WSMsgType.PING, WSMsgType.PONG)
     time_ns = time.time_ns
-    #: Below this size a payload is copied to bytes: a memcpy is cheaper than
-    #: wrapping a buffer for the ring's C call (measured: 256 B 0.41 vs 0.59 us,
-    #: 2 KiB 0.80 vs 1.85 us per write); above, it is passed as a view.
+    #: Below this size a payload is copied to bytes: bytes reach the ring's C
+    #: write without a further copy, and the memcpy is cheaper than wrapping
+    #: the view for C (measured, copy + C write: 256 B 0.25 vs 0.39 us, 2 KiB
+    #: 0.41 vs 0.49 us); above, it is passed as a view.
     copy_below = 64 * 1024
 
-    class _Listener(_pw.WSListener):
-        __slots__ = ("t", "sink", "frag", "frag_flags", "max", "fresh", "ts")
+    def listener_class(t: "PicowsTransport") -> type:
+        # on_ws_frame is a plain function closed over this attempt's state and
+        # stored as a staticmethod, so a class per attempt: picows looks the
+        # override up on every frame, and a staticmethod comes back as it is
+        # where a method would be bound to a new object each time (and a
+        # closure cell is cheaper than an attribute).
+        sink = t.on_message
+        max_message = t.max_message
+        ts = 0
+        fresh = True      # the next frame starts a new socket read
+        frag: bytearray | None = None
+        frag_flags = 0
 
-        def __init__(self, t: "PicowsTransport") -> None:
-            self.t = t
-            self.fresh = True
-            self.ts = 0
-            self.sink = t.on_message
-            self.frag: bytearray | None = None
-            self.frag_flags = 0
-            self.max = t.max_message
-
-        def on_ws_connected(self, transport) -> None:
-            self.t._ws = transport
-            self.t.on_open()
-
-        def on_ws_frame(self, transport, frame) -> None:
+        def on_frame(transport, frame) -> None:
+            nonlocal ts, fresh, frag, frag_flags
             # First, before anything else: the receive time of this socket
             # read.  Frames parsed from the same read arrived together and
             # share it (one clock read per read, not per frame: the clock
             # costs more than everything else here; see RECEIVER_RESULTS.md).
-            if self.fresh:
-                self.ts = time_ns()
-            self.fresh = frame.last_in_buffer
+            if fresh:
+                ts = time_ns()
+            fresh = frame.last_in_buffer
             mt = frame.msg_type
             if mt is TEXT and frame.fin and frame.payload_size < copy_below:
-                self.sink(frame.get_payload_as_bytes(), self.ts, 0)   # the common case
+                sink(frame.get_payload_as_bytes(), ts, 0)   # the common case
                 return
-            ts = self.ts
             if mt is TEXT or mt is BINARY:
                 if frame.fin:
                     n = frame.payload_size
                     if n < copy_below:
-                        self.sink(frame.get_payload_as_bytes(), ts, 0 if mt is TEXT else _BINARY)
-                    elif n <= self.max:  # picows may hand over a frame it is refusing
-                        self.sink(frame.get_payload_as_memoryview(), ts, 0 if mt is TEXT else _BINARY)
+                        sink(frame.get_payload_as_bytes(), ts, 0 if mt is TEXT else _BINARY)
+                    elif n <= max_message:  # picows may hand over a frame it is refusing
+                        sink(frame.get_payload_as_memoryview(), ts, 0 if mt is TEXT else _BINARY)
                     return
-                self.frag = bytearray(frame.get_payload_as_memoryview())
-                self.frag_flags = 0 if mt is TEXT else _BINARY
-                self._check_size(transport)
+                frag = bytearray(frame.get_payload_as_memoryview())
+                frag_flags = 0 if mt is TEXT else _BINARY
+                too_big(transport)
                 return
             if mt is CONT:
-                if self.frag is None:
+                if frag is None:
                     return  # protocol violation by the peer; nothing to join
-                self.frag += frame.get_payload_as_memoryview()
-                if not self._check_size(transport):
+                frag += frame.get_payload_as_memoryview()
+                if too_big(transport):
                     return
                 if frame.fin:
-                    buf, self.frag = self.frag, None
-                    self.sink(buf, ts, self.frag_flags)
+                    buf, frag = frag, None
+                    sink(buf, ts, frag_flags)
                 return
             if mt is PING:
                 # Answered here, not by picows's auto-pong: a frame picows
@@ -251,7 +252,7 @@ def _make_picows_listener():  # built lazily so importing this module never need
                 transport.send_pong(frame.get_payload_as_bytes())
                 return
             if mt is PONG:
-                self.t.on_pong(frame.get_payload_as_bytes())
+                t.on_pong(frame.get_payload_as_bytes())
                 return
             if mt is CLOSE:
                 # Answer the peer's close and hang up; the close info is
@@ -260,22 +261,33 @@ def _make_picows_listener():  # built lazily so importing this module never need
                     transport.send_close(frame.get_close_code(), frame.get_close_message())
                 transport.disconnect()
 
-        def _check_size(self, transport) -> bool:
-            if self.frag is not None and len(self.frag) > self.max:
-                size, self.frag = len(self.frag), None
-                self.t._error = (1009, f"message too big ({size} > {self.max})")
-                transport.send_close(_pw.WSCloseCode.MESSAGE_TOO_BIG, b"message too big")
-                transport.disconnect()
+        def too_big(transport) -> bool:
+            """A fragmented message past max_message: close 1009 and drop it."""
+            nonlocal frag
+            if frag is None or len(frag) <= max_message:
                 return False
+            size, frag = len(frag), None
+            t._error = (1009, f"message too big ({size} > {max_message})")
+            transport.send_close(_pw.WSCloseCode.MESSAGE_TOO_BIG, b"message too big")
+            transport.disconnect()
             return True
 
-        def on_ws_disconnected(self, transport) -> None:
-            self.t._disconnected(transport)
+        class _Listener(_pw.WSListener):
+            on_ws_frame = staticmethod(on_frame)
 
-    return _Listener
+            def on_ws_connected(self, transport) -> None:
+                t._ws = transport
+                t.on_open()
+
+            def on_ws_disconnected(self, transport) -> None:
+                t._disconnected(transport)
+
+        return _Listener
+
+    return listener_class
 
 
-_PicowsListener = None
+_picows_listener_class = None
 
 
 class PicowsTransport(Transport):
@@ -292,15 +304,16 @@ class PicowsTransport(Transport):
 
     async def connect(self, url: str, headers: dict[str, str] | None = None,
                       timeout: float = 10.0) -> None:
-        global _PicowsListener
-        if _PicowsListener is None:
-            _PicowsListener = _make_picows_listener()
+        global _picows_listener_class
+        if _picows_listener_class is None:
+            _picows_listener_class = _make_picows_listener()
+        listener = _picows_listener_class(self)
         loop = asyncio.get_running_loop()
         self._done = loop.create_future()
         hdrs = {"User-Agent": USER_AGENT, **(headers or {})}
         try:
             ws, _ = await asyncio.wait_for(_pw.ws_connect(
-                lambda: _PicowsListener(self), url, websocket_handshake_timeout=timeout,
+                listener, url, websocket_handshake_timeout=timeout,
                 enable_auto_ping=False, enable_auto_pong=False,
                 # Frames up to max_message; fragmented messages are checked as joined.
                 max_frame_size=self.max_message, extra_headers=hdrs,

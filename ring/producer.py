@@ -15,13 +15,18 @@ started is closed by an ABORTED FRAG_END).
 This is the only place ``write`` can wait; frames up to the fragment limit
 (512 KiB for a 4 MiB ring) never do.  Frames above ``max_frame`` are refused
 with ``TOO_LARGE`` and an ``oversize`` control record.
+
+A caller with a hot path of its own (the receiver's connections) may call the
+C write directly through ``raw_write``/``handle``, skipping ``write``'s Python
+layer, and fall back to ``write`` for anything it does not take (see
+``Producer.raw_write``).
 """
 from __future__ import annotations
 
 import enum
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -63,6 +68,11 @@ class _PendingGap:
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
 
+def _use_write(*_: Any) -> int:
+    """``Producer.raw_write`` while it must not be used: "not written, use write()"."""
+    return -1
+
+
 class Producer:
     """Writes frames into a ring.  One per ring: a second live one is refused.
 
@@ -88,6 +98,17 @@ class Producer:
         self.epoch: int = lib.ring_producer_open(self._p, self._rf.base, os.getpid(), time.time_ns())
         self._write = lib.ring_write
         self._pp = self._p
+        #: The C write itself, for a caller's own hot path:
+        #: ``raw_write(handle, payload, len(payload), type, flags, conn, ts)``
+        #: with ``payload`` a ``bytes`` object (passed to C without a copy).
+        #: >= 0: written.  < 0: not written - hand the same frame to
+        #: :meth:`write`, which deals with every case (FULL counted and
+        #: summarised, fragment chains, oversize).  While a gap record is
+        #: pending, and after :meth:`close`, it is a stub answering -1, so every
+        #: frame then goes through ``write`` and the gap record is written
+        #: before the first frame after the drop.
+        self.raw_write: Callable[..., int] = lib.ring_write
+        self.handle = self._p
         self.frag_limit: int = self._rf.info.frag_limit
         self.max_frame: int = self._rf.info.max_frame
         self.ring_id: bytes = self._rf.info.ring_id
@@ -163,6 +184,7 @@ class Producer:
             return
         if self._gap is not None:
             self._flush_gap()
+        self.raw_write = _use_write   # the ring is about to be unmapped
         lib.ring_producer_close(self._p, time.time_ns())
         self._rf.close()
 
@@ -176,6 +198,7 @@ class Producer:
     def _lost(self, reason: str, nbytes: int, ts: int) -> None:
         if self._gap is None:
             self._gap = _PendingGap()
+            self.raw_write = _use_write   # the gap record goes first: see raw_write
         self._gap.add(reason, nbytes, ts or time.time_ns())
 
     def _flush_gap(self) -> None:
@@ -191,6 +214,7 @@ class Producer:
         r = self._write(self._pp, body, len(body), _CONTROL, 0, 0, 0)
         if r >= 0:
             self._gap = None
+            self.raw_write = lib.ring_write
             lib.ring_count_gap_record(self._p)
 
     def _write_large(self, payload: Any, n: int, type: int, ts: int, conn: int, flags: int) -> WriteStatus:

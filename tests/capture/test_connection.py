@@ -120,6 +120,76 @@ def test_hot_path_classifies_small_frames_only(ring_path):
     p.close()
 
 
+def _read_all(rd):
+    out = []
+    while len(b := rd.read()):
+        out.extend((f.type, f.flags, f.conn, f.ts, bytes(f.payload)) for f in b)
+        rd.commit(b)
+    return out
+
+
+@pytest.fixture
+def small_ring():
+    d = make_ring_dir()
+    p = os.path.join(d, "small.ring")
+    ring.create(p, 1 << 16).close()     # 64 KiB: fills fast, 8 KiB fragment limit
+    yield p
+    cleanup(d)
+
+
+def test_hot_path_writes_bytes_and_buffers_alike(small_ring):
+    """bytes take the C write directly, views and bytearrays Producer.write:
+    the frames in the ring are the same either way."""
+    c, p = _conn(small_ring)
+    c.state = State.LIVE
+    c._set_peek()
+    body = b'{"channel":"trade","data":[' + b"1" * 200 + b"]}"
+    with ring.Reader(small_ring, "t", tethered=True) as rd:
+        c._on_message(body, 11, 0)
+        c._on_message(memoryview(body), 12, 0)
+        c._on_message(bytearray(body), 13, int(ring.FrameFlags.BINARY))
+        big = b'{"x":"' + b"y" * 20_000 + b'"}'   # above the fragment limit: a chain
+        c._on_message(big, 14, 0)
+        got = _read_all(rd)
+    whole = [g for g in got if g[0] == DATA]
+    assert whole == [(DATA, 0, 3, 11, body), (DATA, 0, 3, 12, body),
+                     (DATA, int(ring.FrameFlags.BINARY), 3, 13, body)]
+    assert b"".join(g[4] for g in got[3:]) == big and len(got) > 4
+    assert (c.frames, c.nbytes, c.refused, c.malformed) == (4, 3 * len(body) + len(big), 0, 0)
+    p.close()
+
+
+def test_hot_path_full_ring_gap_record_precedes_later_frames(small_ring):
+    """A refused frame is counted; once the ring has room again, the gap
+    record comes before the next frame - of this connection or another one
+    sharing the producer."""
+    p = ring.Producer(small_ring)
+    a = Connection(p, 1, "kraken-1", KrakenSpot, "ws://127.0.0.1:9/v2", ["BTC/USD"])
+    b = Connection(p, 2, "kraken-2", KrakenSpot, "ws://127.0.0.1:9/v2", ["ETH/USD"])
+    for c in (a, b):
+        c.state = State.LIVE
+        c._set_peek()
+    body = b'{"channel":"trade","data":[' + b"1" * 1000 + b"]}"
+    with ring.Reader(small_ring, "t", tethered=True) as rd:
+        n = 0
+        while not a.refused:
+            n += 1
+            a._on_message(body, n, 0)
+        a._on_message(body, n + 1, 0)            # still full: counted as well
+        assert a.refused == 2 and a.frames == n + 1 and a.state is State.LIVE
+        before = _read_all(rd)                   # room again
+        b._on_message(b'{"after":1}', 10_000, 0)
+        a._on_message(b'{"after":2}', 10_001, 0)
+        got = _read_all(rd)
+    assert [g[0] for g in got] == [CONTROL, DATA, DATA]
+    assert orjson.loads(got[0][4])["kind"] == "drop"
+    drops = [orjson.loads(g[4]) for g in before + got if g[0] == CONTROL]
+    assert sum(d["count"] for d in drops) == a.refused
+    assert [(g[2], g[4]) for g in got[1:]] == [(2, b'{"after":1}'), (1, b'{"after":2}')]
+    assert b.refused == 0
+    p.close()
+
+
 # --------------------------------------------------------------------------
 # Against the simulator
 # --------------------------------------------------------------------------

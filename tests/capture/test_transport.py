@@ -4,6 +4,8 @@ handshake failures translated into ConnectFailed."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
 import socket
 import sys
@@ -59,6 +61,9 @@ async def _handler(ws):
         ws.transport.abort()
     elif path == "/big":
         await ws.send(b"x" * (2 << 20), text=True)
+        await ws.wait_closed()
+    elif path == "/bigfrag":                   # each fragment fits, the message does not
+        await ws.send([b"x" * (512 << 10)] * 3, text=True)
         await ws.wait_closed()
     elif path == "/ping":
         pong = await ws.ping(b"srv")           # the client must answer
@@ -169,6 +174,59 @@ def test_message_above_max_message_closes_1009(name):
         assert info.code == 1009 and info.by == "error"
         assert s.msgs == []
     asyncio.run(_with_server(body))
+
+
+@pytest.mark.parametrize("name", TRANSPORTS)
+def test_fragmented_message_above_max_message_closes_1009(name):
+    async def body(base):
+        s = Sink()
+        t = s.make(name, max_message=1 << 20)
+        await t.connect(base + "/bigfrag")
+        info = await asyncio.wait_for(t.wait_closed(), timeout(10))
+        assert info.code == 1009 and info.by == "error"
+        assert s.msgs == []
+    asyncio.run(_with_server(body))
+
+
+def _ws_frame(opcode: int, payload: bytes) -> bytes:
+    assert len(payload) < 126
+    return bytes([0x80 | opcode, len(payload)]) + payload
+
+
+@pytest.mark.parametrize("name", TRANSPORTS)
+def test_one_receive_stamp_per_socket_read(name):
+    """Messages that arrive in one read share its stamp, taken before any of
+    them is parsed; the next read gets its own, even when the previous one
+    ended with a frame the application never sees (a ping)."""
+    async def serve_raw(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = [ln.split(b":", 1)[1].strip() for ln in head.split(b"\r\n")
+               if ln.lower().startswith(b"sec-websocket-key:")][0]
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                                  .digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        # One write, one TCP segment on loopback: the client reads it at once.
+        writer.write(_ws_frame(1, b'{"n":1}') + _ws_frame(1, b'{"n":2}') + _ws_frame(9, b"p"))
+        pong = await reader.readexactly(2 + 4 + 1)      # masked client frame, 1-byte payload
+        assert pong[0] == 0x8A
+        await asyncio.sleep(0.05)
+        writer.write(_ws_frame(1, b'{"n":3}'))
+        await reader.read()                              # until the client closes
+
+    async def main():
+        srv = await asyncio.start_server(serve_raw, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        async with srv:
+            s = Sink()
+            t = s.make(name)
+            await t.connect(f"ws://127.0.0.1:{port}/")
+            await s.until(lambda: len(s.msgs) >= 3)
+            t.abort()
+        (p1, ts1, _), (p2, ts2, _), (p3, ts3, _) = s.msgs
+        assert (p1, p2, p3) == (b'{"n":1}', b'{"n":2}', b'{"n":3}')
+        assert ts1 == ts2 and ts3 > ts2      # a stale stamp would equal the first read's
+    asyncio.run(asyncio.wait_for(main(), timeout(20)))
 
 
 @pytest.mark.parametrize("name", TRANSPORTS)
