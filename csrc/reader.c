@@ -109,17 +109,17 @@ int ring_still_valid(const uint8_t *base, uint64_t pos)
 
 int ring_available(const uint8_t *base, uint64_t pos, uint64_t seq)
 {
+    (void)seq;
+    /* Published head, not the commit word at pos: the word at pos shares a
+     * cache line with the tail of the frame the producer is writing, and
+     * polling it would steal that line from the producer several times per
+     * frame.  head has a line of its own.  A lapped reader sees head far
+     * ahead too, so a lap is news here, not a reason to sleep. */
     uint64_t cap = *U64(base, H_CAPACITY);
     uint64_t left = cap - (pos & (cap - 1));
     if (left < RING_FRAME_HEADER)
         pos += left;
-    uint32_t size;
-    if (committed_frame(base, cap, pos, seq, &size))
-        return 1;
-    /* A newer sequence where ours should be: the producer lapped us.  That
-     * is news too (the read that follows reports it), not a reason to wait. */
-    uint64_t cw = LOAD_ACQ((const uint64_t *)data_at(base, cap, pos));
-    return (uint32_t)cw != 0 && (int32_t)((uint32_t)(cw >> 32) - (uint32_t)seq) > 0;
+    return LOAD_ACQ(U64(base, H_HEAD)) > pos;
 }
 
 int ring_read_batch(const uint8_t *base, uint64_t *pos_io, uint64_t *seq_io, ring_batch_t *o,
@@ -138,7 +138,8 @@ int ring_read_batch(const uint8_t *base, uint64_t *pos_io, uint64_t *seq_io, rin
      * Prefetching the published bytes ahead of the walk breaks the chain.
      * Only bytes below the published head are touched: prefetching where
      * the producer is still writing would pull its cache lines away. */
-    uint64_t pf_end = LOAD_RLX(U64(base, H_HEAD));
+    uint64_t end = LOAD_ACQ(U64(base, H_HEAD)); /* all before it is committed */
+    uint64_t pf_end = end;
     uint64_t pf = pos & ~(uint64_t)63;
     uint64_t last_span = 0;
     while (n < o->max_frames) {
@@ -159,6 +160,10 @@ int ring_read_batch(const uint8_t *base, uint64_t *pos_io, uint64_t *seq_io, rin
             pos += left;
             continue;
         }
+        /* Stop at head instead of probing the next commit word: see
+         * ring_available.  The word is still checked for every frame. */
+        if (pos >= end)
+            break;
         const uint8_t *h = data_at(base, cap, pos);
         uint64_t cw = LOAD_ACQ((const uint64_t *)h);
         uint32_t size = (uint32_t)cw, lo = (uint32_t)(cw >> 32);
@@ -270,11 +275,6 @@ int ring_wait(uint8_t *base, int slot, uint64_t pos, uint64_t seq, uint64_t spin
                 return 1;
             cpu_relax();
         }
-        /* A lap that left payload bytes (not a newer header) at pos shows
-         * only in head; checked here, not per spin, to keep the spin off the
-         * header line the producer writes every frame. */
-        if (!ring_still_valid(base, pos))
-            return 1;
         int64_t now = mono_ns();
         if (now >= deadline)
             return 0;

@@ -11,9 +11,13 @@
  * Publication.  The producer writes the header fields and the payload with
  * plain stores, then stores the 8-byte commit word {size, seq_lo} with
  * release semantics, then publishes `head` and `next_seq` (release).
- * A reader acquire-loads the commit word at its position and accepts the
- * frame only if size is plausible and seq_lo equals the low half of the
- * sequence it expects.  Stale bytes from an earlier lap carry an older
+ * A reader acquire-loads `head` once per batch and walks only below it, so
+ * everything it touches is complete.  It never polls the commit word of a
+ * frame still being written: that word shares a cache line with the tail
+ * of the previous frame, and every poll would pull the line away from the
+ * producer mid-write (head has a cache line of its own).  For each frame it
+ * still checks the commit word: size plausible and seq_lo equal to the low
+ * half of the sequence it expects.  Stale bytes from an earlier lap carry an older
  * sequence, so they read as "not yet"; a newer sequence means the producer
  * lapped the reader.  Putting seq_lo in the commit word closes the ABA hole a
  * bare length would leave (an old frame of the same size is not "new").
@@ -42,7 +46,7 @@
  *
  * Wake-ups.  A reader that found nothing spins, then yields, then announces
  * that it sleeps: it reads wake_seq, ORs its bit into `waiters` (seq_cst),
- * re-checks its frame, and futex-waits on wake_seq with a timeout.  The
+ * re-checks head, and futex-waits on wake_seq with a timeout.  The
  * producer, after publishing, issues a full fence and loads `waiters`; only
  * if it is non-zero does it exchange it to zero, bump wake_seq and call
  * FUTEX_WAKE.  The two full fences make it impossible for both sides to miss
@@ -53,7 +57,8 @@
  * reader accepts; its successor rewrites the same position with the same
  * sequence.  A producer killed after the commit store but before publishing
  * head is repaired by ring_producer_open, which walks forward over committed
- * frames with the expected sequence before writing anything.
+ * frames with the expected sequence before writing anything; readers see
+ * such a frame once its successor has published it.
  */
 #define _GNU_SOURCE
 #include <stdint.h>
