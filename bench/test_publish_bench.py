@@ -8,11 +8,17 @@ Same run, same server, same stream settings (file storage, duplicate window):
 * ``core``          nats-py core ``publish`` without acks (the upper bound)
 
 for 256 B and 2 KiB payloads; ``test_ratios`` prints pipeline/publish_async
-and pipeline/core, and the client CPU time per frame of each (on a small or
-shared machine the server, not the client, caps the acked rates, so the CPU
-ratio is the steadier measure of the client's cost).  ``test_recv_to_ack_latency`` offers frames to a ring at a
-fixed rate from another process and reports percentiles of (ack time -
-receive time) through the whole publisher (ring -> JetStream ack).
+and pipeline/core from the per-test medians, and the client and server CPU
+time per frame of each (on a small or shared machine the server, not the
+client, caps the acked rates, so the CPU ratio is the steadier measure of
+the client's cost).  The per-test medians are taken seconds apart, so a
+neighbour's load that comes and goes skews their ratio; ``test_ratios``
+therefore also runs ``CAPTURE_BENCH_PAIRS`` back-to-back pairs (pipeline
+round, publish_async round, the order alternating) and reports the median
+and range of the per-pair ratios, with the load average.
+``test_recv_to_ack_latency`` offers frames to a ring at a fixed rate from
+another process and reports percentiles of (ack time - receive time) through
+the whole publisher (ring -> JetStream ack).
 
 Run: ``make bench`` (or pytest bench/test_publish_bench.py --benchmark-only -s).
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -32,10 +39,12 @@ from flusher.nats_embedded import NatsServer
 from flusher.pipeline import AckPipeline
 
 N = int(os.environ.get("CAPTURE_BENCH_MSGS", "20000"))
+PAIRS = int(os.environ.get("CAPTURE_BENCH_PAIRS", "5"))
 SIZES = [256, 2048]
 SUBJECT = "bench.kraken.book.BTC-USD"
 RESULTS: dict[tuple[str, int], float] = {}
 CPU_US: dict[tuple[str, int], float] = {}
+SRV_US: dict[tuple[str, int], float] = {}
 _round = itertools.count()
 
 
@@ -107,51 +116,101 @@ async def _core(nc, size: int) -> None:
     await nc.flush()
 
 
-def _run(benchmark, loop, nc, name: str, fn, size: int) -> None:
+def _proc_cpu(pid: int | None) -> float | None:
+    """CPU seconds (user + system) of a process so far; None where /proc has no answer."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _run(benchmark, loop, nc, server, name: str, fn, size: int) -> None:
     benchmark.group = f"publish {size} B x {N}"
     benchmark.extra_info["frames"] = N
     cpu: list[float] = []
+    srv: list[float] = []
 
     def once() -> None:
+        s0 = _proc_cpu(server.pid)
         c0 = time.process_time()
         loop.run_until_complete(fn(nc, size))
         cpu.append(time.process_time() - c0)
+        s1 = _proc_cpu(server.pid)
+        if s0 is not None and s1 is not None:
+            srv.append(s1 - s0)
     benchmark.pedantic(once, rounds=3, iterations=1, warmup_rounds=1)
     RESULTS[(name, size)] = N / benchmark.stats.stats.median
     # Client CPU per frame: what the Python side costs, whatever the server does.
     CPU_US[(name, size)] = sorted(cpu)[len(cpu) // 2] / N * 1e6
     benchmark.extra_info["frames_per_s"] = round(RESULTS[(name, size)])
     benchmark.extra_info["client_cpu_us_per_frame"] = round(CPU_US[(name, size)], 2)
+    if srv:   # the server's share (all its threads; clock-tick resolution)
+        SRV_US[(name, size)] = sorted(srv)[len(srv) // 2] / N * 1e6
+        benchmark.extra_info["server_cpu_us_per_frame"] = round(SRV_US[(name, size)], 2)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_pipeline(benchmark, loop, nc, size):
-    _run(benchmark, loop, nc, "pipeline", _pipeline, size)
+def test_pipeline(benchmark, loop, nc, server, size):
+    _run(benchmark, loop, nc, server, "pipeline", _pipeline, size)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_publish_async(benchmark, loop, nc, size):
-    _run(benchmark, loop, nc, "publish_async", _publish_async, size)
+def test_publish_async(benchmark, loop, nc, server, size):
+    _run(benchmark, loop, nc, server, "publish_async", _publish_async, size)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_core(benchmark, loop, nc, size):
-    _run(benchmark, loop, nc, "core", _core, size)
+def test_core(benchmark, loop, nc, server, size):
+    _run(benchmark, loop, nc, server, "core", _core, size)
 
 
-def test_ratios(benchmark):
+def _paired(loop, nc, size: int) -> list[float]:
+    """pipeline/publish_async rate ratio of PAIRS back-to-back pairs of rounds."""
+    ratios = []
+    for k in range(PAIRS):
+        order = (_pipeline, _publish_async) if k % 2 == 0 else (_publish_async, _pipeline)
+        took = {}
+        for fn in order:
+            t0 = time.perf_counter()
+            loop.run_until_complete(fn(nc, size))
+            took[fn] = time.perf_counter() - t0
+        ratios.append(took[_publish_async] / took[_pipeline])
+    return ratios
+
+
+def test_ratios(benchmark, loop, nc):
     benchmark.pedantic(lambda: None, rounds=1)
     lines = []
     for size in SIZES:
         p, a, c = (RESULTS.get((k, size)) for k in ("pipeline", "publish_async", "core"))
         if not (p and a and c):
             pytest.skip("run the whole module for ratios")
+    load0 = os.getloadavg()
+    for size in SIZES:
+        p, a, c = (RESULTS[(k, size)] for k in ("pipeline", "publish_async", "core"))
         cp, ca = CPU_US[("pipeline", size)], CPU_US[("publish_async", size)]
         lines.append(f"{size:5d} B: pipeline {p:9.0f}/s  publish_async {a:9.0f}/s  "
                      f"core {c:9.0f}/s  pipeline/publish_async {p / a:4.2f}x  "
                      f"pipeline/core {p / c:4.2f}  client CPU/frame: pipeline {cp:.1f} us, "
                      f"publish_async {ca:.1f} us ({ca / cp:.2f}x)")
+        sp, sa = SRV_US.get(("pipeline", size)), SRV_US.get(("publish_async", size))
+        if sp and sa:
+            lines.append(f"{size:5d} B: server CPU/frame: pipeline {sp:.1f} us, publish_async "
+                         f"{sa:.1f} us; client + server: pipeline {cp + sp:.1f} us, "
+                         f"publish_async {ca + sa:.1f} us ({(ca + sa) / (cp + sp):.2f}x)")
         benchmark.extra_info[f"ratio_vs_publish_async_{size}"] = round(p / a, 2)
+        if PAIRS:
+            r = _paired(loop, nc, size)
+            med = statistics.median(r)
+            lines.append(f"{size:5d} B: paired pipeline/publish_async over {len(r)} pairs: "
+                         f"median {med:4.2f}x (min {min(r):4.2f}x, max {max(r):4.2f}x)")
+            benchmark.extra_info[f"paired_ratio_vs_publish_async_{size}"] = round(med, 2)
+            benchmark.extra_info[f"paired_ratio_min_{size}"] = round(min(r), 2)
+    load1 = os.getloadavg()
+    lines.append("load average: " + " ".join(f"{x:.2f}" for x in load0) + " before the pairs, "
+                 + " ".join(f"{x:.2f}" for x in load1) + " after")
     print("\n" + "\n".join(lines))
 
 

@@ -12,9 +12,18 @@ reply can leave one pending forever, so the pipeline does its own matching:
 * A bounded window (frames and bytes) of publishes in flight.  ``submit``
   waits for room: a publisher that cannot get acks stops reading the ring, and
   the ring laps it (it catches up from the segment files later).
-* Each send has its own deadline ``now + ack_timeout``.  Deadlines are
-  appended in send order with one constant timeout, so one deque kept in
-  deadline order serves as the timer wheel.
+* Each send has its own deadline ``sent + ack_timeout``.  With one constant
+  timeout, deadlines come in send order, so a deque serves as the timer
+  wheel; sends within one short grain (a few ms at most, never more than a
+  tenth of the timeout) share one record, which fires when the last of them
+  is due, so no deadline fires early and none more than one grain late.
+* Writing and reading are batched: HPUB commands go to the client's pending
+  buffer and are written to the socket whenever 64 KiB have accumulated (so
+  the server works while the publisher is still producing), the rest when
+  the loop yields.  Runs of our acks are taken from the client's parser
+  buffer with one regular-expression pass each, the committed point is moved
+  once per run, and anything else (status replies, other subscriptions'
+  messages, PING) goes through nats-py's parser as before.
 * A success reply for *any* attempt acknowledges the frame (all attempts carry
   the same ``Nats-Msg-Id``; a ``duplicate`` reply means an earlier attempt was
   stored).  An error reply (503 no responders, JSON error such as "maximum
@@ -43,11 +52,28 @@ import asyncio
 import collections
 import itertools
 import logging
+import re
 import time
 from typing import Any, Awaitable, Callable, Iterable
 
 import orjson
 from nats.aio.client import Client
+
+def _nats_py_version() -> tuple[int, int]:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        major, minor = version("nats-py").split(".")[:2]
+        return int(major), int(minor)
+    except (PackageNotFoundError, ValueError):   # pragma: no cover
+        return (0, 0)
+
+
+#: nats-py releases whose parser internals the fast ack parser was tested
+#: against.  It reads the parser's buffer and state, which a release may
+#: change without notice; on any other release acks take nats-py's own path
+#: (slower, same results).
+_FAST_PARSER_TESTED = {(2, 16)}
+_FAST_PARSER_OK = _nats_py_version() in _FAST_PARSER_TESTED
 
 from ring.errors import PublishError
 
@@ -55,6 +81,11 @@ log = logging.getLogger("capture.publisher")
 
 _OK_PREFIX = b'{"stream":'
 _CRLF = b"\r\n"
+_monotonic = time.monotonic
+# Pending bytes that trigger an immediate socket write (see _send).
+_FLUSH_BYTES = 64 << 10
+# Longest span of sends that share one deadline record (see _send).
+_TIMER_GRAIN = 0.005
 
 
 class PipelineClosed(PublishError):
@@ -66,7 +97,7 @@ class Entry:
     frame and everything submitted before it are acknowledged."""
 
     __slots__ = ("seq", "subject", "payload", "hdr", "commit", "attempt", "acked",
-                 "first_sent", "not_before", "queued", "size", "ts")
+                 "first_sent", "sent", "not_before", "queued", "size", "ts")
 
     @property
     def first_sent_wall(self) -> float:
@@ -84,12 +115,21 @@ class Entry:
         self.attempt = 0          # attempts sent so far; the current attempt's number
         self.acked = False
         self.first_sent = 0.0     # monotonic time of the first send (0: never sent)
+        self.sent = 0.0           # monotonic time of the current attempt's send
         self.not_before = 0.0     # backoff: earliest resend
         self.queued = False       # on the retry queue
         self.size = len(payload) + len(hdr)
 
 
 VerifyFn = Callable[[list[Entry]], Awaitable[set[int]]]
+
+# Entries that left a window, reused by put(): one Entry per frame would
+# otherwise be most of what drives the cyclic garbage collector.  An entry is
+# pooled only when nothing can still hold it: it is acknowledged and out of
+# the window and the by-seq map, not on the retry queue, and no verify call
+# (which is handed entries across an await) is pending (see _advance).
+_POOL: list[Entry] = []
+_POOL_MAX = 1 << 16
 
 
 def build_headers(msg_id: str, fields: Iterable[tuple[str, object]] = ()) -> bytes:
@@ -137,7 +177,11 @@ class AckPipeline:
         self._logged: set[str] = set()
         self._by_seq: dict[int, Entry] = {}
         self._order: collections.deque[Entry] = collections.deque()
-        self._timers: collections.deque[tuple[float, int, int]] = collections.deque()
+        # (deadline, end, [seq, ...]): the sends in [end - grain, end), in deadline order
+        self._timers: collections.deque[tuple[float, float, list[int]]] = collections.deque()
+        self._tb: list[int] = []          # the record being filled
+        self._tb_end = 0.0                # sends before this time join it
+        self._grain = min(_TIMER_GRAIN, ack_timeout / 10)
         self._retry: collections.deque[Entry] = collections.deque()
         self._bytes = 0
         self.committed: Any = None
@@ -154,6 +198,9 @@ class AckPipeline:
         self._closed = False
         self._verifying = False
         self._fast = hasattr(nc, "_send_command") and hasattr(nc, "_flush_queue")
+        self._hooked = False                # our wrappers of the client's internals are live
+        self._orig_process_msg = None
+        self._orig_parse = None
         # Global backoff after failure replies: the whole pipeline holds its
         # sends, so a stream without a leader is not hit by a window's worth of
         # resends at every retry round.  Reset by the first success.
@@ -164,11 +211,14 @@ class AckPipeline:
     async def start(self) -> "AckPipeline":
         self._inbox = self.nc.new_inbox()
         self._inbox_b = self._inbox.encode()
+        # The HPUB line of a first attempt: subject, seq, header length, total length
+        self._hpub1 = b"HPUB %s " + self._inbox_b.replace(b"%", b"%%") + b".%d.1 %d %d\r\n"
         self._prefix_len = len(self._inbox) + 1
         self._sub = await self.nc.subscribe(self._inbox + ".*.*", cb=self._on_reply_msg,
                                             pending_msgs_limit=1 << 20,
                                             pending_bytes_limit=256 << 20)
         self._install_fast_replies()
+        self._install_fast_parser()
         self._task = asyncio.get_running_loop().create_task(self._timer_loop(), name="ack-timers")
         return self
 
@@ -180,7 +230,8 @@ class AckPipeline:
         is most of the cost.  The client's ``_process_msg`` is wrapped on this
         instance only: replies to our inbox go to :meth:`_on_reply`, all else
         to nats-py as before.  The subscription stays registered, so nats-py
-        still re-subscribes it after a reconnect.
+        still re-subscribes it after a reconnect.  A closed pipeline's
+        wrapper passes everything on (another pipeline may have wrapped it).
         """
         nc = self.nc
         sid = getattr(self._sub, "_id", None)
@@ -190,19 +241,100 @@ class AckPipeline:
         on_reply = self._on_reply
 
         async def process_msg(s, subject, reply, data, headers, _orig=orig):
-            if s == sid:
+            if s == sid and self._hooked:
                 on_reply(subject, data, headers)
                 return None
             return await _orig(s, subject, reply, data, headers)
 
         self._orig_process_msg = orig
+        self._process_msg_hook = process_msg
         nc._process_msg = process_msg
+        self._hooked = True
+
+    def _install_fast_parser(self) -> None:
+        """Take runs of our acks from the client's parser buffer in one pass.
+
+        nats-py's parser handles one message per loop round (several regular
+        expressions, a dict, two copies and an await each).  An ack is one
+        short ``MSG <inbox>.<seq>.<attempt> <sid> <len>`` line and a one-line
+        JSON body, so a run of them is recognised by one regular expression
+        and split by ``findall``.  Only the beginning of the buffer is taken,
+        and only in the parser's between-messages state; whatever follows
+        (a status reply, another subscription's message, PING, INFO) goes to
+        nats-py's parser unchanged, and an ack cut off at the end of a read
+        waits in the buffer for the rest.
+        """
+        nc = self.nc
+        ps = getattr(nc, "_ps", None)
+        sid = getattr(self._sub, "_id", None)
+        if (not _FAST_PARSER_OK or ps is None or sid is None or not self._hooked or not hasattr(ps, "buf")
+                or not hasattr(ps, "state") or not callable(getattr(ps, "parse", None))):
+            return
+        try:
+            from nats.protocol.parser import AWAITING_CONTROL_LINE as ctl, MAX_CONTROL_LINE_SIZE
+        except ImportError:   # pragma: no cover - a nats-py without this parser
+            return
+        head = re.escape(b"MSG " + self._inbox_b + b".")
+        tail = re.escape(b" %d " % sid)
+        one = re.compile(head + rb"(\d+)\.(\d+)" + tail + rb"(\d+)\r\n([^\r\n]*)\r\n")
+        run = re.compile(rb"(?:" + head + rb"\d+\.\d+" + tail + rb"\d+\r\n[^\r\n]*\r\n)+")
+        line = re.compile(head + rb"\d+\.\d+" + tail + rb"(\d+)\r\n")
+        head_b = b"MSG " + self._inbox_b + b"."
+        orig = ps.parse
+        take = self._take_acks
+
+        def incomplete_ack(buf: bytearray) -> bool:
+            """The buffer holds the beginning of one of our acks, not all of it."""
+            if len(buf) < len(head_b):
+                return head_b.startswith(bytes(buf))
+            if not buf.startswith(head_b):
+                return False
+            m = line.match(buf)
+            if m is None:      # control line not complete yet (or not ours: nats-py decides)
+                return len(buf) < MAX_CONTROL_LINE_SIZE and _CRLF not in buf
+            return len(buf) < m.end() + int(m.group(1)) + 2
+
+        async def parse(data: bytes = b"") -> None:
+            if not self._hooked or ps.state != ctl:
+                return await orig(data)
+            buf = ps.buf
+            if buf:
+                buf.extend(data)
+                src = buf
+            else:
+                src = data
+            m = run.match(src)
+            if m is not None:
+                end = m.end()
+                acks = one.findall(src, 0, end)
+                if src is buf:
+                    del buf[:end]
+                else:
+                    buf.extend(memoryview(data)[end:])
+                take(acks)
+            elif src is data:
+                buf.extend(data)
+            if buf and not incomplete_ack(buf):
+                await orig(b"")
+
+        self._orig_parse = orig
+        self._parse_hook = parse
+        ps.parse = parse
+
+    def _remove_hooks(self) -> None:
+        self._hooked = False
+        nc = self.nc
+        if self._orig_process_msg is not None:
+            _unwrap(nc, "_process_msg", self._process_msg_hook, self._orig_process_msg)
+            self._orig_process_msg = None
+        ps = getattr(nc, "_ps", None)
+        if self._orig_parse is not None and ps is not None:
+            _unwrap(ps, "parse", self._parse_hook, self._orig_parse)
+            self._orig_parse = None
 
     async def close(self) -> None:
         self._closed = True
-        if getattr(self, "_orig_process_msg", None) is not None:
-            self.nc._process_msg = self._orig_process_msg
-            self._orig_process_msg = None
+        self._remove_hooks()
         if self._task:
             self._task.cancel()
             try:
@@ -282,16 +414,44 @@ class AckPipeline:
             ts: int = 0) -> None:
         """Queue one frame without waiting: the caller checked :meth:`has_room`
         (or accepts overfilling the window by this frame)."""
-        e = Entry(seq, subject, payload, hdr, commit, ts)
         by_seq = self._by_seq
         if seq in by_seq:
             raise PublishError(f"sequence {seq} is already in flight")
+        if _POOL:
+            e = _POOL.pop()
+            e.__init__(seq, subject, payload, hdr, commit, ts)
+        else:
+            e = Entry(seq, subject, payload, hdr, commit, ts)
         by_seq[seq] = e
-        self._order.append(e)
-        self._bytes += e.size
-        if self._empty.is_set():
+        order = self._order
+        if not order:
             self._empty.clear()
-        self._send(e)
+        order.append(e)
+        self._bytes += e.size
+        nc = self.nc
+        now = _monotonic()
+        if not self._fast or now < self._pause_until or not nc.is_connected:
+            self._send(e)
+            return
+        # The first send, inlined (the common case; _send does the same).
+        e.attempt = 1
+        e.first_sent = e.sent = now
+        hl = len(hdr)
+        line = self._hpub1 % (subject, seq, hl, hl + len(payload))
+        nc._pending += (line, hdr, payload, _CRLF)
+        size = nc._pending_data_size + len(line) + e.size + 2
+        nc._pending_data_size = size
+        if size < _FLUSH_BYTES or not self._write_now():
+            fq = nc._flush_queue
+            if fq is not None and fq.empty():
+                fq.put_nowait(asyncio.get_running_loop().create_future())
+        if now < self._tb_end:
+            self._tb.append(seq)
+        else:
+            self._tb = tb = [seq]
+            self._tb_end = end = now + self._grain
+            self._timers.append((end + self.ack_timeout, end, tb))
+        self._n_sent += 1
 
     def ack_local(self, seq: int, subject: str = "", commit: Any = None) -> None:
         """Account a frame that needs no publish (already stored: found by a
@@ -304,7 +464,7 @@ class AckPipeline:
 
     def _send(self, e: Entry) -> None:
         nc = self.nc
-        now = time.monotonic()
+        now = _monotonic()
         if not nc.is_connected or now < self._pause_until:
             # Not buffered by the client / backing off: keep it for later.
             self._schedule_retry(e, now=now, count=None)
@@ -312,25 +472,55 @@ class AckPipeline:
         e.attempt += 1
         if not e.first_sent:
             e.first_sent = now
+        e.sent = now
         if self._fast:
-            # What nats-py's publish() queues, built in one step: the pending
-            # buffer, then a kick to the client's flusher task if it is idle.
+            # What nats-py's publish() queues: the pending buffer, then a kick
+            # to the client's flusher task if it is idle.  A full buffer is
+            # written at once: the server starts storing while we are still
+            # producing, instead of after the whole batch.
+            # The command goes in as pieces (line, header, payload, CRLF): the
+            # payload is copied once, when the pending list is joined.
             hdr = e.hdr
             hl = len(hdr)
-            cmd = b"HPUB %s %s.%d.%d %d %d\r\n%s%s\r\n" % (
-                e.subject, self._inbox_b, e.seq, e.attempt, hl, hl + len(e.payload), hdr,
-                e.payload)
-            nc._pending.append(cmd)
-            nc._pending_data_size += len(cmd)
-            fq = nc._flush_queue
-            if fq is not None and fq.empty():
-                fq.put_nowait(asyncio.get_running_loop().create_future())
+            line = b"HPUB %s %s.%d.%d %d %d\r\n" % (
+                e.subject, self._inbox_b, e.seq, e.attempt, hl, hl + len(e.payload))
+            nc._pending += (line, hdr, e.payload, _CRLF)
+            size = nc._pending_data_size + len(line) + hl + len(e.payload) + 2
+            nc._pending_data_size = size
+            if size < _FLUSH_BYTES or not self._write_now():
+                fq = nc._flush_queue
+                if fq is not None and fq.empty():
+                    fq.put_nowait(asyncio.get_running_loop().create_future())
         else:   # pragma: no cover - a client without the internals we use
             asyncio.ensure_future(self._send_public(e, f"{self._inbox}.{e.seq}.{e.attempt}"))
-        self._timers.append((now + self.ack_timeout, e.seq, e.attempt))
+        # The deadline: sends within one grain share a record that fires
+        # when the last of them is due (see the timer loop).
+        if now < self._tb_end:
+            self._tb.append(e.seq)
+        else:
+            self._tb = tb = [e.seq]
+            self._tb_end = end = now + self._grain
+            self._timers.append((end + self.ack_timeout, end, tb))
         self._n_sent += 1
         if e.attempt > 1:
             self._n_resent += 1
+
+    def _write_now(self) -> bool:
+        """Hand the client's whole pending buffer (ours and anything nats-py
+        queued before it, in order) to the transport.  False: not possible
+        now (no transport); the client's flusher will write it."""
+        nc = self.nc
+        tr = getattr(nc, "_transport", None)
+        if tr is None or not nc.is_connected:
+            return False
+        pending = nc._pending
+        try:
+            tr.writelines(pending)
+        except Exception as exc:  # noqa: BLE001 - the connection is failing: resent on deadline
+            self._event("send_error", detail=repr(exc))
+        nc._pending = []
+        nc._pending_data_size = 0
+        return True
 
     async def _send_public(self, e: Entry, reply: str) -> None:
         hdrs = {}
@@ -374,14 +564,61 @@ class AckPipeline:
             if self._order[0] is e:
                 self._advance()
             return
-        # A failure: a status line (503 no responders) or a JSON error.
+        self._on_failure(e, a, data, hdr)
+
+    def _take_acks(self, acks: list[tuple[bytes, bytes, bytes, bytes]]) -> None:
+        """A run of replies from the fast parser: (seq, attempt, length, body)
+        each.  Same rules as :meth:`_on_reply`; the committed point moves once."""
+        by_seq = self._by_seq
+        lat = self.latencies
+        now_ns = time.time_ns() if lat is not None else 0
+        n_ok = late = dup = 0
+        reset = False       # a success since the last failure: the global backoff restarts
+        for s, a, n, d in acks:
+            if len(d) != int(n):
+                # Not what the server sends (acks are one JSON line): let
+                # nats-py reconnect; every frame still unacked is resent.
+                from nats.errors import ProtocolError
+                raise ProtocolError("nats: malformed ack")
+            e = by_seq.get(int(s))
+            if d.startswith(_OK_PREFIX) and b'"error"' not in d:
+                if e is None or e.acked:
+                    late += 1
+                    continue
+                if b'"duplicate"' in d:
+                    dup += 1
+                n_ok += 1
+                reset = True
+                if lat is not None and e.ts:
+                    lat.append(now_ns - e.ts)
+                e.acked = True
+                e.payload = b""
+            else:
+                if reset:
+                    self._pause_level = 0
+                    reset = False
+                self._on_failure(e, a, d, None)
+        if reset:
+            self._pause_level = 0
+        if late:
+            self._stats["late_ack"] += late
+        if dup:
+            self._stats["duplicate_ack"] += dup
+        if n_ok:
+            self._n_acked += n_ok
+            order = self._order
+            if order and order[0].acked:
+                self._advance()
+
+    def _on_failure(self, e: Entry | None, a: bytes, data: bytes, hdr: bytes | None) -> None:
+        """A failure reply: a status line (503 no responders) or a JSON error."""
         try:
             attempt = int(a)
         except ValueError:
             attempt = -1
         kind, detail = _classify_error(data, hdr)
         self._event(kind, detail=detail)
-        now = time.monotonic()
+        now = _monotonic()
         if now >= self._pause_until:
             self._pause_until = now + min(self.backoff[0] * (2 ** self._pause_level),
                                           self.backoff[1])
@@ -393,17 +630,23 @@ class AckPipeline:
     def _advance(self) -> None:
         order = self._order
         moved = None
+        pool = _POOL if not self._verifying and len(_POOL) < _POOL_MAX else None
+        by_seq = self._by_seq
         while order and order[0].acked:
             e = order.popleft()
-            self._by_seq.pop(e.seq, None)
+            by_seq.pop(e.seq, None)
             self._bytes -= e.size
+            if moved is not None and pool is not None and not moved.queued:
+                pool.append(moved)
             moved = e
         if moved is None:
             return
-        self.committed = moved.commit
+        self.committed = commit = moved.commit
         self.committed_seq = moved.seq
-        if self.on_commit is not None and moved.commit is not None:
-            self.on_commit(moved.commit)
+        if pool is not None and not moved.queued:
+            pool.append(moved)
+        if self.on_commit is not None and commit is not None:
+            self.on_commit(commit)
         if len(order) < self.window and (not order or self._bytes < self.window_bytes):
             self._room.set()
         if not order:
@@ -434,15 +677,23 @@ class AckPipeline:
         self._wake.set()
 
     async def _timer_loop(self) -> None:
+        # A record fires at end + ack_timeout: no earlier than each of its
+        # sends is due, at most one grain later.
         timers, retry = self._timers, self._retry
         while not self._closed:
-            now = time.monotonic()
+            now = _monotonic()
             while timers and timers[0][0] <= now:
-                _, seq, attempt = timers.popleft()
-                e = self._by_seq.get(seq)
-                if e is not None and not e.acked and e.attempt == attempt and not e.queued:
-                    self._event("ack_timeout", detail=f"no ack within {self.ack_timeout}s")
-                    self._schedule_retry(e, now)
+                _, end, seqs = timers.popleft()
+                if seqs is self._tb:
+                    self._tb_end = 0.0
+                by_seq = self._by_seq
+                for seq in seqs:
+                    e = by_seq.get(seq)
+                    # e.sent >= end: the frame was sent again later; that
+                    # attempt has its own record.
+                    if e is not None and not e.acked and not e.queued and e.sent < end:
+                        self._event("ack_timeout", detail=f"no ack within {self.ack_timeout}s")
+                        self._schedule_retry(e, now)
             if (retry and self.nc.is_connected and not self._verifying
                     and now >= self._pause_until):
                 await self._resend_due(now)
@@ -522,6 +773,18 @@ class AckPipeline:
             return True
         except asyncio.TimeoutError:
             return False
+
+
+def _unwrap(obj: Any, name: str, hook: Any, orig: Any) -> None:
+    """Undo ``obj.name = hook``.  If another wrapper was installed on top of
+    ours, ours stays in the chain (it passes everything on once unhooked)."""
+    if getattr(obj, name, None) is not hook:
+        return
+    if getattr(orig, "__self__", None) is obj and getattr(orig, "__func__", None) is \
+            getattr(type(obj), name, None):
+        delattr(obj, name)      # the class's method again
+    else:
+        setattr(obj, name, orig)
 
 
 def _classify_error(data: bytes, hdr: bytes | None) -> tuple[str, str]:

@@ -266,6 +266,9 @@ class Publisher:
         try:
             self.ring_id = self.rd.ring_id.hex().encode()
             self.msg_id_prefix = self.ring_id.decode() + ":"
+            # The header block with the constant parts filled in: seq, seq, recv ns.
+            self._hdr_fmt = _HDR_FMT.replace(b"%s", self.ring_id, 1).replace(
+                b"Capture-Shard: %d", b"Capture-Shard: %d" % self.shard)
             self.next_seq = self.rd.next_seq
             self._resumed = self.rd.resumed
             self.pipe = await AckPipeline(
@@ -393,22 +396,64 @@ class Publisher:
                 return True
             await asyncio.get_running_loop().run_in_executor(None, rd.wait, 0.05)
             return False
+        # Whole frames (the common case) are published inline: no Assembler
+        # round, header from the per-ring template, one put.  Fragments, the
+        # first frame of a resumed reader, frames already in the stream and
+        # oversize frames take the general path (_publish).
         pipe = self.pipe
+        put, has_room = pipe.put, pipe.has_room
         asm = self._asm
-        for i in range(n):
-            seq = seqs[i]
-            if seq < self.next_seq or types[i] == _PADDING:
-                continue      # already taken from the segment files
-            msg = asm.feed(seq, tss[i], types[i], flags[i], conns[i], payloads[i])
-            if asm.open_chain_seq is None:
-                self.next_seq = seq + 1
-            if msg is None:
-                continue
-            if not self._first_checked:
-                await self._first_check(msg.seq, msg.ts)
-            if not pipe.has_room():
-                await self._wait_room()
-            self._publish(msg.seq, msg.ts, msg.type, msg.payload, (ends[i], seq + 1))
+        chain_open = asm.open_chain_seq is not None
+        hdr_fmt = self._hdr_fmt
+        subject_of = self._subject
+        control = self.control_subject
+        limit = self.nc.max_payload - _OVERHEAD
+        sample = self._exchange_ts is not None
+        next_seq = self.next_seq
+        published = 0
+        try:
+            for i in range(n):
+                seq = seqs[i]
+                typ = types[i]
+                if seq < next_seq or typ == _PADDING:
+                    continue      # already taken from the segment files
+                if (typ == _DATA or typ == _CONTROL) and not chain_open:
+                    mseq, ts, payload = seq, tss[i], payloads[i]
+                    next_seq = seq + 1
+                else:
+                    msg = asm.feed(seq, tss[i], typ, flags[i], conns[i], payloads[i])
+                    chain_open = asm.open_chain_seq is not None
+                    if not chain_open:
+                        next_seq = seq + 1
+                    if msg is None:
+                        continue
+                    mseq, ts, typ, payload = msg.seq, msg.ts, msg.type, bytes(msg.payload)
+                if not self._first_checked:
+                    self.next_seq = next_seq
+                    await self._first_check(mseq, ts)
+                if not has_room():
+                    self.next_seq = next_seq
+                    await self._wait_room()
+                commit = (ends[i], seq + 1)
+                if self._skip:
+                    self._publish(mseq, ts, typ, payload, commit)
+                    continue
+                if typ == _DATA:
+                    if sample:
+                        self._lag_n += 1
+                        if not self._lag_n & 15:  # every 16th data frame
+                            self._sample_lag(payload, ts)
+                    subject = subject_of(typ, payload)
+                else:
+                    subject = control
+                if len(payload) + len(subject) > limit:
+                    self._publish(mseq, ts, typ, payload, commit, subject)
+                    continue
+                put(mseq, subject, payload, hdr_fmt % (mseq, mseq, ts), commit, ts)
+                published += 1
+        finally:
+            self.next_seq = next_seq
+            self.stats["published"] += published
         self.stats["ring_frames"] += n
         if asm.dropped:       # fragment chains the receiver aborted: not data
             self.stats["aborted_chains"] += len(asm.dropped)
@@ -543,18 +588,21 @@ class Publisher:
         return b
 
     def _publish(self, seq: int, ts: int, typ: int, payload: bytes | memoryview,
-                 commit: tuple[int, int]) -> None:
+                 commit: tuple[int, int], subject: bytes | None = None) -> None:
+        """Publish one whole message.  ``subject`` given: the caller routed it
+        (and sampled the exchange lag) already."""
         if self._skip and seq in self._skip:
             self._skip.discard(seq)
             self.stats["already_stored"] += 1
             self.pipe.ack_local(seq, commit=commit)
             return
         payload = bytes(payload)
-        if typ == _DATA and self._exchange_ts is not None:
-            self._lag_n += 1
-            if not self._lag_n & 15:  # every 16th data frame
-                self._sample_lag(payload, ts)
-        subject = self._subject(typ, payload)
+        if subject is None:
+            if typ == _DATA and self._exchange_ts is not None:
+                self._lag_n += 1
+                if not self._lag_n & 15:  # every 16th data frame
+                    self._sample_lag(payload, ts)
+            subject = self._subject(typ, payload)
         if len(payload) + _OVERHEAD + len(subject) > self.nc.max_payload:
             self.stats["oversize"] += 1
             log.warning("publisher: frame %d of %d bytes exceeds max_payload %d; "
@@ -581,7 +629,7 @@ class Publisher:
             self._lag_sum += lag / 1e9
 
     def _put(self, seq: int, subject: bytes, payload: bytes, ts: int, commit: Any) -> None:
-        hdr = _HDR_FMT % (self.ring_id, seq, seq, ts, self.shard)
+        hdr = self._hdr_fmt % (seq, seq, ts)
         self.pipe.put(seq, subject, payload, hdr, commit, ts)
         self.stats["published"] += 1
 

@@ -31,9 +31,17 @@ def venue_subject_fn(prefix: str, venue: str, shard: int) -> SubjectFn:
 def test_subject_fn(prefix: str, venue: str) -> SubjectFn:
     """Subject from the payload's first bytes ``<channel>.<symbol>|...``; for
     tests and benchmarks that do not want a venue's message shapes."""
+    cache: dict[bytes, str | None] = {}
+
     def subject(raw: bytes) -> str | None:
         head, sep, _ = raw[:96].partition(b"|")
-        if not sep or head.count(b".") != 1:
+        if not sep:
             return None
-        return f"{prefix}.{venue}.{head.decode(errors='replace')}"
+        s = cache.get(head, False)
+        if s is False:
+            if len(cache) > 1 << 16:
+                cache.clear()
+            s = cache[head] = (f"{prefix}.{venue}.{head.decode(errors='replace')}"
+                               if head.count(b".") == 1 else None)
+        return s
     return subject
