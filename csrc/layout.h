@@ -51,6 +51,10 @@
 /* block 4: wake-up */
 #define H_WAKE_SEQ (4 * BLOCK)
 #define H_WAITERS (4 * BLOCK + 64)
+/* block 6: head once more, alone in its line: what readers poll and walk up
+ * to.  The block 1 pair takes four stores per frame (the seqlock), and a
+ * reader polling between them would pull the line away each time. */
+#define H_HEAD_PUB (6 * BLOCK)
 /* block 5: resume checkpoints, 8 x {u64 pos, u64 seq} */
 #define H_CHECKPOINTS (5 * BLOCK)
 /* readers: 2 blocks each from 1024 */
@@ -80,6 +84,10 @@
 #define RING_PREFETCH_AHEAD 2048
 /* Frames up to this span (bytes) are walked with streaming prefetch. */
 #define RING_PREFETCH_SMALL 1024
+/* ... and only when at least this much (bytes) is waiting. */
+#ifndef RING_PREFETCH_BACKLOG
+#define RING_PREFETCH_BACKLOG (64 * 1024)
+#endif
 
 static inline uint64_t align8(uint64_t x) { return (x + 7) & ~(uint64_t)7; }
 static inline uint8_t *data_at(const uint8_t *base, uint64_t cap, uint64_t pos)

@@ -11,11 +11,11 @@
  * Publication.  The producer writes the header fields and the payload with
  * plain stores, then stores the 8-byte commit word {size, seq_lo} with
  * release semantics, then publishes `head` and `next_seq` (release).
- * A reader acquire-loads `head` once per batch and walks only below it, so
- * everything it touches is complete.  It never polls the commit word of a
- * frame still being written: that word shares a cache line with the tail
- * of the previous frame, and every poll would pull the line away from the
- * producer mid-write (head has a cache line of its own).  For each frame it
+ * A reader acquire-loads `head` (the copy in its own cache line, stored
+ * last) once per batch and walks only below it, so everything it touches is
+ * complete.  It never polls the commit word of a frame still being written:
+ * that word shares a cache line with the tail of the previous frame, and
+ * every poll would pull the line away from the producer mid-write.  For each frame it
  * still checks the commit word: size plausible and seq_lo equal to the low
  * half of the sequence it expects.  Stale bytes from an earlier lap carry an older
  * sequence, so they read as "not yet"; a newer sequence means the producer
@@ -114,6 +114,7 @@ void ring_init(uint8_t *base, uint64_t capacity, uint64_t frag_limit, uint64_t m
     *I64(base, H_CREATED) = created_ns;
     *U32(base, H_UID) = uid;
     *U64(base, H_HEAD) = start_pos;
+    *U64(base, H_HEAD_PUB) = start_pos;
     *U64(base, H_NEXT_SEQ) = 0;
     for (int k = 0; k < 8; k++) {
         *U64(base, H_CHECKPOINTS + 16 * k) = UINT64_MAX;
@@ -199,6 +200,7 @@ static inline void publish_pair(uint8_t *base, uint64_t head, uint64_t seq)
     STORE_REL(U64(base, H_HEAD), head);
     STORE_REL(U64(base, H_NEXT_SEQ), seq);
     STORE_REL(gen, g + 2);
+    STORE_REL(U64(base, H_HEAD_PUB), head);
 }
 
 void ring_head(const uint8_t *base, uint64_t *pos, uint64_t *seq)

@@ -76,9 +76,11 @@ def test_producer_killed_after_commit_before_head_is_repaired(ring_path):
         head1, seq1 = struct.unpack("<QQ", f.read(16))
     p.write(b"two")
     p._rf.close()  # simulate death: drop the lock without a clean close
-    with open(ring_path, "r+b") as f:  # roll the published pair back by one frame
+    with open(ring_path, "r+b") as f:  # roll the published pair (and head's copy) back by one frame
         f.seek(128)
         f.write(struct.pack("<QQ", head1, seq1))
+        f.seek(6 * 128)
+        f.write(struct.pack("<Q", head1))
     assert [bytes(f.payload) for f in rd.read()] == [b"one"]
     rd.commit()
     p2 = ring.Producer(ring_path)
