@@ -10,7 +10,7 @@ PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 all: test
 
-$(STAMP): setup.py pyproject.toml requirements-dev.txt $(wildcard csrc/*.c csrc/*.h) ring/_build.py
+$(STAMP): setup.py pyproject.toml requirements-dev.txt $(wildcard csrc/*.c csrc/*.h) ring/_build.py capture/_fastpath.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
@@ -41,4 +41,4 @@ lint: $(STAMP)
 	$(BIN)/python -m mypy --ignore-missing-imports ring
 
 clean:
-	rm -rf $(VENV) build *.egg-info ring/_ringlib*.so
+	rm -rf $(VENV) build *.egg-info ring/_ringlib*.so capture/_fastpath*.so capture/_fastpath.c

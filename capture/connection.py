@@ -76,6 +76,7 @@ from .lifecycle import (RECORD_KIND, TRANSITIONS, ConnectionStateError, Event,  
 S, E = State, Event
 from .repair import SEQUENCE_VENUES, Integrity, SeqScanner
 from .subscriptions import SUBSCRIBERS, Request
+from . import transport as _transport
 from .transport import ConnectFailed, Transport, make_transport
 from .venues.base import CONTROL_MAX, Classified, Kind
 
@@ -118,8 +119,8 @@ class Connection:
 
     # The attributes the hot path touches for every frame live in slots
     # (a fixed offset, cheaper than the instance dict); the rest in __dict__.
-    __slots__ = ("producer", "conn_id", "frames", "nbytes", "refused", "last_data_ns", "_peek",
-                 "_seq_match", "__dict__", "__weakref__")
+    __slots__ = ("producer", "conn_id", "_frames", "_nbytes", "refused", "_last_data_ns", "_peek",
+                 "_seq_match", "_fast", "__dict__", "__weakref__")
 
     def __init__(self, producer: Producer, conn_id: int, name: str, venue_cls: type, url: str,
                  members: Iterable[str], *, transport: str = "picows", timing: Timing = Timing(),
@@ -149,16 +150,17 @@ class Connection:
         self.transport: Transport | None = None
         self.attempt = 0
         self.failures = 0
-        # counters (read by the receiver for stats and metrics)
-        self.frames = 0
+        # counters (read by the receiver for stats and metrics); frames, nbytes
+        # and last_data_ns add what the compiled path took (see _fast)
+        self._frames = 0
         self.malformed = 0
         self.refused = 0
         self.reconnects = 0
         self.reconnect_reasons: dict[str, int] = {}
-        self.nbytes = 0
+        self._nbytes = 0
         self.errors = 0
         self._why = "closed"
-        self.last_data_ns = 0
+        self._last_data_ns = 0
         self.live_since = 0.0
         self.live_ns = 0          # wall time of the last transition to live
         self.live_frames = 0      # frames received before it, on this connection
@@ -177,6 +179,15 @@ class Connection:
         seq_on = integrity is not None and venue_cls.name in SEQUENCE_VENUES
         self._scan = SeqScanner(venue_cls) if seq_on else None
         self._seq_match = self._scan.match if self._scan is not None else None
+        # The compiled hot path (picows only): complete data messages above
+        # the peek size go from picows's buffer to the ring with no Python
+        # call.  Not where every frame needs a sequence check.
+        self._fast = None
+        fp = _transport._fastpath
+        if transport == "picows" and fp is not None:
+            self._fast = fp.FastState(producer, conn_id, self._odd_large_guarded,
+                                             *producer.c_handles())
+            self._fast.enabled = self._seq_match is None
         #: last seq per stream (GapDetector.feed semantics, inlined in _seq)
         self._seq_last: dict[bytes, int] = {}
         self._repairing: dict[Any, float] = {}   # stream key -> monotonic time of the repair
@@ -210,6 +221,29 @@ class Connection:
             self._peek = max(self.timing.peek_bytes, 256)
         else:
             self._peek = self.timing.peek_bytes
+        if self._fast is not None:
+            self._fast.peek = self._peek
+
+    @property
+    def frames(self) -> int:
+        f = self._fast
+        return self._frames if f is None else self._frames + f.frames
+
+    @property
+    def nbytes(self) -> int:
+        f = self._fast
+        return self._nbytes if f is None else self._nbytes + f.nbytes
+
+    @property
+    def last_data_ns(self) -> int:
+        f = self._fast
+        return self._last_data_ns if f is None else max(self._last_data_ns, f.last_data_ns)
+
+    @last_data_ns.setter
+    def last_data_ns(self, ns: int) -> None:
+        self._last_data_ns = ns
+        if self._fast is not None:
+            self._fast.last_data_ns = 0
 
     # -- the hot path ----------------------------------------------------------
     def _on_message(self, payload: bytes | memoryview, ts: int, flags: int) -> None:
@@ -226,8 +260,8 @@ class Connection:
                     p.handle, payload, n, _DATA, flags, self.conn_id, ts) < 0:
                 if p.write(payload, _DATA, ts, self.conn_id, flags):
                     self.refused += 1   # FULL / TOO_LARGE: counted and recorded by the producer
-            self.frames += 1
-            self.nbytes += n
+            self._frames += 1
+            self._nbytes += n
             sm = self._seq_match
             if sm is not None:
                 # Sequence check, inlined for book frames (see _seq for the rule).
@@ -242,7 +276,7 @@ class Connection:
                     if snap is not None or (last is not None and seq != last + 1):
                         self._seq_event(payload, key, last, seq, snap is not None)
             if n > self._peek:
-                self.last_data_ns = ts
+                self._last_data_ns = ts
                 if not _ENDS_JSON[payload[n - 1]]:   # truncated, or not JSON at all
                     self._odd_large(payload, ts)
                 return
@@ -250,6 +284,17 @@ class Connection:
         except Exception as exc:  # never let a bug in the glue drop the socket
             self.errors += 1
             if self.errors <= 10 or self.errors % 10_000 == 0:   # visible, not a flood
+                self._record("receiver_error", error=f"{type(exc).__name__}: {exc}",
+                             errors=self.errors)
+
+    def _odd_large_guarded(self, payload: bytes, ts: int) -> None:
+        """_odd_large for the compiled path: an exception must not reach
+        picows, which would drop the socket."""
+        try:
+            self._odd_large(payload, ts)
+        except Exception as exc:  # noqa: BLE001
+            self.errors += 1
+            if self.errors <= 10 or self.errors % 10_000 == 0:
                 self._record("receiver_error", error=f"{type(exc).__name__}: {exc}",
                              errors=self.errors)
 
@@ -267,7 +312,7 @@ class Connection:
         k = c.kind
         if k is Kind.DATA or k is Kind.UNKNOWN:
             # classify reads data frames by their head only: check the ends too
-            self.last_data_ns = ts
+            self._last_data_ns = ts
             if raw[0] not in _JSON_OPEN or raw[-1] not in _JSON_CLOSE:
                 self._odd_large(raw, ts)
         elif k is Kind.PONG:
@@ -574,6 +619,8 @@ class Connection:
         kw: dict[str, Any] = {}
         if self.max_message:
             kw["max_message"] = self.max_message
+        if self._fast is not None:
+            kw["fast"] = self._fast
         t = make_transport(self.transport_name, self._on_message, on_open=self._opened,
                            on_pong=self._on_pong, **kw)
         self.transport = t

@@ -67,6 +67,7 @@ import ring
 from ring.errors import CaptureError
 
 from . import __version__
+from . import transport as _transport
 from .connection import Connection
 from .pinning import lock_memory, pin
 from .repair import CHECKSUM_VENUES, ChannelServer, Integrity, channel_path, valid_report
@@ -309,11 +310,16 @@ class Receiver:
         cfg = self.cfg
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        compiled = cfg.transport == "picows" and _transport._fastpath is not None
         self._record("shard_start", venue=cfg.venue, shard=cfg.shard, shards=cfg.shards,
                      shard_id=cfg.shard if cfg.shard_id is None else cfg.shard_id,
                      pid=os.getpid(), transport=cfg.transport, url=self.url,
                      cores=sorted(os.sched_getaffinity(0)), version=__version__,
-                     epoch=self.producer.epoch)
+                     epoch=self.producer.epoch, listener="compiled" if compiled else "python")
+        if cfg.transport == "picows" and not compiled:
+            log.warning("event=slow_listener reason=%r: the compiled picows listener is not "
+                        "available; the Python one is several times slower (reinstall capture)",
+                        _transport.FASTPATH_ERROR)
         tasks = [asyncio.ensure_future(self._poll())]
         self._open_channel()
         try:

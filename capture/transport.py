@@ -182,6 +182,19 @@ try:  # picows is a compiled extension; the websockets transport works without i
 except ImportError:  # pragma: no cover - picows is a declared dependency
     _pw = None
 
+# The compiled listener (capture/_fastpath.pyx), built against the installed
+# picows.  Without it (no compiler or Cython at install time, or a picows
+# upgraded since the build) the Python listener does the same work, slower;
+# FASTPATH_ERROR says why, and the receiver logs it at start.
+_fastpath = None
+FASTPATH_ERROR: str | None = "picows is not installed"
+if _pw is not None:
+    try:
+        from capture import _fastpath  # type: ignore[attr-defined,no-redef]
+        FASTPATH_ERROR = None
+    except (ImportError, ValueError) as exc:   # ValueError: picows type sizes changed
+        FASTPATH_ERROR = f"{type(exc).__name__}: {exc}"
+
 
 def _make_picows_listener():  # built lazily so importing this module never needs picows
     """-> ``listener_class(transport)``: the picows listener class of one
@@ -211,7 +224,7 @@ def _make_picows_listener():  # built lazily so importing this module never need
         frag_flags = 0
 
         def on_frame(transport, frame) -> None:
-            nonlocal ts, fresh, frag, frag_flags
+            nonlocal ts, fresh
             # First, before anything else: the receive time of this socket
             # read.  Frames parsed from the same read arrived together and
             # share it (one clock read per read, not per frame: the clock
@@ -219,10 +232,16 @@ def _make_picows_listener():  # built lazily so importing this module never need
             if fresh:
                 ts = time_ns()
             fresh = frame.last_in_buffer
-            mt = frame.msg_type
-            if mt is TEXT and frame.fin and frame.payload_size < copy_below:
+            if frame.msg_type is TEXT and frame.fin and frame.payload_size < copy_below:
                 sink(frame.get_payload_as_bytes(), ts, 0)   # the common case
                 return
+            deliver(transport, frame, ts)
+
+        def deliver(transport, frame, ts) -> None:
+            """Everything after the stamp (also called by the compiled
+            listener, capture/_fastpath.pyx, for what it does not take)."""
+            nonlocal frag, frag_flags
+            mt = frame.msg_type
             if mt is TEXT or mt is BINARY:
                 if frame.fin:
                     n = frame.payload_size
@@ -272,16 +291,23 @@ def _make_picows_listener():  # built lazily so importing this module never need
             transport.disconnect()
             return True
 
+        def connected(transport) -> None:
+            t._ws = transport
+            t.on_open()
+
         class _Listener(_pw.WSListener):
             on_ws_frame = staticmethod(on_frame)
 
             def on_ws_connected(self, transport) -> None:
-                t._ws = transport
-                t.on_open()
+                connected(transport)
 
             def on_ws_disconnected(self, transport) -> None:
                 t._disconnected(transport)
 
+        if t.fast is not None and _fastpath is not None:
+            def factory():
+                return _fastpath.FastListener(t.fast, deliver, connected, t._disconnected)
+            return factory
         return _Listener
 
     return listener_class
@@ -295,10 +321,14 @@ class PicowsTransport(Transport):
 
     name = "picows"
 
-    def __init__(self, *a, **kw) -> None:
+    def __init__(self, *a, fast=None, **kw) -> None:
         super().__init__(*a, **kw)
         if _pw is None:  # pragma: no cover
             raise TransportError("the picows package is not installed")
+        #: capture._fastpath.FastState of the connection, or None: with it (and
+        #: the compiled module built), complete data messages above the
+        #: connection's peek size go to the ring without a Python call.
+        self.fast = fast
         self._ws = None
         self._error: tuple[int, str] | None = None
 
@@ -556,8 +586,9 @@ def make_transport(name: str, on_message: OnMessage, **kw) -> Transport:
     Raises:
         TransportError: unknown name.
     """
+    fast = kw.pop("fast", None)
     if name == "picows":
-        return PicowsTransport(on_message, **kw)
+        return PicowsTransport(on_message, fast=fast, **kw)
     if name == "websockets":
         return WebsocketsTransport(on_message, **kw)
     raise TransportError(f"unknown transport {name!r}; choose one of {', '.join(TRANSPORTS)}")

@@ -109,6 +109,10 @@ class Producer:
         #: before the first frame after the drop.
         self.raw_write: Callable[..., int] = lib.ring_write
         self.handle = self._p
+        # The same rule for compiled callers (capture/_fastpath.pyx), which
+        # call ring_write through a C pointer: while _hold[0] is non-zero they
+        # hand every frame to write() instead.
+        self._hold = ffi.new("int[1]")
         self.frag_limit: int = self._rf.info.frag_limit
         self.max_frame: int = self._rf.info.max_frame
         self.ring_id: bytes = self._rf.info.ring_id
@@ -185,6 +189,7 @@ class Producer:
         if self._gap is not None:
             self._flush_gap()
         self.raw_write = _use_write   # the ring is about to be unmapped
+        self._hold[0] = 1
         lib.ring_producer_close(self._p, time.time_ns())
         self._rf.close()
 
@@ -195,10 +200,18 @@ class Producer:
         self.close()
 
     # -- internals ---------------------------------------------------------
+    def c_handles(self) -> tuple[int, int, int]:
+        """(address of ring_write, address of this producer's C state,
+        address of its hold flag), for compiled callers.  Valid while this
+        producer is open; the caller keeps a reference to it."""
+        return (int(ffi.cast("uintptr_t", ffi.addressof(lib, "ring_write"))),
+                int(ffi.cast("uintptr_t", self._p)), int(ffi.cast("uintptr_t", self._hold)))
+
     def _lost(self, reason: str, nbytes: int, ts: int) -> None:
         if self._gap is None:
             self._gap = _PendingGap()
             self.raw_write = _use_write   # the gap record goes first: see raw_write
+            self._hold[0] = 1
         self._gap.add(reason, nbytes, ts or time.time_ns())
 
     def _flush_gap(self) -> None:
@@ -215,6 +228,7 @@ class Producer:
         if r >= 0:
             self._gap = None
             self.raw_write = lib.ring_write
+            self._hold[0] = 0
             lib.ring_count_gap_record(self._p)
 
     def _write_large(self, payload: Any, n: int, type: int, ts: int, conn: int, flags: int) -> WriteStatus:
