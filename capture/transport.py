@@ -197,8 +197,9 @@ if _pw is not None:
 
 
 def _make_picows_listener():  # built lazily so importing this module never needs picows
-    """-> ``listener_class(transport)``: the picows listener class of one
-    connection attempt."""
+    """-> ``listener_class(transport)``: the picows listener factory of one
+    connection attempt (the compiled listener when the transport has a
+    FastState and the module is built, else the Python listener class)."""
     WSMsgType = _pw.WSMsgType
     TEXT, BINARY, CONT, CLOSE, PING, PONG = (
         WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION, WSMsgType.CLOSE,
@@ -210,7 +211,7 @@ def _make_picows_listener():  # built lazily so importing this module never need
     #: 0.41 vs 0.49 us); above, it is passed as a view.
     copy_below = 64 * 1024
 
-    def listener_class(t: "PicowsTransport") -> type:
+    def listener_class(t: "PicowsTransport") -> Callable[[], object]:
         # on_ws_frame is a plain function closed over this attempt's state and
         # stored as a staticmethod, so a class per attempt: picows looks the
         # override up on every frame, and a staticmethod comes back as it is

@@ -139,7 +139,8 @@ int ring_read_batch(const uint8_t *base, uint64_t *pos_io, uint64_t *seq_io, rin
      * prefetching ahead of the walk breaks the chain.  Only for a backlog,
      * and never near head: a reader that keeps up would pull the lines the
      * producer is writing away from it (measured: a third fewer frames/s). */
-    uint64_t pf_end = end - pos >= RING_PREFETCH_BACKLOG ? end - RING_PREFETCH_BACKLOG / 2 : pos;
+    uint64_t pf_end = end > pos && end - pos >= RING_PREFETCH_BACKLOG ? end - RING_PREFETCH_BACKLOG / 2
+                                                                        : pos;
     uint64_t pf = pos & ~(uint64_t)63;
     uint64_t last_span = 0;
     while (n < o->max_frames) {
@@ -166,15 +167,15 @@ int ring_read_batch(const uint8_t *base, uint64_t *pos_io, uint64_t *seq_io, rin
         const uint8_t *h = data_at(base, cap, pos);
         uint64_t cw = LOAD_ACQ((const uint64_t *)h);
         uint32_t size = (uint32_t)cw, lo = (uint32_t)(cw >> 32);
-        if (size == 0)
-            break; /* never written, or cleared ahead by the producer */
-        if (lo != (uint32_t)seq) {
-            /* Older sequence: not written yet.  Newer: we were lapped. */
-            if ((int32_t)(lo - (uint32_t)seq) > 0) {
-                status = RING_READ_LAPPED;
-                o->bad_pos = pos;
-                o->bad_seq = lo;
-            }
+        if (lo != (uint32_t)seq || size == 0) {
+            /* Below head every frame is committed, so this is not "not yet":
+             * a newer sequence means we were lapped; anything else is either
+             * corruption or (untethered readers) a lap that left payload
+             * bytes here, which the caller tells apart with ring_still_valid. */
+            status = size != 0 && (int32_t)(lo - (uint32_t)seq) > 0 ? RING_READ_LAPPED
+                                                                     : RING_READ_CORRUPT;
+            o->bad_pos = pos;
+            o->bad_seq = lo;
             break;
         }
         uint8_t type = h[24];

@@ -280,6 +280,9 @@ class Reader:
                 posp[0], seqp[0] = pos0, seq0
                 self._raise_lapped(pos0, seq0)
             if n == 0:
+                if not self.tethered and not lib.ring_still_valid(base, pos0):
+                    posp[0], seqp[0] = pos0, seq0   # overwritten while we walked: a lap
+                    self._raise_lapped(pos0, seq0)
                 raise CorruptFrame(self.path, self._out.bad_pos, self._out.bad_seq,
                                    "CRC, size or sequence check failed")
             # Hand out the good frames first; the next read raises.

@@ -380,6 +380,28 @@ def test_crc_verification_detects_corruption(ring_path):
         rd.close()
 
 
+def test_damaged_commit_word_below_head_is_corruption_not_not_yet(ring_path):
+    """Readers walk up to the published head, so a frame there whose commit
+    word does not carry the expected sequence is damage, reported loudly
+    (not "nothing yet", which would leave a drain spinning on it)."""
+    make(ring_path)
+    with ring.Producer(ring_path) as p:
+        rd = ring.Reader(ring_path, "r", tethered=True)
+        p.write(b"good")
+        p.write(b"will be damaged")
+        with open(ring_path, "r+b") as f:  # frame 1's seq_lo (bytes 4..8) set back to 0
+            f.seek(4096 + 40 + 4)
+            f.write(b"\0\0\0\0")
+        b = rd.read()
+        assert [bytes(x.payload) for x in b] == [b"good"]
+        rd.commit(b)
+        assert rd.wait(5.0)  # head is ahead: news, not a reason to sleep
+        with pytest.raises(CorruptFrame) as ei:
+            rd.read()
+        assert (ei.value.position, ei.value.sequence) == (40, 0)  # where, and what was found there
+        rd.close()
+
+
 def test_stats_readable_without_attaching_a_reader(ring_path):
     make(ring_path)
     with ring.Producer(ring_path) as p, ring.Reader(ring_path, "f", tethered=True) as rd:
