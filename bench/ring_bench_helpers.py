@@ -149,7 +149,8 @@ class PairRun:
     """Two spawned processes, started and made ready outside the timed part."""
 
     def __init__(self, producer: Callable, producer_args: tuple, reader: Callable,
-                 reader_args: tuple, timeout: float = 120.0) -> None:
+                 reader_args: tuple, timeout: float = 120.0,
+                 producer_kwargs: dict | None = None) -> None:
         self.timeout = timeout
         self.go = _CTX.Event()
         rd_ready, pr_ready = _CTX.Event(), _CTX.Event()
@@ -158,7 +159,8 @@ class PairRun:
         cp, cr = cpu_pair()
         self.reader = _CTX.Process(target=reader, args=(*reader_args, cr, rd_ready, rd_send), daemon=True)
         self.producer = _CTX.Process(target=producer,
-                                     args=(*producer_args, cp, pr_ready, self.go, pr_send), daemon=True)
+                                     args=(*producer_args, cp, pr_ready, self.go, pr_send),
+                                     kwargs=producer_kwargs or {}, daemon=True)
         self.reader.start()
         if not rd_ready.wait(60):
             self.kill()
@@ -364,11 +366,15 @@ def _pace(deadline_ns: int) -> None:
 
 
 def ring_lat_producer_main(path: str, total: int, interval_ns: int, frame_bytes: int, cpu, ready, go,
-                           conn) -> None:
-    _guard(_ring_lat_producer, conn, path, total, interval_ns, frame_bytes, cpu, ready, go)
+                           conn, stamp: str = "core") -> None:
+    _guard(_ring_lat_producer, conn, path, total, interval_ns, frame_bytes, cpu, ready, go, stamp)
 
 
-def _ring_lat_producer(path, total, interval_ns, frame_bytes, cpu, ready, go):
+def _ring_lat_producer(path, total, interval_ns, frame_bytes, cpu, ready, go, stamp="core"):
+    """stamp "core": ``write(payload)``, the core stamps inside the call (the
+    API's default; the compiled receiver path also stamps in C).  "python":
+    ``write(payload, ts=time.time_ns())``, the stamp taken in Python before
+    the call, so the caller's own call overhead is part of the figure."""
     import ring
 
     pin(cpu)
@@ -379,10 +385,14 @@ def _ring_lat_producer(path, total, interval_ns, frame_bytes, cpu, ready, go):
     go.wait()
     wakes0 = ring.stats(path)["wakes"]
     nxt = time.perf_counter_ns()
+    py_stamp = stamp == "python"
     for _ in range(total):
         nxt += interval_ns
         _pace(nxt)
-        w(payload, ts=now())  # stamped in Python, as the receiver does on receipt
+        if py_stamp:
+            w(payload, ts=now())
+        else:
+            w(payload)
     wakes = ring.stats(path)["wakes"] - wakes0
     p.close()
     return {"wakes": int(wakes)}

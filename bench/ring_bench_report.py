@@ -24,7 +24,7 @@ RATIOS = (("ring-py", "ref-c"), ("c-core", "ref-c"), ("ring-py", "c-core"), ("ri
 RATIO_TARGETS = {("ring-py", "ref-c", 256): 0.7, ("ring-py", "mp.Queue", 256): 20.0,
                  ("ring-py", "faster-fifo", 256): 20.0}
 GBPS_TARGET = {("ring-py", 2048): 8.0, ("c-core", 2048): 8.0}
-LAT_ORDER = ("ring, spinning reader", "ring, futex-sleeping reader", "ring, reader polling read()",
+LAT_ORDER = ("ring, spinning reader", "ring, spinning reader, ts from Python", "ring, futex-sleeping reader", "ring, reader polling read()",
              "c-core, spinning reader",
              "c-core, futex-sleeping reader", "faster-fifo, blocking get", "faster-fifo, polling get",
              "mp.Queue, blocking get")

@@ -17,9 +17,13 @@ processes (threads for the C reference), pinned to two different cores:
 * ``faster-fifo``  faster_fifo.Queue (4 MiB, raw bytes, no pickling), put per
                    frame, get_many on the reader side
 
-One-way latency, 256 B frames, one every 200 us: the writer stamps
-CLOCK_REALTIME (``time.time_ns()``) into the frame just before the write
-call; the reader computes ``time.time_ns() - ts`` after its read returns.
+One-way latency, 256 B frames, one every 200 us: the ring's writer calls
+``write(payload)`` and the core stamps CLOCK_REALTIME inside the call (the
+API's default; the receiver's compiled path also stamps in C); one more ring
+case stamps in Python just before the call (``write(payload,
+ts=time.time_ns())``), which adds the caller's own call overhead; the queue
+peers can only stamp in Python before their put.  The reader computes
+``time.time_ns() - ts`` after its read returns.
 Ring with a spinning reader (spin_us = 2 s), a sleeping one (spin_us = 0:
 50 us of sched_yield, then the futex), both calling ``read(timeout)`` (wait
 and read in one C call), and one that polls ``read()`` from Python without
@@ -262,6 +266,7 @@ def test_micro_per_frame(benchmark, make_ring, frame_bytes, step):
 # -- one-way latency -------------------------------------------------------------------
 LAT_CASES = {
     "ring, spinning reader": "ring-spin",
+    "ring, spinning reader, ts from Python": "ring-spin-pyts",
     "ring, futex-sleeping reader": "ring-futex",
     "ring, reader polling read()": "ring-poll",
     "c-core, spinning reader": "core-spin",
@@ -292,9 +297,12 @@ def test_latency_one_way(benchmark, request, make_ring, case):
     def setup():
         if kind.startswith("ring"):
             path = make_ring()
-            spin = {"ring-spin": 2_000_000.0, "ring-futex": 0.0, "ring-poll": -1.0}[kind]
+            spin = {"ring-spin": 2_000_000.0, "ring-spin-pyts": 2_000_000.0, "ring-futex": 0.0,
+                    "ring-poll": -1.0}[kind]
+            stamp = "python" if kind == "ring-spin-pyts" else "core"
             pair = h.PairRun(h.ring_lat_producer_main, (path, total, LAT_INTERVAL_NS, 256),
-                             h.ring_lat_reader_main, (path, total, LAT_WARM, spin))
+                             h.ring_lat_reader_main, (path, total, LAT_WARM, spin),
+                             producer_kwargs={"stamp": stamp})
         elif kind.startswith("ff"):
             q = h.new_queue("ff")
             pair = h.PairRun(h.ff_lat_producer_main, (q, total, LAT_INTERVAL_NS, 256),
