@@ -27,7 +27,10 @@ record - and, for transitions, ``from``)::
 
     connecting {attempt, url}       opened {attempt, url}     connect_failed {status, error}
     subscribe_sent {channel, symbols, req_id, reason}
-    subscribed {channel, symbol, req_id}          subscribe_failed {channel, symbols, error, code}
+    subscribed {channel, symbol, req_id}          subscribe_failed {channel, symbols, error, code[, retry_in_s]}
+                                    (retry_in_s: refused for the venue's request rate; sent
+                                    again on this connection then, subscribe_sent reason
+                                    "rate_limit_retry", the delay doubling per refusal)
     subscribe_timeout {pending}     venue_error {error, code}  live {acked, failed, timed_out}
     keepalive_timeout {waited_s}    silence_timeout {silent_s, last_data_ns}
     closed {code, reason, by}       reconnect {attempt, delay, failures, cap}
@@ -167,6 +170,10 @@ class Connection:
         self.history: list[tuple[State, Event, State]] = []
         # per-attempt reply tracking
         self._requests: list[Request] = []
+        # subscriptions refused for the venue's request rate: (due monotonic, channel, symbols)
+        self._sub_retries: list[tuple[float, str | None, list[str]]] = []
+        self._sub_retry_n = 0     # consecutive rate refusals: the retry delay doubles
+        self.subscribe_retries = 0
         self._acked = self._failed = self._timed_out = 0
         self._ping_sent_at: float | None = None
         self._next_ping = 0.0
@@ -354,6 +361,7 @@ class Connection:
                 r.pending.discard(key)
                 self.subscriber.acked(r, c.sid, ch)
             self._acked += 1
+            self._sub_retry_n = 0
             self._record("subscribed", channel=c.channel or (r.channel if r else None),
                          symbol=c.symbol, req_id=c.req_id)
         else:  # ERROR
@@ -367,13 +375,41 @@ class Connection:
                 syms = sorted(s for _, s in r.pending)
                 r.pending.clear()
                 self._failed += len(syms)
+                retry = self._schedule_retry(r.channel, syms, c.detail)
                 self._record("subscribe_failed", channel=r.channel, symbols=syms,
-                             error=c.detail, code=c.code, req_id=c.req_id)
+                             error=c.detail, code=c.code, req_id=c.req_id,
+                             **({"retry_in_s": retry} if retry is not None else {}))
             else:
                 self._record("venue_error", error=c.detail, code=c.code, req_id=c.req_id)
             if c.code is not None and c.code == self.subscriber.auth_error_code:
                 self._auth_error(None, c.code, c.detail or "")
         self._maybe_live()
+
+    def _schedule_retry(self, channel: str | None, symbols: list[str],
+                        detail: str | None) -> float | None:
+        """A subscribe refused for the venue's request rate is sent again on
+        this connection after a delay (doubling per consecutive refusal, up to
+        ``subscribe_retry_cap``) instead of waiting for the next reconnect.
+        Returns the delay, or None when the refusal is not about the rate."""
+        if not symbols or not self.subscriber.rate_limited(detail):
+            return None
+        tm = self.timing
+        delay = min(tm.subscribe_retry_cap, tm.subscribe_retry * (2 ** self._sub_retry_n))
+        self._sub_retry_n += 1
+        self._sub_retries.append((time.monotonic() + delay, channel, symbols))
+        return round(delay, 3)
+
+    def _send_due_retries(self) -> None:
+        if not self._sub_retries or self.state not in (S.LIVE, S.SUBSCRIBING):
+            return
+        now = time.monotonic()
+        due = [x for x in self._sub_retries if x[0] <= now]
+        if not due:
+            return
+        self._sub_retries = [x for x in self._sub_retries if x[0] > now]
+        for _, channel, symbols in due:
+            self.subscribe_retries += 1
+            self._send_requests(self.subscriber.resubscribe(channel, symbols), "rate_limit_retry")
 
     # -- integrity ---------------------------------------------------------------
     def _seq(self, payload: bytes | memoryview, hm: Any) -> None:
@@ -613,6 +649,8 @@ class Connection:
         self._repairing = {}
         self._auth_close = False
         self._requests = []
+        self._sub_retries = []    # a new connection subscribes everything afresh
+        self._sub_retry_n = 0
         self._acked = self._failed = self._timed_out = 0
         self._ping_sent_at = None
         self.live_since = 0.0
@@ -664,7 +702,7 @@ class Connection:
 
     def _tick(self) -> float:
         tm = self.timing
-        c = [0.5, tm.subscribe_timeout / 4, tm.pong_timeout / 4]
+        c = [0.5, tm.subscribe_timeout / 4, tm.pong_timeout / 4, tm.subscribe_retry / 4]
         if self.ping_interval:
             c.append(self.ping_interval / 4)
         if self.silence_ns:
@@ -697,6 +735,7 @@ class Connection:
                     await self._replace(t, closed, "authentication failed")
                     return
                 now = loop.time()
+                self._send_due_retries()
                 # reply timeouts
                 for r in self._requests:
                     if r.pending and time.time_ns() - r.sent_ns > tm.subscribe_timeout * 1e9:
@@ -759,5 +798,6 @@ class Connection:
                 "attempt": self.attempt, "members": len(self.members), "subscribed": subscribed,
                 "seq_gaps": self.seq_gaps, "repairs": self.repairs,
                 "repairs_suppressed": self.suppressed, "auth_failures": self.auth_failures,
+                "subscribe_retries": self.subscribe_retries,
                 "last_data_ns": self.last_data_ns, "live_since_ns": self.live_ns,
                 "silence_timeout": (self.silence_ns / 1e9) or None}

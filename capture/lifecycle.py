@@ -123,6 +123,11 @@ class Timing:
     #: auth_backoff_cap (credentials rarely fix themselves within seconds).
     auth_backoff: float = 5.0
     auth_backoff_cap: float = 300.0
+    #: Subscriptions the venue refused for its request rate are sent again
+    #: on the live connection after this, doubling per consecutive refusal up
+    #: to subscribe_retry_cap.
+    subscribe_retry: float = 1.0
+    subscribe_retry_cap: float = 30.0
 
     def __post_init__(self) -> None:
         for k, v in self.__dict__.items():
@@ -132,6 +137,8 @@ class Timing:
             raise ConfigError(None, "timing.backoff_cap", "must be >= backoff_base")
         if self.auth_backoff_cap < self.auth_backoff:
             raise ConfigError(None, "timing.auth_backoff_cap", "must be >= auth_backoff")
+        if self.subscribe_retry_cap < self.subscribe_retry:
+            raise ConfigError(None, "timing.subscribe_retry_cap", "must be >= subscribe_retry")
 
     def backoff(self, failures: int, rng: random.Random) -> tuple[float, float]:
         """``(delay, cap)``: full jitter over the capped exponential."""

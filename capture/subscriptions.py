@@ -82,6 +82,17 @@ class Subscriber:
     def headers(self) -> dict[str, str] | None:
         return None
 
+    #: Error details meaning "too many requests, try again later" (the venue
+    #: refused the subscribe for its rate, not for the instrument).
+    rate_limit_errors: tuple[str, ...] = ()
+
+    def rate_limited(self, detail: str | None) -> bool:
+        return detail is not None and any(e in detail for e in self.rate_limit_errors)
+
+    def resubscribe(self, channel: str | None, symbols: list[str]) -> list[Request]:
+        """Requests for these instruments on this channel only (a retry)."""
+        return [r for r in self.subscribe(symbols) if r.channel == channel]
+
     def acked(self, r: Request | None, sid: int | None, channel: str | None) -> None:
         """An ack matched request ``r`` (Kalshi keeps the sids)."""
 
@@ -96,6 +107,8 @@ class Subscriber:
 
 
 class KrakenSubscriber(Subscriber):
+    rate_limit_errors = ("Exceeded msg rate",)
+
     def channels(self) -> tuple[str, ...]:
         return tuple(self.options.get("channels") or ("trade", "ticker", "book"))
 

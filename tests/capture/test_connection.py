@@ -246,6 +246,35 @@ def test_reconnect_with_backoff_and_jitter_under_repeated_disconnects(ring_path,
     assert len(_ctl(msgs, kind="shard_start")) == 1
 
 
+def test_rate_limited_subscribe_is_retried_on_the_live_connection(ring_path):
+    """Kraken refuses the third subscribe of a burst ("Exceeded msg rate"):
+    the connection goes live with what it has, sends the refused one again
+    after the retry delay, and ends up with every channel - no reconnect."""
+    sc = Scenario(rate=200, heartbeat_interval=3600, subscribe_burst=2, subscribe_refill=20.0, seed=3)
+    timing = Timing(**{**FAST.__dict__, "subscribe_retry": 0.2, "subscribe_retry_cap": 1.0})
+    with SimulatorThread(["kraken"], sc) as st:
+        cfg = ReceiverConfig(ring=ring_path, venue="kraken", url=st.url("kraken"),
+                             symbols=["BTC/USD"], channels=["trade", "ticker", "book"],
+                             transport="picows", timing=timing, seed=2)
+        col = Collector(ring_path)
+        rt = ReceiverThread(cfg)
+        try:
+            wait_for(lambda: len(_ctl(col.snapshot(), 0, "subscribed")) == 3, 20,
+                     "all three channels subscribed")
+        finally:
+            rt.stop()
+            msgs = col.stop()
+        assert len(st.sim.connections("kraken")) == 1
+    failed = _ctl(msgs, 0, "subscribe_failed")
+    assert len(failed) >= 1 and all("Exceeded msg rate" in f["error"] for f in failed)
+    assert all(f["retry_in_s"] > 0 for f in failed)
+    retries = [c for c in _ctl(msgs, 0, "subscribe_sent") if c["reason"] == "rate_limit_retry"]
+    assert [r["channel"] for r in retries][-1] == failed[-1]["channel"]
+    assert {c["channel"] for c in _ctl(msgs, 0, "subscribed")} == {"trade", "ticker", "book"}
+    assert _ctl(msgs, 0, "live")[0]["failed"] == len(failed[0]["symbols"])   # live before the retry
+    assert not _ctl(msgs, 0, "reconnect")
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_silence_watchdog_replaces_a_silent_but_ponging_connection(ring_path, transport):
     sc = Scenario(rate=300, silence_after=20, silence_connections=1, max_messages=60, seed=5)
