@@ -52,29 +52,13 @@ import asyncio
 import collections
 import itertools
 import logging
-import re
 import time
 from typing import Any, Awaitable, Callable, Iterable
 
 import orjson
 from nats.aio.client import Client
 
-def _nats_py_version() -> tuple[int, int]:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        major, minor = version("nats-py").split(".")[:2]
-        return int(major), int(minor)
-    except (PackageNotFoundError, ValueError):   # pragma: no cover
-        return (0, 0)
-
-
-#: nats-py releases whose parser internals the fast ack parser was tested
-#: against.  It reads the parser's buffer and state, which a release may
-#: change without notice; on any other release acks take nats-py's own path
-#: (slower, same results).
-_FAST_PARSER_TESTED = {(2, 16)}
-_FAST_PARSER_OK = _nats_py_version() in _FAST_PARSER_TESTED
-
+from flusher.client_hooks import ClientHooks
 from ring.errors import PublishError
 
 log = logging.getLogger("capture.publisher")
@@ -82,9 +66,9 @@ log = logging.getLogger("capture.publisher")
 _OK_PREFIX = b'{"stream":'
 _CRLF = b"\r\n"
 _monotonic = time.monotonic
-# Pending bytes that trigger an immediate socket write (see _send).
+# Pending bytes that trigger an immediate socket write (see _queue_hpub).
 _FLUSH_BYTES = 64 << 10
-# Longest span of sends that share one deadline record (see _send).
+# Longest span of sends that share one deadline record (see _record_deadline).
 _TIMER_GRAIN = 0.005
 
 
@@ -198,9 +182,7 @@ class AckPipeline:
         self._closed = False
         self._verifying = False
         self._fast = hasattr(nc, "_send_command") and hasattr(nc, "_flush_queue")
-        self._hooked = False                # our wrappers of the client's internals are live
-        self._orig_process_msg = None
-        self._orig_parse = None
+        self._hooks: ClientHooks | None = None   # our wrappers of the client's internals
         # Global backoff after failure replies: the whole pipeline holds its
         # sends, so a stream without a leader is not hit by a window's worth of
         # resends at every retry round.  Reset by the first success.
@@ -217,124 +199,17 @@ class AckPipeline:
         self._sub = await self.nc.subscribe(self._inbox + ".*.*", cb=self._on_reply_msg,
                                             pending_msgs_limit=1 << 20,
                                             pending_bytes_limit=256 << 20)
-        self._install_fast_replies()
-        self._install_fast_parser()
+        sid = getattr(self._sub, "_id", None)
+        if self._fast and sid is not None:
+            self._hooks = ClientHooks(self.nc, sid, self._inbox_b, self._on_reply, self._take_acks)
+            self._hooks.install()
         self._task = asyncio.get_running_loop().create_task(self._timer_loop(), name="ack-timers")
         return self
 
-    def _install_fast_replies(self) -> None:
-        """Take this subscription's replies straight from the protocol parser.
-
-        nats-py turns every MSG into a Msg object, queues it and hands it to
-        a per-subscription task; for one small ack per published frame that
-        is most of the cost.  The client's ``_process_msg`` is wrapped on this
-        instance only: replies to our inbox go to :meth:`_on_reply`, all else
-        to nats-py as before.  The subscription stays registered, so nats-py
-        still re-subscribes it after a reconnect.  A closed pipeline's
-        wrapper passes everything on (another pipeline may have wrapped it).
-        """
-        nc = self.nc
-        sid = getattr(self._sub, "_id", None)
-        orig = getattr(nc, "_process_msg", None)
-        if sid is None or orig is None or not self._fast:
-            return
-        on_reply = self._on_reply
-
-        async def process_msg(s, subject, reply, data, headers, _orig=orig):
-            if s == sid and self._hooked:
-                on_reply(subject, data, headers)
-                return None
-            return await _orig(s, subject, reply, data, headers)
-
-        self._orig_process_msg = orig
-        self._process_msg_hook = process_msg
-        nc._process_msg = process_msg
-        self._hooked = True
-
-    def _install_fast_parser(self) -> None:
-        """Take runs of our acks from the client's parser buffer in one pass.
-
-        nats-py's parser handles one message per loop round (several regular
-        expressions, a dict, two copies and an await each).  An ack is one
-        short ``MSG <inbox>.<seq>.<attempt> <sid> <len>`` line and a one-line
-        JSON body, so a run of them is recognised by one regular expression
-        and split by ``findall``.  Only the beginning of the buffer is taken,
-        and only in the parser's between-messages state; whatever follows
-        (a status reply, another subscription's message, PING, INFO) goes to
-        nats-py's parser unchanged, and an ack cut off at the end of a read
-        waits in the buffer for the rest.
-        """
-        nc = self.nc
-        ps = getattr(nc, "_ps", None)
-        sid = getattr(self._sub, "_id", None)
-        if (not _FAST_PARSER_OK or ps is None or sid is None or not self._hooked or not hasattr(ps, "buf")
-                or not hasattr(ps, "state") or not callable(getattr(ps, "parse", None))):
-            return
-        try:
-            from nats.protocol.parser import AWAITING_CONTROL_LINE as ctl, MAX_CONTROL_LINE_SIZE
-        except ImportError:   # pragma: no cover - a nats-py without this parser
-            return
-        head = re.escape(b"MSG " + self._inbox_b + b".")
-        tail = re.escape(b" %d " % sid)
-        one = re.compile(head + rb"(\d+)\.(\d+)" + tail + rb"(\d+)\r\n([^\r\n]*)\r\n")
-        run = re.compile(rb"(?:" + head + rb"\d+\.\d+" + tail + rb"\d+\r\n[^\r\n]*\r\n)+")
-        line = re.compile(head + rb"\d+\.\d+" + tail + rb"(\d+)\r\n")
-        head_b = b"MSG " + self._inbox_b + b"."
-        orig = ps.parse
-        take = self._take_acks
-
-        def incomplete_ack(buf: bytearray) -> bool:
-            """The buffer holds the beginning of one of our acks, not all of it."""
-            if len(buf) < len(head_b):
-                return head_b.startswith(bytes(buf))
-            if not buf.startswith(head_b):
-                return False
-            m = line.match(buf)
-            if m is None:      # control line not complete yet (or not ours: nats-py decides)
-                return len(buf) < MAX_CONTROL_LINE_SIZE and _CRLF not in buf
-            return len(buf) < m.end() + int(m.group(1)) + 2
-
-        async def parse(data: bytes = b"") -> None:
-            if not self._hooked or ps.state != ctl:
-                return await orig(data)
-            buf = ps.buf
-            if buf:
-                buf.extend(data)
-                src = buf
-            else:
-                src = data
-            m = run.match(src)
-            if m is not None:
-                end = m.end()
-                acks = one.findall(src, 0, end)
-                if src is buf:
-                    del buf[:end]
-                else:
-                    buf.extend(memoryview(data)[end:])
-                take(acks)
-            elif src is data:
-                buf.extend(data)
-            if buf and not incomplete_ack(buf):
-                await orig(b"")
-
-        self._orig_parse = orig
-        self._parse_hook = parse
-        ps.parse = parse
-
-    def _remove_hooks(self) -> None:
-        self._hooked = False
-        nc = self.nc
-        if self._orig_process_msg is not None:
-            _unwrap(nc, "_process_msg", self._process_msg_hook, self._orig_process_msg)
-            self._orig_process_msg = None
-        ps = getattr(nc, "_ps", None)
-        if self._orig_parse is not None and ps is not None:
-            _unwrap(ps, "parse", self._parse_hook, self._orig_parse)
-            self._orig_parse = None
-
     async def close(self) -> None:
         self._closed = True
-        self._remove_hooks()
+        if self._hooks is not None:
+            self._hooks.remove()
         if self._task:
             self._task.cancel()
             try:
@@ -433,24 +308,13 @@ class AckPipeline:
         if not self._fast or now < self._pause_until or not nc.is_connected:
             self._send(e)
             return
-        # The first send, inlined (the common case; _send does the same).
+        # The first send without _send's checks (the common case), with the
+        # HPUB line from the per-pipeline template.
         e.attempt = 1
         e.first_sent = e.sent = now
         hl = len(hdr)
-        line = self._hpub1 % (subject, seq, hl, hl + len(payload))
-        nc._pending += (line, hdr, payload, _CRLF)
-        size = nc._pending_data_size + len(line) + e.size + 2
-        nc._pending_data_size = size
-        if size < _FLUSH_BYTES or not self._write_now():
-            fq = nc._flush_queue
-            if fq is not None and fq.empty():
-                fq.put_nowait(asyncio.get_running_loop().create_future())
-        if now < self._tb_end:
-            self._tb.append(seq)
-        else:
-            self._tb = tb = [seq]
-            self._tb_end = end = now + self._grain
-            self._timers.append((end + self.ack_timeout, end, tb))
+        self._queue_hpub(self._hpub1 % (subject, seq, hl, hl + len(payload)), hdr, payload)
+        self._record_deadline(seq, now)
         self._n_sent += 1
 
     def ack_local(self, seq: int, subject: str = "", commit: Any = None) -> None:
@@ -474,36 +338,41 @@ class AckPipeline:
             e.first_sent = now
         e.sent = now
         if self._fast:
-            # What nats-py's publish() queues: the pending buffer, then a kick
-            # to the client's flusher task if it is idle.  A full buffer is
-            # written at once: the server starts storing while we are still
-            # producing, instead of after the whole batch.
-            # The command goes in as pieces (line, header, payload, CRLF): the
-            # payload is copied once, when the pending list is joined.
-            hdr = e.hdr
-            hl = len(hdr)
-            line = b"HPUB %s %s.%d.%d %d %d\r\n" % (
-                e.subject, self._inbox_b, e.seq, e.attempt, hl, hl + len(e.payload))
-            nc._pending += (line, hdr, e.payload, _CRLF)
-            size = nc._pending_data_size + len(line) + hl + len(e.payload) + 2
-            nc._pending_data_size = size
-            if size < _FLUSH_BYTES or not self._write_now():
-                fq = nc._flush_queue
-                if fq is not None and fq.empty():
-                    fq.put_nowait(asyncio.get_running_loop().create_future())
+            hl = len(e.hdr)
+            self._queue_hpub(b"HPUB %s %s.%d.%d %d %d\r\n" % (
+                e.subject, self._inbox_b, e.seq, e.attempt, hl, hl + len(e.payload)), e.hdr, e.payload)
         else:   # pragma: no cover - a client without the internals we use
             asyncio.ensure_future(self._send_public(e, f"{self._inbox}.{e.seq}.{e.attempt}"))
-        # The deadline: sends within one grain share a record that fires
-        # when the last of them is due (see the timer loop).
-        if now < self._tb_end:
-            self._tb.append(e.seq)
-        else:
-            self._tb = tb = [e.seq]
-            self._tb_end = end = now + self._grain
-            self._timers.append((end + self.ack_timeout, end, tb))
+        self._record_deadline(e.seq, now)
         self._n_sent += 1
         if e.attempt > 1:
             self._n_resent += 1
+
+    def _queue_hpub(self, line: bytes, hdr: bytes, payload: bytes) -> None:
+        """What nats-py's publish() queues: the pending buffer, then a kick to
+        the client's flusher task if it is idle.  The command goes in as
+        pieces (line, header, payload, CRLF), so the payload is copied once,
+        when the pending list is joined.  Past 64 KiB pending, the buffer is
+        written at once: the server starts storing while we are still
+        producing, instead of after the whole batch."""
+        nc = self.nc
+        nc._pending += (line, hdr, payload, _CRLF)
+        size = nc._pending_data_size + len(line) + len(hdr) + len(payload) + 2
+        nc._pending_data_size = size
+        if size < _FLUSH_BYTES or not self._write_now():
+            fq = nc._flush_queue
+            if fq is not None and fq.empty():
+                fq.put_nowait(asyncio.get_running_loop().create_future())
+
+    def _record_deadline(self, seq: int, now: float) -> None:
+        """Sends within one grain share a deadline record that fires when the
+        last of them is due (see the timer loop)."""
+        if now < self._tb_end:
+            self._tb.append(seq)
+        else:
+            self._tb = tb = [seq]
+            self._tb_end = end = now + self._grain
+            self._timers.append((end + self.ack_timeout, end, tb))
 
     def _write_now(self) -> bool:
         """Hand the client's whole pending buffer (ours and anything nats-py
@@ -773,18 +642,6 @@ class AckPipeline:
             return True
         except asyncio.TimeoutError:
             return False
-
-
-def _unwrap(obj: Any, name: str, hook: Any, orig: Any) -> None:
-    """Undo ``obj.name = hook``.  If another wrapper was installed on top of
-    ours, ours stays in the chain (it passes everything on once unhooked)."""
-    if getattr(obj, name, None) is not hook:
-        return
-    if getattr(orig, "__self__", None) is obj and getattr(orig, "__func__", None) is \
-            getattr(type(obj), name, None):
-        delattr(obj, name)      # the class's method again
-    else:
-        setattr(obj, name, orig)
 
 
 def _classify_error(data: bytes, hdr: bytes | None) -> tuple[str, str]:

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from conftest_nats import *  # noqa: F401,F403,E402
 from conftest_nats import read_stream, run_async, timeout  # noqa: E402
 
-from flusher import pipeline  # noqa: E402
+from flusher import client_hooks  # noqa: E402
 from flusher.pipeline import AckPipeline, build_headers  # noqa: E402
 
 
@@ -42,14 +42,14 @@ def _check_once(msgs, n: int) -> None:
 @pytest.mark.parametrize("fast_parser", [True, False], ids=["fast-ack-parser", "nats-py-parser"])
 def test_basic_window_and_commit_order(nats_server, monkeypatch, fast_parser):
     # False: what a nats-py release the fast ack parser was not tested against gets
-    monkeypatch.setattr(pipeline, "_FAST_PARSER_OK", fast_parser and pipeline._FAST_PARSER_OK)
+    monkeypatch.setattr(client_hooks, "FAST_PARSER_OK", fast_parser and client_hooks.FAST_PARSER_OK)
 
     async def main():
         nc = await nats.connect(nats_server.url)
         await nc.jsm().add_stream(name="S", subjects=["s.>"], duplicate_window=60)
         commits = []
         p = await AckPipeline(nc, window=64, on_commit=commits.append).start()
-        assert (p._orig_parse is not None) == pipeline._FAST_PARSER_OK  # the path under test is live
+        assert p._hooks.parser_installed == client_hooks.FAST_PARSER_OK  # the path under test is live
         for i in range(1000):
             await p.submit(i, "s.a", b"frame-%d" % i, _hdr(i), commit=i)
             assert p.in_flight <= 64
