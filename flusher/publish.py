@@ -51,7 +51,6 @@ import asyncio
 import collections
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -61,11 +60,12 @@ import numpy as np
 
 import ring
 from ring.assemble import Assembler
-from ring.errors import CaptureError, ConfigError, Lapped, RingError, SegmentError
+from ring.errors import CaptureError, ConfigError, Lapped, RingError
 from ring.frame import HEADER as _FRAME_HEADER, FrameType
 
 from capture import histogram
 from flusher.routing import SubjectFn, _valid_subject, test_subject_fn, venue_subject_fn  # noqa: F401
+from flusher.catchup import SegmentCatchup
 from flusher.pipeline import AckPipeline
 from flusher.stream import (BusConfig, NatsAuthError, NatsTLSError, NatsUnreachable,
                             StreamMismatch, connect, ensure_stream, horizon_margin,
@@ -86,7 +86,7 @@ class _DrainExpired(Exception):
     """Internal: the shutdown drain ran out of time."""
 
 
-class Publisher:
+class Publisher(SegmentCatchup):
     """One shard's publisher.
 
     Args:
@@ -470,88 +470,6 @@ class Publisher:
         self._lap_pos = lap.position
         self._asm = Assembler()     # next_seq is a message boundary: nothing half-done
         self._disk_progress_at = time.monotonic()
-
-    # -- segment files ------------------------------------------------------------------------
-    def _segment_list(self) -> list[str]:
-        from flusher.read import segment_paths
-        from flusher.segment import parse_name
-        if not self.segments or not os.path.isdir(self.segments):
-            return []
-        paths = segment_paths(self.segments, self.venue, self.shard)
-        named = [(p, parse_name(os.path.basename(p))) for p in paths]
-        # Skip whole files that end before next_seq: the next file starts at or before it.
-        out = []
-        for i, (p, sn) in enumerate(named):
-            nxt = named[i + 1][1] if i + 1 < len(named) else None
-            if nxt is not None and sn is not None and nxt.first_seq <= self.next_seq:
-                continue
-            out.append(p)
-        return out
-
-    async def _pump_disk(self) -> bool:
-        from flusher.read import records
-        start = self.next_seq
-        pipe = self.pipe
-        ring_id = bytes.fromhex(self.ring_id.decode())
-        # Every round restarts at next_seq, a message boundary: a fresh assembler.
-        asm = self._asm = Assembler()
-        count = 0
-        try:
-            for path in self._segment_list():
-                hdrs: list = []
-                try:
-                    it = records(path, start_seq=self.next_seq, header_out=hdrs)
-                    for _off, rec, payload in it:
-                        if hdrs and hdrs[0].ring_id != ring_id:
-                            break     # a file of an earlier ring with this shard number
-                        seq, ts, typ, fl, conn = rec[2], rec[3], rec[4], rec[5], rec[6]
-                        if seq < self.next_seq or typ == _PADDING:
-                            continue
-                        if seq > self.next_seq and asm.open_chain_seq is None:
-                            self._lost(self.next_seq, seq - 1, "missing from the segment files")
-                        msg = asm.feed(seq, ts, typ, fl, conn, payload)
-                        if asm.open_chain_seq is None:
-                            self.next_seq = seq + 1
-                        if msg is None:
-                            continue
-                        if not self._first_checked:
-                            await self._first_check(msg.seq, msg.ts)
-                        if not pipe.has_room():
-                            await self._wait_room()
-                        self._publish(msg.seq, msg.ts, msg.type, msg.payload,
-                                      (self._lap_pos, seq + 1))
-                        count += 1
-                        if count % 1024 == 0:
-                            self._commit()
-                            await asyncio.sleep(0)
-                except FileNotFoundError:
-                    break       # renamed (closed/compressed) under us: list again
-        except SegmentError as exc:
-            self.stats["segment_error"] += 1
-            log.error("publisher: segment files unreadable: %s", exc)
-        self.stats["disk_frames"] += count
-        if count:
-            self.stats["catchup_frames"] += count
-            self._disk_progress_at = time.monotonic()
-        if self.next_seq > start:
-            self.stats["catchup_rounds"] += 1
-        # Back to the ring if it still holds next_seq.
-        pos, oldest = self.rd.resume_oldest()
-        if oldest <= self.next_seq:
-            self.mode = "ring"
-            self._asm = Assembler()
-            self.stats["catchup_done"] += 1
-            log.info("publisher: caught up from disk; back on the ring at sequence %d",
-                     self.next_seq)
-            return False
-        if time.monotonic() - self._disk_progress_at > self.disk_wait:
-            self._lost(self.next_seq, oldest - 1, "not in the ring and not in the segment files")
-            self.next_seq = oldest
-            self.mode = "ring"
-            self._asm = Assembler()
-            return False
-        await asyncio.sleep(0.01 if not count else 0)
-        return False
 
     def _lost(self, first: int, last: int, why: str) -> None:
         """Frames that can no longer be published: counted, and said on the bus."""
