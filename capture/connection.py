@@ -78,10 +78,12 @@ from .lifecycle import (RECORD_KIND, TRANSITIONS, ConnectionStateError, Event,  
 
 S, E = State, Event
 from .repair import SEQUENCE_VENUES, Integrity, SeqScanner
+from .replies import SubscriptionReplies
+from .sequence_checks import SequenceChecks
 from .subscriptions import SUBSCRIBERS, Request
 from . import transport as _transport
 from .transport import ConnectFailed, Transport, make_transport
-from .venues.base import CONTROL_MAX, Classified, Kind
+from .venues.base import CONTROL_MAX, Kind
 
 log = logging.getLogger("capture.connection")
 
@@ -101,7 +103,7 @@ _ENDS_JSON = tuple(b in _JSON_CLOSE for b in range(256))
 _WS = frozenset(b" \t\r\n")
 
 
-class Connection:
+class Connection(SubscriptionReplies, SequenceChecks):
     """One WebSocket connection of a shard, reconnecting until stopped.
 
     Args:
@@ -339,169 +341,6 @@ class Connection:
             self._ping_sent_at = None
             self._set_peek()
 
-    # -- replies -----------------------------------------------------------------
-    def _find(self, c: Classified) -> Request | None:
-        if c.req_id is not None:
-            for r in self._requests:
-                if r.req_id == c.req_id:
-                    return r
-        for r in self._requests:
-            if (c.channel, c.symbol) in r.pending or (c.channel, "*") in r.pending:
-                return r
-        return None
-
-    def _reply(self, c: Classified) -> None:
-        if c.kind is Kind.UNSUBSCRIBED:
-            return
-        r = self._find(c)
-        if c.kind is Kind.ACK:
-            if r is not None:
-                ch = r.channel if c.channel is None else c.channel
-                key = (ch, c.symbol) if (ch, c.symbol) in r.pending else (ch, "*")
-                r.pending.discard(key)
-                self.subscriber.acked(r, c.sid, ch)
-            self._acked += 1
-            self._sub_retry_n = 0
-            self._record("subscribed", channel=c.channel or (r.channel if r else None),
-                         symbol=c.symbol, req_id=c.req_id)
-        else:  # ERROR
-            if r is not None and c.symbol is not None:
-                ch = r.channel
-                r.pending.discard((ch, c.symbol))
-                self._failed += 1
-                self._record("subscribe_failed", channel=ch, symbols=[c.symbol],
-                             error=c.detail, code=c.code, req_id=c.req_id)
-            elif r is not None and c.req_id is not None:
-                syms = sorted(s for _, s in r.pending)
-                r.pending.clear()
-                self._failed += len(syms)
-                retry = self._schedule_retry(r.channel, syms, c.detail)
-                self._record("subscribe_failed", channel=r.channel, symbols=syms,
-                             error=c.detail, code=c.code, req_id=c.req_id,
-                             **({"retry_in_s": retry} if retry is not None else {}))
-            else:
-                self._record("venue_error", error=c.detail, code=c.code, req_id=c.req_id)
-            if c.code is not None and c.code == self.subscriber.auth_error_code:
-                self._auth_error(None, c.code, c.detail or "")
-        self._maybe_live()
-
-    def _schedule_retry(self, channel: str | None, symbols: list[str],
-                        detail: str | None) -> float | None:
-        """A subscribe refused for the venue's request rate is sent again on
-        this connection after a delay (doubling per consecutive refusal, up to
-        ``subscribe_retry_cap``) instead of waiting for the next reconnect.
-        Returns the delay, or None when the refusal is not about the rate."""
-        if not symbols or not self.subscriber.rate_limited(detail):
-            return None
-        tm = self.timing
-        delay = min(tm.subscribe_retry_cap, tm.subscribe_retry * (2 ** self._sub_retry_n))
-        self._sub_retry_n += 1
-        self._sub_retries.append((time.monotonic() + delay, channel, symbols))
-        return round(delay, 3)
-
-    def _send_due_retries(self) -> None:
-        if not self._sub_retries or self.state not in (S.LIVE, S.SUBSCRIBING):
-            return
-        now = time.monotonic()
-        due = [x for x in self._sub_retries if x[0] <= now]
-        if not due:
-            return
-        self._sub_retries = [x for x in self._sub_retries if x[0] > now]
-        for _, channel, symbols in due:
-            self.subscribe_retries += 1
-            self._send_requests(self.subscriber.resubscribe(channel, symbols), "rate_limit_retry")
-
-    # -- integrity ---------------------------------------------------------------
-    def _seq(self, payload: bytes | memoryview, hm: Any) -> None:
-        """A book frame's seq (``hm``: the head match) or a frame outside the
-        documented layout (``hm`` None: the venue module decides).  Gap rule
-        as :meth:`capture.venues.base.GapDetector.feed`, inlined (this runs
-        for every book frame): the first number or a snapshot sets the
-        baseline, a break is reported once and the run continues from it."""
-        if hm is not None:
-            snap, key, seq = hm.group(1, 2, 3)
-            seq = int(seq)
-            snapshot = snap is not None
-        else:
-            r = self._scan.fallback(  # type: ignore[union-attr]
-                payload if payload.__class__ is bytes else bytes(payload))
-            if r is None:
-                return
-            key, seq, snapshot = r
-        last_seq = self._seq_last
-        last = last_seq.get(key)
-        last_seq[key] = seq
-        if snapshot or (last is not None and seq != last + 1):
-            self._seq_event(payload, key, last, seq, snapshot)
-
-    def _seq_event(self, payload: bytes | memoryview, key: bytes, last: int | None, seq: int,
-                   snapshot: bool) -> None:
-        """A snapshot (the baseline moves; a repair of that stream is done) or a gap."""
-        if snapshot:
-            if self._repairing:
-                self._repairing.pop(self._scan.canonical(key), None)  # type: ignore[union-attr]
-            return
-        assert last is not None
-        raw = payload if payload.__class__ is bytes else bytes(payload)
-        self._on_gap(raw, self._scan.canonical(key), last + 1, seq)  # type: ignore[union-attr]
-
-    def _on_gap(self, raw: bytes, key: Any, expected: int, got: int) -> None:
-        self.seq_gaps += 1
-        symbol = self.subscriber.symbol_of(key)
-        if symbol is None:
-            info = self.venue.sequence(raw)
-            symbol = info.symbol if info is not None else None
-        where = {"sid": key} if isinstance(key, int) else {"feed": key[0] if isinstance(key, tuple) else key}
-        self.integrity_failure("seq_gap", symbol, key, **where, expected=expected, got=got,
-                               missing=max(0, got - expected))
-
-    def integrity_failure(self, kind: str, symbol: str | None, stream_key: Any = None,
-                          **fields: Any) -> str:
-        """Record one detection (``seq_gap``, ``checksum_mismatch``) and repair
-        ``symbol`` alone, rate-limited.  Returns what happened to the repair:
-        "sent", "pending" (one is in flight for this stream), "suppressed",
-        "unavailable" (not live, or nothing to send)."""
-        integ = self.integrity
-        assert integ is not None
-        integ.count(kind)
-        now = time.monotonic()
-        t = self._repairing.get(stream_key) if stream_key is not None else None
-        pending = t is not None and now - t < self.timing.subscribe_timeout
-        extra = {"repair": "pending"} if pending else {}
-        self._record(kind, venue=integ.venue, symbol=symbol, **fields, **extra)
-        if pending:
-            return "pending"
-        if symbol is None:
-            return "unavailable"
-        return self._repair(symbol, kind, stream_key, now)
-
-    def _repair(self, symbol: str, reason: str, stream_key: Any, now: float) -> str:
-        integ = self.integrity
-        assert integ is not None
-        t = self.transport
-        if self.state not in (S.LIVE, S.SUBSCRIBING) or t is None or t.closed:
-            return "unavailable"   # a reconnect brings fresh snapshots anyway
-        action, payloads, reqs = self.subscriber.repair(symbol, stream_key)
-        if not action:
-            return "unavailable"
-        if not integ.limiter.allow(symbol):
-            self.suppressed += 1
-            integ.count("repair_suppressed")
-            self._record("repair_suppressed", venue=integ.venue, symbol=symbol, reason=reason,
-                         burst=integ.limiter.burst, window_s=integ.limiter.window)
-            return "suppressed"
-        self.repairs += 1
-        integ.count("repair")
-        self._record("repair", venue=integ.venue, symbol=symbol, reason=reason, action=action)
-        for p in payloads:
-            self._record("unsubscribe_sent", channel="book", symbols=[symbol], reason="repair")
-            t.send_text(p)
-        if reqs:
-            self._send_requests(reqs, "repair")
-        if stream_key is not None:
-            self._repairing[stream_key] = now
-        return "sent"
-
     # -- authentication failures --------------------------------------------------
     def _auth_error(self, status: int | None, code: int | None, error: str) -> None:
         """The venue refused our credentials: record and log it (never the
@@ -516,33 +355,6 @@ class Connection:
                     f"HTTP {status}" if status is not None else f"error code {code}", error, n, cap)
         if status is None:
             self._auth_close = True   # on a live connection: close it, then back off
-
-    def _maybe_live(self) -> None:
-        if any(r.pending for r in self._requests):
-            return
-        if self.state is S.SUBSCRIBING:
-            self._go_live()
-        else:
-            self._set_peek()
-
-    def _go_live(self) -> None:
-        self.live_since = time.monotonic()
-        self.live_ns = self.last_data_ns = time.time_ns()
-        self.live_frames = self.frames
-        self._fire(E.SUBSCRIBED, acked=self._acked, failed=self._failed,
-                   timed_out=self._timed_out)
-
-    # -- sending -----------------------------------------------------------------
-    def _send_requests(self, reqs: list[Request], reason: str) -> None:
-        t = self.transport
-        assert t is not None
-        for r in reqs:
-            r.sent_ns = time.time_ns()
-            self._requests.append(r)
-            self._record("subscribe_sent", channel=r.channel, symbols=list(r.symbols),
-                         req_id=r.req_id, reason=reason)
-            t.send_text(r.payload)
-        self._set_peek()
 
     def _opened(self) -> None:
         # Called by the transport after the handshake, before any message.
