@@ -430,11 +430,14 @@ def _ring_lat_reader(path, total, warm, spin_us, cpu, ready):
     return {"lat": percentiles(lat[warm:]), "frames": got}
 
 
-def ff_lat_producer_main(q, total: int, interval_ns: int, frame_bytes: int, cpu, ready, go, conn) -> None:
-    _guard(_ff_lat_producer, conn, q, total, interval_ns, frame_bytes, cpu, ready, go)
+def queue_lat_producer_main(q, total: int, interval_ns: int, frame_bytes: int, cpu, ready, go,
+                            conn) -> None:
+    """faster-fifo or multiprocessing.Queue: the stamp in the message's first
+    8 bytes, taken just before the put (blocking, 10 s at most)."""
+    _guard(_queue_lat_producer, conn, q, total, interval_ns, frame_bytes, cpu, ready, go)
 
 
-def _ff_lat_producer(q, total, interval_ns, frame_bytes, cpu, ready, go):
+def _queue_lat_producer(q, total, interval_ns, frame_bytes, cpu, ready, go):
     pin(cpu)
     body = bytearray(os.urandom(frame_bytes))
     put, now, pack = q.put, time.time_ns, _TS.pack_into
@@ -445,7 +448,7 @@ def _ff_lat_producer(q, total, interval_ns, frame_bytes, cpu, ready, go):
         nxt += interval_ns
         _pace(nxt)
         pack(body, 0, now())
-        put(bytes(body), block=True, timeout=10)
+        put(bytes(body), True, 10)
     return {}
 
 
@@ -472,25 +475,6 @@ def _ff_lat_reader(q, total, warm, poll, cpu, ready):
             lat.append(t - unpack(m, 0)[0])
         got += len(msgs)
     return {"lat": percentiles(lat[warm:]), "frames": got}
-
-
-def mpq_lat_producer_main(q, total: int, interval_ns: int, frame_bytes: int, cpu, ready, go, conn) -> None:
-    _guard(_mpq_lat_producer, conn, q, total, interval_ns, frame_bytes, cpu, ready, go)
-
-
-def _mpq_lat_producer(q, total, interval_ns, frame_bytes, cpu, ready, go):
-    pin(cpu)
-    body = bytearray(os.urandom(frame_bytes))
-    put, now, pack = q.put, time.time_ns, _TS.pack_into
-    ready.set()
-    go.wait()
-    nxt = time.perf_counter_ns()
-    for _ in range(total):
-        nxt += interval_ns
-        _pace(nxt)
-        pack(body, 0, now())
-        put(bytes(body))
-    return {}
 
 
 def mpq_lat_reader_main(q, total: int, warm: int, poll: bool, cpu, ready, conn) -> None:

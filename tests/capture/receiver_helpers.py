@@ -144,6 +144,17 @@ async def _call(fn, *a):
     return fn(*a)
 
 
+def control_records(msgs: list[Msg], kind: str | None = None, conn: int | None = None) -> list[dict]:
+    """The control records (decoded JSON) among msgs, of this kind and/or connection."""
+    out = []
+    for m in msgs:
+        if m.type == CONTROL and (conn is None or m.conn == conn):
+            c = orjson.loads(m.payload)
+            if kind is None or c["kind"] == kind:
+                out.append(c)
+    return out
+
+
 def sessions(msgs: list[Msg], conn: int) -> list[list[bytes]]:
     """DATA payloads of one connection id, split at each ``opened`` record."""
     out: list[list[bytes]] = []

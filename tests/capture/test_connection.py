@@ -20,6 +20,7 @@ from capture.connection import (RECORD_KIND, TRANSITIONS, Connection,  # noqa: E
 from capture.receiver import ReceiverConfig  # noqa: E402
 from capture.simulator import Scenario, SimulatorThread  # noqa: E402
 from capture.venues import KrakenSpot, Polymarket  # noqa: E402
+from receiver_helpers import control_records  # noqa: E402
 from receiver_helpers import (CONTROL, DATA, FAST, Collector, ReceiverThread,  # noqa: E402
                               assert_exactly_sent, cleanup, make_ring_dir, sessions)
 from ring.errors import CaptureError, ConfigError  # noqa: E402
@@ -195,13 +196,7 @@ def test_hot_path_full_ring_gap_record_precedes_later_frames(small_ring):
 # --------------------------------------------------------------------------
 
 def _ctl(msgs, conn=None, kind=None):
-    out = []
-    for m in msgs:
-        if m.type == CONTROL and (conn is None or m.conn == conn):
-            c = orjson.loads(m.payload)
-            if kind is None or c["kind"] == kind:
-                out.append(c)
-    return out
+    return control_records(msgs, kind=kind, conn=conn)
 
 
 @pytest.mark.parametrize("transport,mode,code", [("picows", "drop", 1006),

@@ -19,6 +19,7 @@ from capture.connection import State, Timing  # noqa: E402
 from capture.receiver import (SHARD_CONN, ReceiverConfig, explicit_assignment,  # noqa: E402
                               parse_args, plan_assignment)
 from capture.simulator import Scenario, SimulatorThread  # noqa: E402
+from receiver_helpers import control_records as _ctl  # noqa: E402
 from receiver_helpers import (CONTROL, DATA, FAST, Collector, ReceiverThread,  # noqa: E402
                               assert_exactly_sent, cleanup, make_ring_dir)
 from ring.errors import ConfigError  # noqa: E402
@@ -40,16 +41,6 @@ def ring_path(ring_dir):
     p = os.path.join(ring_dir, "shard-0.ring")
     ring.create(p, 16 << 20).close()
     return p
-
-
-def _ctl(msgs, kind=None, conn=None):
-    out = []
-    for m in msgs:
-        if m.type == CONTROL and (conn is None or m.conn == conn):
-            c = orjson.loads(m.payload)
-            if kind is None or c["kind"] == kind:
-                out.append(c)
-    return out
 
 
 def _all_in_ring(col, sim, venue):
