@@ -298,6 +298,9 @@ def mpq_producer_main(q, n: int, frame_bytes: int, cpu, ready, go, conn) -> None
 
 
 def _mpq_producer(q, n, frame_bytes, cpu, ready, go):
+    # Each peer is driven with its own plain call (put() here, put(block,
+    # timeout) for faster-fifo): a shared helper with a timeout would use
+    # mp.Queue's slower timed-semaphore path and understate the peer.
     pin(cpu)
     payload = os.urandom(frame_bytes)
     put = q.put
@@ -430,14 +433,11 @@ def _ring_lat_reader(path, total, warm, spin_us, cpu, ready):
     return {"lat": percentiles(lat[warm:]), "frames": got}
 
 
-def queue_lat_producer_main(q, total: int, interval_ns: int, frame_bytes: int, cpu, ready, go,
-                            conn) -> None:
-    """faster-fifo or multiprocessing.Queue: the stamp in the message's first
-    8 bytes, taken just before the put (blocking, 10 s at most)."""
-    _guard(_queue_lat_producer, conn, q, total, interval_ns, frame_bytes, cpu, ready, go)
+def ff_lat_producer_main(q, total: int, interval_ns: int, frame_bytes: int, cpu, ready, go, conn) -> None:
+    _guard(_ff_lat_producer, conn, q, total, interval_ns, frame_bytes, cpu, ready, go)
 
 
-def _queue_lat_producer(q, total, interval_ns, frame_bytes, cpu, ready, go):
+def _ff_lat_producer(q, total, interval_ns, frame_bytes, cpu, ready, go):
     pin(cpu)
     body = bytearray(os.urandom(frame_bytes))
     put, now, pack = q.put, time.time_ns, _TS.pack_into
@@ -448,7 +448,7 @@ def _queue_lat_producer(q, total, interval_ns, frame_bytes, cpu, ready, go):
         nxt += interval_ns
         _pace(nxt)
         pack(body, 0, now())
-        put(bytes(body), True, 10)
+        put(bytes(body), block=True, timeout=10)
     return {}
 
 
@@ -475,6 +475,25 @@ def _ff_lat_reader(q, total, warm, poll, cpu, ready):
             lat.append(t - unpack(m, 0)[0])
         got += len(msgs)
     return {"lat": percentiles(lat[warm:]), "frames": got}
+
+
+def mpq_lat_producer_main(q, total: int, interval_ns: int, frame_bytes: int, cpu, ready, go, conn) -> None:
+    _guard(_mpq_lat_producer, conn, q, total, interval_ns, frame_bytes, cpu, ready, go)
+
+
+def _mpq_lat_producer(q, total, interval_ns, frame_bytes, cpu, ready, go):
+    pin(cpu)
+    body = bytearray(os.urandom(frame_bytes))
+    put, now, pack = q.put, time.time_ns, _TS.pack_into
+    ready.set()
+    go.wait()
+    nxt = time.perf_counter_ns()
+    for _ in range(total):
+        nxt += interval_ns
+        _pace(nxt)
+        pack(body, 0, now())
+        put(bytes(body))
+    return {}
 
 
 def mpq_lat_reader_main(q, total: int, warm: int, poll: bool, cpu, ready, conn) -> None:

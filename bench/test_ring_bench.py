@@ -305,11 +305,11 @@ def test_latency_one_way(benchmark, request, make_ring, case):
                              producer_kwargs={"stamp": stamp})
         elif kind.startswith("ff"):
             q = h.new_queue("ff")
-            pair = h.PairRun(h.queue_lat_producer_main, (q, total, LAT_INTERVAL_NS, 256),
+            pair = h.PairRun(h.ff_lat_producer_main, (q, total, LAT_INTERVAL_NS, 256),
                              h.ff_lat_reader_main, (q, total, LAT_WARM, kind == "ff-poll"))
         else:
             q = h.new_queue("mpq")
-            pair = h.PairRun(h.queue_lat_producer_main, (q, total, LAT_INTERVAL_NS, 256),
+            pair = h.PairRun(h.mpq_lat_producer_main, (q, total, LAT_INTERVAL_NS, 256),
                              h.mpq_lat_reader_main, (q, total, LAT_WARM, False))
         return (pair,), {}
 
