@@ -10,9 +10,9 @@ function pointer cffi gives us, so there is one copy of the ring code).
 Only the plain case is taken here: a complete text or binary message, larger
 than the connection's peek size (small frames may be acks, errors, pongs: the
 Python path classifies them), on a connection without per-frame sequence
-checks, while the producer is not holding writes back for a gap record.
-Everything else - and any write the ring refuses (FULL, a frame above the
-fragment limit) - goes to the Python listener's ``deliver(transport, frame,
+checks.  Everything else - and any write the C function refuses (FULL, a
+frame above the fragment limit, or RING_HELD while the producer holds writes
+back for a gap record) - goes to the Python listener's ``deliver(transport, frame,
 ts)`` with the same receive stamp, which does exactly what it always did.
 
 The receive stamp is taken first, once per socket read, like the Python
@@ -40,9 +40,8 @@ cdef class FastState:
     wrote (the connection adds its own Python-path counts).  ``peek`` and
     ``enabled`` are set by the connection.
     """
-    cdef ring_write_fn write
+    cdef ring_write_fn write    # ring_write_unless_held: RING_HELD while a gap record is pending
     cdef void *prod
-    cdef int *hold
     cdef uint16_t conn
     cdef object producer        # keeps the producer (and its C state) alive
     cdef object odd_large       # callable(payload: bytes, ts): a large frame that does not end like JSON
@@ -52,12 +51,10 @@ cdef class FastState:
     cdef public Py_ssize_t peek
     cdef public bint enabled
 
-    def __init__(self, producer, int conn_id, odd_large, uintptr_t write_fn, uintptr_t prod_ptr,
-                 uintptr_t hold_ptr):
+    def __init__(self, producer, int conn_id, odd_large, uintptr_t write_fn, uintptr_t prod_ptr):
         self.producer = producer
         self.write = <ring_write_fn>write_fn
         self.prod = <void *>prod_ptr
-        self.hold = <int *>hold_ptr
         self.conn = conn_id
         self.odd_large = odd_large
         self.frames = 0
@@ -104,7 +101,7 @@ cdef class FastListener(WSListener):
         mt = frame.msg_type
         n = frame.payload_size
         if (st.enabled and frame.fin and (mt == WSMsgType.TEXT or mt == WSMsgType.BINARY)
-                and st.peek < n < COPY_BELOW and not st.hold[0]):
+                and st.peek < n < COPY_BELOW):
             if st.write(st.prod, <const uint8_t *>frame.payload_ptr, <uint32_t>n, T_DATA,
                         0 if mt == WSMsgType.TEXT else F_BINARY, st.conn, self.ts) >= 0:
                 st.frames += 1

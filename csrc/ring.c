@@ -230,6 +230,7 @@ uint32_t ring_producer_open(ring_producer_t *p, uint8_t *base, uint32_t pid, int
     p->capacity = *U64(base, H_CAPACITY);
     p->frag_limit = *U64(base, H_FRAG_LIMIT);
     p->test_pause = 0;
+    p->hold = 0;
     uint64_t cap = p->capacity;
     uint64_t head = LOAD_ACQ(U64(base, H_HEAD));
     uint64_t seq = LOAD_ACQ(U64(base, H_NEXT_SEQ));
@@ -421,4 +422,12 @@ int64_t ring_write(ring_producer_t *p, const uint8_t *payload, uint32_t len, uin
     bump(base, H_C_BYTES, len);
     wake_readers(base);
     return (int64_t)seq;
+}
+
+int64_t ring_write_unless_held(ring_producer_t *p, const uint8_t *payload, uint32_t len,
+                               uint8_t type, uint8_t flags, uint16_t conn, int64_t ts_ns)
+{
+    if (p->hold)
+        return RING_HELD;
+    return ring_write(p, payload, len, type, flags, conn, ts_ns);
 }

@@ -37,6 +37,7 @@
 /* ring_write results (negative) */
 #define RING_FULL -1
 #define RING_TOO_LARGE -2
+#define RING_HELD -3
 
 /* ring_read_batch results */
 #define RING_READ_OK 0
@@ -64,6 +65,7 @@ typedef struct {
     uint64_t next_seq;
     uint64_t last_unit;     /* eighth of the ring of the last checkpoint */
     int test_pause;         /* test only: SIGSTOP self before the commit store */
+    int hold;               /* non-zero: ring_write_unless_held refuses (see there) */
 } ring_producer_t;
 
 /* Output of one batch read: caller-owned arrays of max_frames entries. */
@@ -145,6 +147,13 @@ void ring_producer_close(ring_producer_t *p, int64_t now_ns);
  * sequence number (>= 0) or RING_FULL / RING_TOO_LARGE.  Never blocks. */
 int64_t ring_write(ring_producer_t *p, const uint8_t *payload, uint32_t len,
                    uint8_t type, uint8_t flags, uint16_t conn, int64_t ts_ns);
+/* ring_write for callers with a hot path of their own (the receiver): while
+ * the owner holds writes back (a gap record is pending, or the producer is
+ * closed) it returns RING_HELD without touching the ring, and the caller
+ * hands the frame to the owner's full write path, which writes the gap
+ * record first. */
+int64_t ring_write_unless_held(ring_producer_t *p, const uint8_t *payload, uint32_t len,
+                               uint8_t type, uint8_t flags, uint16_t conn, int64_t ts_ns);
 /* Room (payload bytes) available for one frame right now, re-reading readers. */
 uint64_t ring_room(ring_producer_t *p);
 void ring_producer_heartbeat(ring_producer_t *p, int64_t now_ns);

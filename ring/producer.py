@@ -68,11 +68,6 @@ class _PendingGap:
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
 
-def _use_write(*_: Any) -> int:
-    """``Producer.raw_write`` while it must not be used: "not written, use write()"."""
-    return -1
-
-
 class Producer:
     """Writes frames into a ring.  One per ring: a second live one is refused.
 
@@ -98,21 +93,19 @@ class Producer:
         self.epoch: int = lib.ring_producer_open(self._p, self._rf.base, os.getpid(), time.time_ns())
         self._write = lib.ring_write
         self._pp = self._p
-        #: The C write itself, for a caller's own hot path:
+        #: The C write, for a caller's own hot path:
         #: ``raw_write(handle, payload, len(payload), type, flags, conn, ts)``
         #: with ``payload`` a ``bytes`` object (passed to C without a copy).
         #: >= 0: written.  < 0: not written - hand the same frame to
         #: :meth:`write`, which deals with every case (FULL counted and
         #: summarised, fragment chains, oversize).  While a gap record is
-        #: pending, and after :meth:`close`, it is a stub answering -1, so every
-        #: frame then goes through ``write`` and the gap record is written
-        #: before the first frame after the drop.
-        self.raw_write: Callable[..., int] = lib.ring_write
+        #: pending, and after :meth:`close`, the producer holds it back
+        #: (``ring_write_unless_held``, RING_HELD), so every frame then goes
+        #: through ``write`` and the gap record comes before the first frame
+        #: after the drop.  Compiled callers use the same C function
+        #: (:meth:`c_handles`).
+        self.raw_write: Callable[..., int] = lib.ring_write_unless_held
         self.handle = self._p
-        # The same rule for compiled callers (capture/_fastpath.pyx), which
-        # call ring_write through a C pointer: while _hold[0] is non-zero they
-        # hand every frame to write() instead.
-        self._hold = ffi.new("int[1]")
         self.frag_limit: int = self._rf.info.frag_limit
         self.max_frame: int = self._rf.info.max_frame
         self.ring_id: bytes = self._rf.info.ring_id
@@ -188,8 +181,7 @@ class Producer:
             return
         if self._gap is not None:
             self._flush_gap()
-        self.raw_write = _use_write   # the ring is about to be unmapped
-        self._hold[0] = 1
+        self._p.hold = 1   # the ring is about to be unmapped
         lib.ring_producer_close(self._p, time.time_ns())
         self._rf.close()
 
@@ -200,18 +192,17 @@ class Producer:
         self.close()
 
     # -- internals ---------------------------------------------------------
-    def c_handles(self) -> tuple[int, int, int]:
-        """(address of ring_write, address of this producer's C state,
-        address of its hold flag), for compiled callers.  Valid while this
-        producer is open; the caller keeps a reference to it."""
-        return (int(ffi.cast("uintptr_t", ffi.addressof(lib, "ring_write"))),
-                int(ffi.cast("uintptr_t", self._p)), int(ffi.cast("uintptr_t", self._hold)))
+    def c_handles(self) -> tuple[int, int]:
+        """(address of ring_write_unless_held, address of this producer's C
+        state): ``raw_write`` for compiled callers.  The caller keeps a
+        reference to this producer while it uses them."""
+        return (int(ffi.cast("uintptr_t", ffi.addressof(lib, "ring_write_unless_held"))),
+                int(ffi.cast("uintptr_t", self._p)))
 
     def _lost(self, reason: str, nbytes: int, ts: int) -> None:
         if self._gap is None:
             self._gap = _PendingGap()
-            self.raw_write = _use_write   # the gap record goes first: see raw_write
-            self._hold[0] = 1
+            self._p.hold = 1   # the gap record goes first: see raw_write
         self._gap.add(reason, nbytes, ts or time.time_ns())
 
     def _flush_gap(self) -> None:
@@ -227,8 +218,7 @@ class Producer:
         r = self._write(self._pp, body, len(body), _CONTROL, 0, 0, 0)
         if r >= 0:
             self._gap = None
-            self.raw_write = lib.ring_write
-            self._hold[0] = 0
+            self._p.hold = 0
             lib.ring_count_gap_record(self._p)
 
     def _write_large(self, payload: Any, n: int, type: int, ts: int, conn: int, flags: int) -> WriteStatus:

@@ -109,7 +109,7 @@ def test_a_full_ring_then_the_gap_record_comes_first(ring_dir):
     with ring.Reader(path, "flusher", tethered=True) as rd:
         while not c.refused:
             listener.on_ws_frame(None, frame(TEXT, body))
-        assert p._hold[0] == 1   # writes are held for the gap record
+        assert p._p.hold == 1    # writes are held for the gap record
         fast_before = c._fast.frames
         while len(b := rd.read()):
             rd.commit(b)
@@ -118,7 +118,7 @@ def test_a_full_ring_then_the_gap_record_comes_first(ring_dir):
     assert [g[0] for g in got] == [CONTROL, DATA]
     assert orjson.loads(got[0][1])["kind"] == "drop"
     assert c._fast.frames == fast_before         # written by the Python path, which released the hold
-    assert p._hold[0] == 0
+    assert p._p.hold == 0
     listener.on_ws_frame(None, frame(TEXT, body))
     assert c._fast.frames == fast_before + 1     # and the compiled path takes over again
     p.close()

@@ -53,7 +53,7 @@ def test_raw_write_refuses_while_a_gap_record_is_pending(ring_path):
         # Pending gap: "not written", nothing stored, even though it would fit.
         assert p.raw_write(p.handle, b"later", 5, DATA, 0, 1, 2000) < 0
         assert p.write(b"later", DATA, 2000, 1) == WriteStatus.OK
-        assert p.raw_write is raw                     # the gap record is out: back to C
+        assert p.raw_write is raw                     # one C function throughout: the hold lifts
         assert p.raw_write(p.handle, b"after", 5, DATA, 0, 1, 3000) >= 0
         got = frames(rd)
         assert [g[1] for g in got] == [CONTROL, DATA, DATA]
