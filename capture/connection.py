@@ -291,10 +291,7 @@ class Connection(SubscriptionReplies, SequenceChecks):
                 return
             self._small(payload, ts)
         except Exception as exc:  # never let a bug in the glue drop the socket
-            self.errors += 1
-            if self.errors <= 10 or self.errors % 10_000 == 0:   # visible, not a flood
-                self._record("receiver_error", error=f"{type(exc).__name__}: {exc}",
-                             errors=self.errors)
+            self._glue_error(exc)
 
     def _odd_large_guarded(self, payload: bytes, ts: int) -> None:
         """_odd_large for the compiled path: an exception must not reach
@@ -302,10 +299,13 @@ class Connection(SubscriptionReplies, SequenceChecks):
         try:
             self._odd_large(payload, ts)
         except Exception as exc:  # noqa: BLE001
-            self.errors += 1
-            if self.errors <= 10 or self.errors % 10_000 == 0:
-                self._record("receiver_error", error=f"{type(exc).__name__}: {exc}",
-                             errors=self.errors)
+            self._glue_error(exc)
+
+    def _glue_error(self, exc: Exception) -> None:
+        """A bug in the per-frame glue: counted, recorded (visible, not a flood)."""
+        self.errors += 1
+        if self.errors <= 10 or self.errors % 10_000 == 0:
+            self._record("receiver_error", error=f"{type(exc).__name__}: {exc}", errors=self.errors)
 
     def _odd_large(self, payload: bytes | memoryview, ts: int) -> None:
         """A data frame that does not look like one JSON value at its ends

@@ -131,3 +131,24 @@ def test_sequence_checked_venues_stay_on_the_python_path(ring_dir):
     c = Connection(p, 1, "kalshi-1", Kalshi, "ws://127.0.0.1:9/v2", ["KXBTC"], integrity=Integrity("kalshi"))
     assert c._fast is not None and c._fast.enabled is False
     p.close()
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_a_bug_in_the_glue_is_recorded_not_raised_to_picows(ring_dir, compiled):
+    """An exception after the ring write must not reach picows (it would drop
+    the socket): it is counted and recorded, and the frame is in the ring."""
+    path = _ring(ring_dir, "g.ring", 1 << 20)
+    c, p, listener = _live(path, compiled)
+
+    def broken(payload, ts):
+        raise RuntimeError("glue bug")
+
+    c._odd_large = broken
+    odd = b'{"channel":"trade","data":[' + b"1" * 300      # large, and not JSON at its end
+    listener.on_ws_frame(None, frame(TEXT, odd))
+    assert c.errors == 1
+    got = _read_all(path, "t")
+    assert [g[3] for g in got if g[0] == DATA] == [odd]
+    errs = [orjson.loads(g[3]) for g in got if g[0] == CONTROL and b"receiver_error" in g[3]]
+    assert len(errs) == 1 and "glue bug" in errs[0]["error"]
+    p.close()
