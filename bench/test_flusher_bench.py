@@ -4,8 +4,12 @@ For each frame size (256 B, 2 KiB) a 4 MiB ring is filled with 3 MiB of
 frames by a producer, then drained by the flusher (fsync=never, so the page
 cache is the limit for both sides); the same number of bytes is written raw,
 in 1 MiB ``os.write`` calls to a file in the same directory, in the same
-run, interleaved.  The ratio flusher/raw is printed (target >= 0.9).  Then the drain is repeated
-under each fsync policy and the fsync latency distribution printed.
+run, interleaved.  The ratio flusher/raw is printed (target >= 0.9).  The
+producer runs either in the flusher's own process (``same``: the backlog is
+in the flusher's cache) or, as in production, in another process on another
+core (``process``: the backlog was written by another core).  Then the drain
+is repeated under each fsync policy and the fsync latency distribution
+printed.
 
 Run: ``make bench`` (or ``pytest bench/test_flusher_bench.py --benchmark-only -s``).
 Numbers are printed, never asserted.
@@ -23,6 +27,7 @@ import pytest
 import ring
 from flusher.disk import Flusher, FlusherConfig
 from flusher.segment import list_segments
+from flusher_bench_helpers import Filler, fill
 
 RING_BYTES = 4 << 20         # the default ring
 FILL = 3 << 20               # bytes of frames per drain: a backlog that is still in cache,
@@ -38,13 +43,6 @@ def ring_path():
     ring.create(p, capacity=RING_BYTES)
     yield p
     shutil.rmtree(d, ignore_errors=True)
-
-
-def _fill(producer, payload: bytes, count: int) -> None:
-    w = producer.write
-    for _ in range(count):
-        if w(payload) != ring.WriteStatus.OK:
-            raise RuntimeError("ring full while filling")
 
 
 def _drain(fl: Flusher) -> int:
@@ -63,13 +61,13 @@ def _raw_write(fd: int, data: bytes, chunk: int = 1 << 20) -> None:
         os.write(fd, mv[i:i + chunk])
 
 
+@pytest.mark.parametrize("producer", ["same", "process"])
 @pytest.mark.parametrize("frame_bytes", [256, 2048])
-def test_flusher_throughput_vs_raw(benchmark, ring_path, tmp_path, frame_bytes):
+def test_flusher_throughput_vs_raw(benchmark, ring_path, tmp_path, frame_bytes, producer):
     """One round: the producer puts FILL bytes of frames in the ring (untimed),
     the flusher drains them (timed).  Right before, the same number of bytes
     is written raw to a file in the same directory (timed apart), so both see
     the same page-cache conditions; the files are deleted every 16 rounds."""
-    payload = os.urandom(frame_bytes)
     frame = (32 + frame_bytes + 7) & ~7
     count = FILL // frame
     nbytes = count * frame
@@ -78,7 +76,7 @@ def test_flusher_throughput_vs_raw(benchmark, ring_path, tmp_path, frame_bytes):
     cfg = FlusherConfig(ring=ring_path, data_dir=data, venue="bench", shard=0, fsync="never",
                         segment_bytes=256 << 20, rotate_hourly=False)
     fl = Flusher(cfg)
-    prod = ring.Producer(ring_path)
+    filler = Filler(producer, ring_path, frame_bytes, count)
     raw_path = str(tmp_path / "raw.bin")
     src = os.urandom(nbytes)
     raw_times: list[float] = []
@@ -96,7 +94,7 @@ def test_flusher_throughput_vs_raw(benchmark, ring_path, tmp_path, frame_bytes):
         t0 = time.perf_counter()
         _raw_write(state["fd"], src)
         raw_times.append(time.perf_counter() - t0)
-        _fill(prod, payload, count)
+        filler.fill()
         return (), {}
 
     def drain():
@@ -107,11 +105,11 @@ def test_flusher_throughput_vs_raw(benchmark, ring_path, tmp_path, frame_bytes):
     flusher_s = benchmark.stats.stats.median
     raw_s = float(np.median(raw_times))
     fl.close()
-    prod.close()
+    filler.close()
     ratio = raw_s / flusher_s
     benchmark.extra_info.update({"frames_per_s": count / flusher_s, "MiB_per_s": nbytes / flusher_s / 2**20,
                                  "raw_MiB_per_s": nbytes / raw_s / 2**20, "ratio_vs_raw": ratio})
-    print(f"\n[flusher {frame_bytes} B frames, median of 96 drains of {nbytes >> 10} KiB] "
+    print(f"\n[flusher {frame_bytes} B frames, producer {producer}, median of 96 drains of {nbytes >> 10} KiB] "
           f"{count / flusher_s:,.0f} frames/s, {nbytes / flusher_s / 2**20:,.0f} MiB/s; "
           f"raw sequential write {nbytes / raw_s / 2**20:,.0f} MiB/s; flusher/raw = {ratio:.2f}x")
 
@@ -123,8 +121,7 @@ def test_fsync_latency_per_policy(benchmark, ring_path, tmp_path, policy):
     data = str(tmp_path / "data")
     os.mkdir(data)
     cfg = FlusherConfig(ring=ring_path, data_dir=data, venue="bench", shard=0, fsync=policy,
-                        fsync_interval=0.01, segment_bytes=256 << 20, rotate_hourly=False,
-                        max_frames=256)
+                        fsync_interval=0.01, segment_bytes=256 << 20, rotate_hourly=False)
     fl = Flusher(cfg)
     prod = ring.Producer(ring_path)
     count = 20_000
@@ -132,7 +129,7 @@ def test_fsync_latency_per_policy(benchmark, ring_path, tmp_path, policy):
     def run():
         # trickle: small batches, as a live feed produces them
         for _ in range(count // 200):
-            _fill(prod, payload, 200)
+            fill(prod, payload, 200)
             _drain(fl)             # under interval, step() fsyncs once the interval is due
 
     benchmark.pedantic(run, rounds=3, iterations=1)

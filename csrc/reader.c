@@ -16,6 +16,7 @@
 #include "ring.h"
 #include "crc32c.h"
 #include "layout.h"
+#include "walk.h"
 
 /* ---- readers ----------------------------------------------------------- */
 
@@ -127,94 +128,36 @@ int ring_read_batch(const uint8_t *base, uint64_t *pos_io, uint64_t *seq_io, rin
 {
     if (verify_crc)
         crc32c_setup();
-    uint64_t cap = *U64(base, H_CAPACITY);
-    uint64_t frag_limit = *U64(base, H_FRAG_LIMIT);
     uint64_t pos = *pos_io, seq = *seq_io, start = pos;
     uint32_t n = 0;
     int status = RING_READ_OK;
+    ring_walk_t w;
+    walk_init(&w, base, pos);
     o->n = 0;
-    uint64_t end = LOAD_ACQ(U64(base, H_HEAD_PUB)); /* all before it is committed */
-    /* The walk is a chain of dependent loads (each frame's size gives the
-     * next header), so through a backlog it waits on memory once per frame;
-     * prefetching ahead of the walk breaks the chain.  Only for a backlog,
-     * and never near head: a reader that keeps up would pull the lines the
-     * producer is writing away from it (measured: a third fewer frames/s). */
-    uint64_t pf_end = end > pos && end - pos >= RING_PREFETCH_BACKLOG ? end - RING_PREFETCH_BACKLOG / 2
-                                                                        : pos;
-    uint64_t pf = pos & ~(uint64_t)63;
-    uint64_t last_span = 0;
     while (n < o->max_frames) {
-        /* Large frames: the chain is short, and streaming every byte in
-         * would cost more bandwidth than it saves latency. */
-        if (last_span <= RING_PREFETCH_SMALL) {
-            uint64_t pf_to = pos + RING_PREFETCH_AHEAD;
-            if (pf_to > pf_end)
-                pf_to = pf_end;
-            if (pf < pos)
-                pf = pos & ~(uint64_t)63;
-            for (; pf + 64 <= pf_to; pf += 64)
-                __builtin_prefetch(data_at(base, cap, pf), 0, 0);
-        }
-        uint64_t left = cap - (pos & (cap - 1));
-        if (left < RING_FRAME_HEADER) {
-            pos += left;
-            continue;
-        }
-        /* Stop at head instead of probing the next commit word: see
-         * ring_available.  The word is still checked for every frame. */
-        if (pos >= end)
+        const uint8_t *h;
+        uint32_t size;
+        if (!walk_frame(&w, &pos, seq, &h, &size, &o->bad_pos, &o->bad_seq, &status))
             break;
-        const uint8_t *h = data_at(base, cap, pos);
-        uint64_t cw = LOAD_ACQ((const uint64_t *)h);
-        uint32_t size = (uint32_t)cw, lo = (uint32_t)(cw >> 32);
-        if (lo != (uint32_t)seq || size == 0) {
-            /* Below head every frame is committed, so this is not "not yet":
-             * a newer sequence means we were lapped; anything else is either
-             * corruption or (untethered readers) a lap that left payload
-             * bytes here, which the caller tells apart with ring_still_valid. */
-            status = size != 0 && (int32_t)(lo - (uint32_t)seq) > 0 ? RING_READ_LAPPED
-                                                                     : RING_READ_CORRUPT;
-            o->bad_pos = pos;
-            o->bad_seq = lo;
-            break;
-        }
-        uint8_t type = h[24];
-        uint64_t fseq = *(const uint64_t *)(h + 8);
-        int bad = size < RING_FRAME_HEADER || fseq != seq;
-        if (type == RING_T_PADDING)
-            bad = bad || size != left;
-        else
-            bad = bad || align8(size) > left || size - RING_FRAME_HEADER > frag_limit;
-        if (bad) {
-            status = RING_READ_CORRUPT;
-            o->bad_pos = pos;
-            o->bad_seq = fseq;
-            break;
-        }
-        if (type == RING_T_PADDING) {
-            pos += size;
-            continue;
-        }
         uint64_t span = align8(size);
         if (n > 0 && pos + span - start > o->max_bytes)
             break;
         if (verify_crc && ring_frame_crc(h, size) != *(const uint32_t *)(h + 28)) {
             status = RING_READ_CORRUPT;
             o->bad_pos = pos;
-            o->bad_seq = fseq;
+            o->bad_seq = seq;
             break;
         }
         o->pos[n] = pos;
         o->size[n] = size - RING_FRAME_HEADER;
         o->seq[n] = seq;
         o->ts[n] = *(const int64_t *)(h + 16);
-        o->type[n] = type;
+        o->type[n] = h[24];
         o->flags[n] = h[25];
         o->conn[n] = *(const uint16_t *)(h + 26);
         n++;
-        pos += span;
+        pos += walk_take(&w, size);
         seq++;
-        last_span = span;
     }
     o->n = n;
     *pos_io = pos;

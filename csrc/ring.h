@@ -44,6 +44,10 @@
 #define RING_READ_LAPPED 1
 #define RING_READ_CORRUPT 2
 #define RING_READ_TIMEOUT 3
+#define RING_DRAIN_IO_ERROR 4
+
+/* buckets of ring_drain_t.latency_hist */
+#define RING_DRAIN_HIST 32
 
 /* reader slot states */
 #define RING_SLOT_FREE 0
@@ -83,6 +87,43 @@ typedef struct {
     uint64_t bad_pos;       /* with RING_READ_CORRUPT / LAPPED: where */
     uint64_t bad_seq;       /* ... and the sequence found there */
 } ring_batch_t;
+
+/* One ring_drain_to_fd call: what to write where, and what was written.
+ * The index and histogram arrays are caller-owned. */
+typedef struct {
+    /* in */
+    int fd;                 /* < 0: write nothing (skip frames below skip_below only) */
+    uint64_t file_off;      /* file offset of the first byte written */
+    uint64_t room;          /* write at most this many bytes ... */
+    int oversize_ok;        /* ... except one first frame larger than room, if set */
+    uint64_t max_bytes;     /* batch limit: file bytes */
+    uint64_t skip_below;    /* frames with seq below this are consumed, not written */
+    uint64_t records_before;/* records already in the file (index phase) */
+    uint32_t index_every;   /* index entry for every Nth record of the file */
+    uint32_t index_cap;
+    uint64_t *index_seq;
+    int64_t *index_ts;
+    uint64_t *index_off;    /* absolute file offsets */
+    uint64_t *latency_hist; /* RING_DRAIN_HIST buckets, added to: receive stamp to write */
+    int large_frames;       /* in/out: the last batch's frames were large (sizes its writes) */
+    /* out */
+    uint32_t frames;        /* written */
+    uint64_t skipped;
+    uint64_t bytes;
+    uint32_t index_n;
+    uint64_t first_seq;
+    uint64_t last_seq;
+    int64_t first_ts;
+    int64_t last_ts;
+    int64_t min_ts;
+    int64_t max_ts;
+    int ts_monotonic;       /* receive times never decreased within the call */
+    int room_full;          /* stopped at a frame that does not fit in room */
+    int written_first;      /* the batch was written, then checked (see drain.c) */
+    int err;                /* errno, with RING_DRAIN_IO_ERROR */
+    uint64_t bad_pos;       /* with RING_READ_CORRUPT / LAPPED */
+    uint64_t bad_seq;
+} ring_drain_t;
 
 typedef struct {
     uint64_t magic;
@@ -192,6 +233,15 @@ int ring_wait(uint8_t *base, int slot, uint64_t pos, uint64_t seq,
 int ring_wait_read(uint8_t *base, int slot, uint64_t *pos, uint64_t *seq,
                    ring_batch_t *out, int verify_crc, uint64_t spin_ns,
                    uint64_t timeout_ns);
+
+/* A tethered reader's drain into a file (drain.c): the frames from *pos /
+ * *seq, checked like ring_read_batch checks them, written at d->file_off
+ * with padding left out.  Advances *pos / *seq past what was written or
+ * skipped; never commits.  Returns RING_READ_OK, RING_READ_LAPPED /
+ * RING_READ_CORRUPT (after the good frames before it, which are written),
+ * or RING_DRAIN_IO_ERROR (d->err; *pos / *seq unchanged). */
+int ring_drain_to_fd(const uint8_t *base, uint64_t *pos, uint64_t *seq, ring_drain_t *d);
+
 
 /* Bit mask of reader slots that announced a futex sleep (for stats/tests). */
 uint32_t ring_waiters(const uint8_t *base);

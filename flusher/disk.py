@@ -2,13 +2,16 @@
 
 Theory of operation
 -------------------
-Drain.  ``read`` returns whatever the ring holds (up to a batch limit); the
-batch's raw bytes (``Batch.spans()``: contiguous views, padding left out)
-go to the open segment with one ``pwrite``/``pwritev``; then the reader
-position is committed.  Nothing waits to fill a batch: data reaches the OS
-as soon as it is in the ring.  When the ring is empty the loop sleeps in
-``Reader.wait`` (futex) for at most a fraction of a second, so fsyncs and
-hour rotations happen on time even when idle.
+Drain.  A segment record is a ring frame byte for byte, so a batch never
+passes through Python: ``ring.FileDrain`` writes whatever the ring holds
+(up to a batch limit, and up to the segment's room), padding left out, and
+checks every frame as the reader does, in one C call that returns only a
+summary for the index (csrc/drain.c: a backlog is written first and
+checked right after, and what fails is cut off before the call returns);
+then the reader position is committed.  Nothing waits to fill a batch: data
+reaches the OS as soon as it is in the ring.  When the ring is empty the
+loop sleeps in ``Reader.wait`` (futex) for at most a fraction of a second,
+so fsyncs and hour rotations happen on time even when idle.
 
 Durability.  ``fsync="always"``: write, fsync, then commit; a frame the
 ring has released is on stable storage.  ``"interval"`` (default 1 s):
@@ -54,13 +57,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-import numpy as np
-
 from capture import histogram
 from capture.status import write_status
 from flusher.recovery import RecoveryReport, last_on_disk, recover_open
 from flusher.segment import (SUFFIX_OPEN, SegmentWriter, list_segments, open_dir, parse_name,
                              read_header, writer_header)
+from ring.drain import FileDrain
 from ring.errors import CaptureError, SegmentError
 
 log = logging.getLogger("capture.flusher")
@@ -69,7 +71,6 @@ POLICIES = ("interval", "always", "never")
 HOUR_NS = 3600 * 1_000_000_000
 EXIT_OK = 0
 EXIT_DRAIN_TIMEOUT = 75
-_HDR = 32
 
 
 @dataclass
@@ -85,10 +86,8 @@ class FlusherConfig:
     rotate_hourly: bool = True
     drain_timeout: float = 30.0
     reader_name: str = "flusher"
-    # Large batches: per-batch Python costs ~100 us, so a 3 MiB backlog of
-    # 256 B frames drains about 1.2x faster in 2 MiB batches than in 1 MiB
-    # ones; half the default ring still frees room twice per lap.
-    max_frames: int = 16384
+    # Batch limit (file bytes): half the default ring, so a backlog still
+    # frees room for the receiver twice per lap.
     max_bytes: int = 2 << 20
     index_every: int = 1024
     compress: bool = False
@@ -121,9 +120,10 @@ class FlusherStats:
     fsync_ns_max: int = 0
     fsync_hist_us: list[int] = field(default_factory=lambda: [0] * 24)   # bucket i: < 2**i us
     close_ns_max: int = 0            # segment close: fsync, index, rename, directory fsync
-    # receive stamp -> bytes handed to the OS (write returned), sampled (every
-    # frame of small batches, every 16th of large ones); bucket i counts
-    # frames with latency < 2**i us (the last bucket: the rest)
+    # receive stamp -> bytes handed to the OS (write returned), sampled (the
+    # first 64 frames of a batch, then every 16th); bucket i counts frames
+    # with latency < 2**i us (the last bucket: the rest).  Filled in C
+    # (ring.FileDrain), copied here for the status file.
     recv_to_disk_hist_us: list[int] = field(default_factory=lambda: [0] * 32)
     write_errors: int = 0
     fsync_errors: int = 0
@@ -176,9 +176,10 @@ class Flusher:
         self.host = config.host
         if reader is None:
             import ring
-            reader = ring.Reader(config.ring, config.reader_name, tethered=True,
-                                 max_frames=config.max_frames, max_bytes=config.max_bytes)
+            # The drain does not use the reader's batch arrays: keep them small.
+            reader = ring.Reader(config.ring, config.reader_name, tethered=True, max_frames=64)
         self.rd = reader
+        self.drain = FileDrain(reader, max_bytes=config.max_bytes, index_every=config.index_every)
         self.ring_id: bytes = reader.ring_id
         self.shard_dir = os.path.join(config.data_dir, config.venue, f"shard-{config.shard}")
         self.status_path = config.status_path or os.path.join(self.shard_dir, "flusher.status.json")
@@ -303,32 +304,24 @@ class Flusher:
         return EXIT_OK
 
     def step(self) -> int:
-        """Read one batch and write it.
+        """Write one batch and commit it.
 
-        Returns the number of frames, 0 if the ring is empty, or -1 if the
-        batch must be written again (a failed fsync under ``always``).
+        Returns the number of frames consumed (written, or skipped as
+        already on disk), 0 if the ring is empty, or -1 if the batch must be
+        written again (a failed fsync under ``always``).
         """
         self._maybe_rotate_hour()
-        b = self.rd.read()
-        n = len(b)
+        n = self._write_available()
         if n == 0:
             return 0
-        self._write_batch(b)
-        self._record_latency(b.ts)
         if self.cfg.fsync == "always" and not self._sync_or_rollback():
             return -1
         elif self.cfg.fsync == "interval" and time.monotonic() - self._last_sync >= self.cfg.fsync_interval:
             self._sync_once()
-        self.rd.commit(b)
-        self.stats.committed_seq = int(b.end_seq) - 1
+        self.rd.commit()
+        self.stats.committed_seq = self.rd.next_seq - 1
         self.stats.batches += 1
         return n
-
-    def _record_latency(self, ts: np.ndarray) -> None:
-        # A sample (every 16th frame of a large batch) keeps this off the
-        # throughput path: the full array costs ~28 us per 4096-frame batch.
-        ts = ts[::16] if len(ts) > 64 else ts
-        histogram.add_many(self.stats.recv_to_disk_hist_us, time.time_ns() - ts.astype(np.int64))
 
     def _idle(self) -> None:
         now = time.monotonic()
@@ -343,42 +336,35 @@ class Flusher:
         self.rd.wait(timeout)
 
     # -- writing -----------------------------------------------------------------
-    def _write_batch(self, b) -> None:
-        seq = b.seq
-        n = len(seq)
-        start = 0
+    def _write_available(self) -> int:
+        """Write one batch of what the ring holds to the open segment (opened
+        or rotated as needed), straight from the ring (``ring.FileDrain``);
+        no commit.  Returns the frames consumed: written, or skipped because
+        a crash between write and commit left them on disk already."""
+        consumed = 0
         if self.skip_through is not None:
-            start = int(np.searchsorted(seq, np.uint64(self.skip_through), side="right"))
-            self.stats.skipped_frames += start
-            if start < n or int(seq[-1]) >= self.skip_through:
-                self.skip_through = None
-            if start >= n:
-                return
-        ts = b.ts
-        sizes = (b.length.astype(np.int64) + (_HDR + 7)) & ~7
-        cum = np.zeros(n + 1, np.int64)
-        np.cumsum(sizes, out=cum[1:])
-        spans = batch_spans(b, int(cum[n]))
+            r = self.drain.write(-1, 0, 0, skip_below=self.skip_through + 1)
+            consumed += r.skipped
+            self.stats.skipped_frames += r.skipped
+            if self.rd.next_seq <= self.skip_through:
+                return consumed            # the ring holds nothing newer yet
+            self.skip_through = None
+        if not self.rd.available():
+            return consumed
         limit = self.cfg.segment_bytes
-        i = start
-        while i < n:
-            seg = self._segment(int(seq[i]))
-            room = limit - seg.size
-            j = int(np.searchsorted(cum, cum[i] + room, side="right")) - 1
-            if j <= i:
-                if seg.records:
-                    self._close_segment()
-                    continue
-                j = i + 1          # one frame larger than a segment: it gets its own
-            nbytes = int(cum[j] - cum[i])
-            chunks = _slice(spans, int(cum[i]), nbytes)
-            self._append_retry(seg, chunks, nbytes, seq[i:j], ts[i:j], cum[i:j] - cum[i])
-            self.stats.frames += j - i
-            self.stats.bytes += nbytes
-            self.stats.last_seq = int(seq[j - 1])
-            i = j
-            if seg.size >= limit:
-                self._close_segment()
+        while True:
+            seg = self._segment(self.rd.next_seq)
+            r = self._append_retry(seg, limit - seg.size)
+            if r.frames or not r.room_full or not seg.records:
+                break
+            self._close_segment()          # the next frame does not fit: rotate
+        self.stats.frames += r.frames
+        self.stats.bytes += r.nbytes
+        if r.frames:
+            self.stats.last_seq = r.last_seq
+        if seg.size >= limit:
+            self._close_segment()
+        return consumed + r.frames
 
     def _segment(self, first_seq: int) -> SegmentWriter:
         if self.seg is not None:
@@ -404,15 +390,15 @@ class Flusher:
             self._last_sync = time.monotonic()
             return self.seg
 
-    def _append_retry(self, seg: SegmentWriter, chunks, nbytes, seq, ts, offs) -> None:
+    def _append_retry(self, seg: SegmentWriter, room: int):
         delay = self.cfg.backoff_initial
         while True:
             try:
-                seg.append(chunks, nbytes, seq, ts, offs)
+                r = seg.append_from_ring(self.drain, room)
                 if self._outage:
                     log.warning("writing works again after %d retries", self._outage)
                     self._outage = 0
-                return
+                return r
             except OSError as exc:
                 self.stats.write_errors += 1
                 delay = self._io_error("writing", exc, delay)
@@ -521,6 +507,7 @@ class Flusher:
         """Write the stats as JSON (temp file + rename) for humans and the supervisor."""
         self._last_status = time.monotonic()
         self.stats.updated_ns = time.time_ns()
+        self.stats.recv_to_disk_hist_us = self.drain.latency_hist.tolist()
         if self.compressor is not None:
             self.stats.compressed = self.compressor.compressed
         d = dict(self.stats.as_dict(), venue=self.cfg.venue, shard=self.cfg.shard,
@@ -549,37 +536,6 @@ class Flusher:
             self.rd.close()
 
 
-def batch_spans(b, total: int) -> list:
-    """The batch's record bytes as contiguous views (``Batch.spans()``).
-
-    A guard costing one sum: if the views do not add up to the batch's bytes
-    (an early ``spans()`` merged a run that ends exactly at the ring's end
-    with the run continuing at its start), fall back to one view per frame,
-    which is always right.  Never write bytes we have not accounted for.
-    """
-    spans = b.spans()
-    if sum(len(s) for s in spans) == total:
-        return spans
-    return [b.raw(i) for i in range(len(b))]
-
-
-def _slice(spans: list, start: int, nbytes: int) -> list:
-    """The byte range [start, start + nbytes) of the concatenation of spans."""
-    out = []
-    for s in spans:
-        ln = len(s)
-        if start >= ln:
-            start -= ln
-            continue
-        take = min(ln - start, nbytes)
-        out.append(s[start:start + take])
-        nbytes -= take
-        start = 0
-        if nbytes == 0:
-            break
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m flusher.disk", description=__doc__.split("\n")[0])
     ap.add_argument("--ring", required=True, help="ring file")
@@ -593,7 +549,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-hourly", action="store_true", help="do not rotate at UTC hour boundaries")
     ap.add_argument("--drain-timeout", type=float, default=30.0)
     ap.add_argument("--reader-name", default="flusher")
-    ap.add_argument("--max-frames", type=int, default=FlusherConfig.max_frames)
     ap.add_argument("--max-bytes", type=int, default=FlusherConfig.max_bytes)
     ap.add_argument("--index-every", type=int, default=1024)
     ap.add_argument("--compress", action="store_true", help="zstd-compress closed segments")
@@ -612,7 +567,7 @@ def config_from_args(args: argparse.Namespace) -> FlusherConfig:
                          host=args.host, fsync=args.fsync, fsync_interval=args.fsync_interval,
                          segment_bytes=args.segment_bytes, rotate_hourly=not args.no_hourly,
                          drain_timeout=args.drain_timeout, reader_name=args.reader_name,
-                         max_frames=args.max_frames, max_bytes=args.max_bytes,
+                         max_bytes=args.max_bytes,
                          index_every=args.index_every, compress=args.compress,
                          status_path=args.status_file, clock=clock)
 

@@ -102,22 +102,35 @@ class IndexBuilder:
             return
         ts = np.asarray(ts, dtype=np.int64)
         first = (-base_count) % self.every
-        if first < n:
-            sel = slice(first, n, self.every)
-            self._seq.append(np.asarray(seq[sel], dtype=np.uint64).copy())
-            self._ts.append(ts[sel].copy())
-            self._off.append(np.asarray(offsets[sel], dtype=np.uint64).copy())
+        sel = slice(first, n, self.every)
         mono = n < 2 or not bool((ts[1:] < ts[:-1]).any())
         lo, hi = (int(ts[0]), int(ts[-1])) if mono else (int(ts.min()), int(ts.max()))
+        self.add_summary(n, int(seq[0]), int(seq[-1]), int(ts[0]), int(ts[-1]), lo, hi, mono,
+                         np.asarray(seq[sel], dtype=np.uint64), ts[sel],
+                         np.asarray(offsets[sel], dtype=np.uint64))
+
+    def add_summary(self, n: int, first_seq: int, last_seq: int, first_ts: int, last_ts: int,
+                    min_ts: int, max_ts: int, mono: bool, idx_seq: np.ndarray, idx_ts: np.ndarray,
+                    idx_off: np.ndarray) -> None:
+        """``n`` records were appended, described by their summary (what
+        ``ring.FileDrain`` returns): sequence and receive-time range, whether
+        the times never went backwards among them, and the index entries
+        that fall among them (records ``-records % every``, every ``every``)."""
+        if n == 0:
+            return
+        if len(idx_seq):
+            self._seq.append(np.array(idx_seq, dtype=np.uint64))
+            self._ts.append(np.array(idx_ts, dtype=np.int64))
+            self._off.append(np.array(idx_off, dtype=np.uint64))
         if self.records == 0:
-            self.first_seq = int(seq[0])
-            self.min_ts, self.max_ts = lo, hi
+            self.first_seq = first_seq
+            self.min_ts, self.max_ts = min_ts, max_ts
         else:
-            self.min_ts, self.max_ts = min(self.min_ts, lo), max(self.max_ts, hi)
-        if self.ts_monotonic and (not mono or (self._last_ts is not None and int(ts[0]) < self._last_ts)):
+            self.min_ts, self.max_ts = min(self.min_ts, min_ts), max(self.max_ts, max_ts)
+        if self.ts_monotonic and (not mono or (self._last_ts is not None and first_ts < self._last_ts)):
             self.ts_monotonic = False
-        self._last_ts = int(ts[-1])
-        self.last_seq = int(seq[-1])
+        self._last_ts = last_ts
+        self.last_seq = last_seq
         self.records += n
 
     @classmethod

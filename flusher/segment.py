@@ -502,6 +502,23 @@ class SegmentWriter:
         os.ftruncate(self._fd, self.size)
         self._needs_truncate = False
 
+    def _guarded_write(self, write):
+        """``write(offset)`` at the end of the good bytes; if it raises
+        OSError, cut the file back to them (no partial record stays behind)
+        and re-raise.  Returns (offset, what write returned)."""
+        if self._needs_truncate:
+            self._repair()
+        off = self.size
+        try:
+            return off, write(off)
+        except OSError:
+            self._needs_truncate = True
+            try:
+                self._repair()
+            except OSError:
+                pass
+            raise
+
     def append(self, chunks: list, nbytes: int, seq, ts, offsets) -> None:
         """Append contiguous record bytes (a list of buffers totalling nbytes).
 
@@ -511,27 +528,41 @@ class SegmentWriter:
         Raises:
             OSError: the write failed; the file is back at its previous size.
         """
-        if self._needs_truncate:
-            self._repair()
-        off = self.size
-        try:
+        def write(off: int) -> None:
             if len(chunks) == 1:
                 self._pwrite_all(chunks[0], off)
             else:
                 self._pwritev_all(list(chunks), off)
-        except OSError:
-            self._needs_truncate = True
-            try:
-                self._repair()
-            except OSError:
-                pass
-            raise
+
+        off, _ = self._guarded_write(write)
         self.size = off + nbytes
         n = len(seq)
         if n:
             self.index.add(seq, ts, offsets + off, self.records)
             self.records += n
             self.last_seq = int(seq[-1])
+
+    def append_from_ring(self, drain, room: int, skip_below: int = 0):
+        """Write the frames waiting in a tethered reader (``ring.FileDrain``)
+        straight from the ring: at most ``room`` bytes, except that an empty
+        segment takes one frame larger than that.  Returns ``ring.Drained``.
+
+        Raises:
+            OSError: the write failed; the file is back at its previous size
+                and the reader's cursor has not moved.
+        """
+        off, r = self._guarded_write(
+            lambda off: drain.write(self._fd, off, room, oversize_ok=self.records == 0,
+                                    records_before=self.records, skip_below=skip_below,
+                                    path=self.path))
+        self.size = off + r.nbytes
+        if r.frames:
+            self.index.add_summary(r.frames, r.first_seq, r.last_seq, r.first_ts, r.last_ts,
+                                   r.min_ts, r.max_ts, r.ts_monotonic, r.index_seq, r.index_ts,
+                                   r.index_off)
+            self.records += r.frames
+            self.last_seq = r.last_seq
+        return r
 
     def sync(self) -> None:
         """fsync the data written so far (raises OSError)."""
