@@ -81,9 +81,10 @@ class IndexBuilder:
 
     def __init__(self, every: int = 1024) -> None:
         self.every = max(1, int(every))
-        self._seq: list[np.ndarray] = []
-        self._ts: list[np.ndarray] = []
-        self._off: list[np.ndarray] = []
+        # Plain lists: a few entries per batch (one per `every` records).
+        self._seq: list[int] = []
+        self._ts: list[int] = []
+        self._off: list[int] = []
         self.records = 0
         self.first_seq = -1
         self.last_seq = -1
@@ -106,22 +107,21 @@ class IndexBuilder:
         mono = n < 2 or not bool((ts[1:] < ts[:-1]).any())
         lo, hi = (int(ts[0]), int(ts[-1])) if mono else (int(ts.min()), int(ts.max()))
         self.add_summary(n, int(seq[0]), int(seq[-1]), int(ts[0]), int(ts[-1]), lo, hi, mono,
-                         np.asarray(seq[sel], dtype=np.uint64), ts[sel],
-                         np.asarray(offsets[sel], dtype=np.uint64))
+                         np.asarray(seq[sel]).tolist(), ts[sel].tolist(),
+                         np.asarray(offsets[sel]).tolist())
 
     def add_summary(self, n: int, first_seq: int, last_seq: int, first_ts: int, last_ts: int,
-                    min_ts: int, max_ts: int, mono: bool, idx_seq: np.ndarray, idx_ts: np.ndarray,
-                    idx_off: np.ndarray) -> None:
+                    min_ts: int, max_ts: int, mono: bool, idx_seq: list[int], idx_ts: list[int],
+                    idx_off: list[int]) -> None:
         """``n`` records were appended, described by their summary (what
         ``ring.FileDrain`` returns): sequence and receive-time range, whether
         the times never went backwards among them, and the index entries
         that fall among them (records ``-records % every``, every ``every``)."""
         if n == 0:
             return
-        if len(idx_seq):
-            self._seq.append(np.array(idx_seq, dtype=np.uint64))
-            self._ts.append(np.array(idx_ts, dtype=np.int64))
-            self._off.append(np.array(idx_off, dtype=np.uint64))
+        self._seq += idx_seq
+        self._ts += idx_ts
+        self._off += idx_off
         if self.records == 0:
             self.first_seq = first_seq
             self.min_ts, self.max_ts = min_ts, max_ts
@@ -137,9 +137,9 @@ class IndexBuilder:
     def from_scan(cls, res, every: int) -> "IndexBuilder":
         """From a segment.ScanResult collected with index_every=every."""
         b = cls(every)
-        b._seq = [np.asarray(res.index_seq, dtype=np.uint64)]
-        b._ts = [np.asarray(res.index_ts, dtype=np.int64)]
-        b._off = [np.asarray(res.index_off, dtype=np.uint64)]
+        b._seq = [int(x) for x in res.index_seq]
+        b._ts = [int(x) for x in res.index_ts]
+        b._off = [int(x) for x in res.index_off]
         b.records = res.records
         b.first_seq, b.last_seq = res.first_seq, res.last_seq
         b.min_ts, b.max_ts = res.min_ts, res.max_ts
@@ -147,9 +147,9 @@ class IndexBuilder:
         return b
 
     def encode(self, ring_id: bytes, data_size: int) -> bytes:
-        seq = np.concatenate(self._seq) if self._seq else np.zeros(0, np.uint64)
-        ts = np.concatenate(self._ts) if self._ts else np.zeros(0, np.int64)
-        off = np.concatenate(self._off) if self._off else np.zeros(0, np.uint64)
+        seq = np.array(self._seq, dtype=np.uint64)
+        ts = np.array(self._ts, dtype=np.int64)
+        off = np.array(self._off, dtype=np.uint64)
         body = seq.astype("<u8").tobytes() + ts.astype("<i8").tobytes() + off.astype("<u8").tobytes()
         head = bytearray(IDX_HEADER)
         _IH.pack_into(head, 0, IDX_MAGIC, IDX_VERSION, F_TS_MONOTONIC if self.ts_monotonic else 0,

@@ -32,7 +32,7 @@ class Drained(NamedTuple):
     ``frames`` were written (``nbytes`` bytes from the given offset),
     ``skipped`` frames were consumed without writing (below ``skip_below``).
     ``index_*`` hold the entries for every ``index_every``-th record of the
-    file (absolute offsets); they are views, valid until the next write.
+    file (absolute offsets), as lists.
     ``room_full``: the batch stopped at a frame that does not fit in
     ``room``.  ``written_first``: the batch was written, then checked
     (csrc/drain.c); otherwise it was checked, then written.
@@ -49,9 +49,9 @@ class Drained(NamedTuple):
     ts_monotonic: bool
     room_full: bool
     written_first: bool
-    index_seq: np.ndarray
-    index_ts: np.ndarray
-    index_off: np.ndarray
+    index_seq: list[int]
+    index_ts: list[int]
+    index_off: list[int]
 
 
 class FileDrain:
@@ -72,17 +72,17 @@ class FileDrain:
         self.index_every = max(1, int(index_every))
         # Enough index entries for a batch of the smallest frames.
         cap = max_bytes // lib.RING_FRAME_HEADER // self.index_every + 2
-        self._seq = np.zeros(cap, np.uint64)
-        self._ts = np.zeros(cap, np.int64)
-        self._off = np.zeros(cap, np.uint64)
+        self._seq = ffi.new("uint64_t[]", cap)
+        self._ts = ffi.new("int64_t[]", cap)
+        self._off = ffi.new("uint64_t[]", cap)
         self.latency_hist = np.zeros(HIST_BUCKETS, np.uint64)
         d = ffi.new("ring_drain_t *")
         d.max_bytes = max_bytes
         d.index_every = self.index_every
         d.index_cap = cap
-        d.index_seq = ffi.cast("uint64_t *", ffi.from_buffer(self._seq))
-        d.index_ts = ffi.cast("int64_t *", ffi.from_buffer(self._ts))
-        d.index_off = ffi.cast("uint64_t *", ffi.from_buffer(self._off))
+        d.index_seq = self._seq
+        d.index_ts = self._ts
+        d.index_off = self._off
         d.latency_hist = ffi.cast("uint64_t *", ffi.from_buffer(self.latency_hist))
         self._d = d
 
@@ -125,7 +125,8 @@ class FileDrain:
         return Drained(n, int(d.skipped), int(d.bytes), int(d.first_seq) if n else -1,
                        int(d.last_seq) if n else -1, int(d.first_ts), int(d.last_ts),
                        int(d.min_ts), int(d.max_ts), bool(d.ts_monotonic), bool(d.room_full),
-                       bool(d.written_first), self._seq[:k], self._ts[:k], self._off[:k])
+                       bool(d.written_first), ffi.unpack(self._seq, k), ffi.unpack(self._ts, k),
+                       ffi.unpack(self._off, k))
 
 
 __all__ = ["FileDrain", "Drained", "HIST_BUCKETS"]
