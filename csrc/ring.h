@@ -242,7 +242,6 @@ int ring_wait_read(uint8_t *base, int slot, uint64_t *pos, uint64_t *seq,
  * or RING_DRAIN_IO_ERROR (d->err; *pos / *seq unchanged). */
 int ring_drain_to_fd(const uint8_t *base, uint64_t *pos, uint64_t *seq, ring_drain_t *d);
 
-
 /* Bit mask of reader slots that announced a futex sleep (for stats/tests). */
 uint32_t ring_waiters(const uint8_t *base);
 

@@ -10,10 +10,12 @@
         for frame in batch: ...
         rd.commit(batch)
 
-See ring/file.py (files, locks), ring/producer.py, ring/reader.py and the
+See ring/file.py (files, locks), ring/producer.py, ring/reader.py,
+ring/drain.py (a tethered reader's drain straight into a file) and the
 theory-of-operation block in csrc/ring.c.
 """
 from ring.assemble import Assembler, Dropped, Message
+from ring.drain import Drained, FileDrain
 from ring.errors import (BadRingFile, CaptureError, CorruptFrame, FrameTooLarge, Lapped, NoReaderSlot,
                          ProducerBusy, ReaderBusy, RingError, RingExists)
 from ring.file import DEFAULT_CAPACITY, DEFAULT_DIR, DEFAULT_MAX_FRAME, RingFile, attach, create, default_path, ensure_dir
@@ -27,5 +29,5 @@ __all__ = [
     "Lapped", "NoReaderSlot", "ProducerBusy", "ReaderBusy", "RingError", "RingExists",
     "DEFAULT_CAPACITY", "DEFAULT_DIR", "DEFAULT_MAX_FRAME", "RingFile", "attach", "create",
     "default_path", "ensure_dir", "FrameFlags", "FrameType", "crc32c", "Producer", "WriteStatus",
-    "Batch", "Frame", "Reader", "remove_reader", "stats",
+    "Batch", "Frame", "Reader", "remove_reader", "stats", "Drained", "FileDrain",
 ]
