@@ -8,12 +8,15 @@ the producer wrote.
 """
 import os
 import random
+import shutil
 import struct
+import tempfile
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import ring
-from ring import WriteStatus
+from ring import FrameType, WriteStatus
 from ring.drain import FileDrain
 from ring.errors import CorruptFrame
 from ring.frame import frame_crc
@@ -24,7 +27,7 @@ H_CHECKPOINTS = 5 * 128        # csrc/layout.h
 
 
 def records(path, start=0):
-    """(offset, seq, ts, payload) of every record in the file; checks CRC and order."""
+    """(offset, seq, ts, payload, type) of every record in the file; checks CRC and order."""
     with open(path, "rb") as f:
         data = f.read()
     out, off, expect = [], start, None
@@ -33,7 +36,7 @@ def records(path, start=0):
         assert size >= 32 and lo == seq & 0xFFFFFFFF and typ in (1, 2, 4, 5, 6), (off, size, typ)
         assert frame_crc(data[off:off + size]) == crc, off
         assert expect is None or seq == expect, (seq, expect)
-        out.append((off, seq, ts, data[off + 32:off + size]))
+        out.append((off, seq, ts, data[off + 32:off + size], typ))
         expect = seq + 1
         off += (size + 7) & ~7
     assert off == len(data)
@@ -283,3 +286,66 @@ def test_a_short_tail_before_the_ring_end_is_walked_then_the_backlog_written(env
     got = records(out)
     assert [g[1] for g in got] == list(range(n0 + 600)) and rd.next_seq == n0 + 600
     assert [g[3] for g in got[n0:]] == [b"%06d" % i * 160 for i in range(600)]
+
+
+# -- property: whatever the sizes, limits and interleaving, the file is the frames ---------------
+drain_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("w"), st.integers(0, 600), st.integers(0, 3000)),  # n frames up to size
+        st.tuples(st.just("d"), st.one_of(st.integers(1, 1 << 20), st.just(1 << 40))),  # room
+    ),
+    min_size=1, max_size=40)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=drain_ops, max_bytes=st.sampled_from([4096, 70 << 10, 200 << 10, 2 << 20, 2 << 20]),
+       every=st.integers(1, 50), seed=st.integers(0, 2**32))
+def test_the_file_is_the_frames_whatever_the_batches(ops, max_bytes, every, seed):
+    rng = random.Random(seed)
+    d = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    try:
+        path = os.path.join(d, "p.ring")
+        ring.create(path, CAP).close()
+        p = ring.Producer(path)
+        rd = ring.Reader(path, "flusher", tethered=True)
+        out = os.path.join(d, "out.bin")
+        fd = os.open(out, os.O_RDWR | os.O_CREAT, 0o600)
+        dr = FileDrain(rd, max_bytes=max_bytes, index_every=every)
+        sent, index = [], []
+        state = {"off": 0, "records": 0}
+
+        def drain(room):
+            while True:
+                off = state["off"]
+                r = dr.write(fd, off, room, oversize_ok=True, records_before=state["records"])
+                assert os.fstat(fd).st_size == off + r.nbytes
+                assert r.nbytes <= max(room, max_bytes) or r.frames == 1
+                if not r.frames:
+                    return
+                rd.commit()
+                state["off"] += r.nbytes
+                state["records"] += r.frames
+                index.extend(zip(r.index_seq, r.index_ts, r.index_off))
+
+        for op, *args in ops:
+            if op == "w":
+                n, size = args
+                for _ in range(n):
+                    payload = rng.randbytes(rng.randrange(0, size + 1))
+                    if p.write(payload) != WriteStatus.OK:
+                        break      # ring full: the producer records the drop itself
+                    sent.append(payload)
+            else:
+                drain(args[0])
+        p.poll()
+        drain(1 << 40)
+        got = records(out)
+        assert [g[3] for g in got if g[4] == FrameType.DATA] == sent
+        # every `every`-th record of the file is in the index, with its offset
+        assert index == [(g[1], g[2], g[0]) for k, g in enumerate(got) if k % every == 0]
+        assert rd.next_seq == (got[-1][1] + 1 if got else 0)
+        os.close(fd)
+        rd.close()
+        p.close()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
