@@ -24,6 +24,7 @@ import flusher_helpers as H  # noqa: E402
 import ring  # noqa: E402
 from flusher import cli  # noqa: E402
 from flusher.disk import EXIT_OK, Flusher, FlusherConfig  # noqa: E402
+from flusher.read import read as read_frames  # noqa: E402
 from flusher.segment import list_segments  # noqa: E402
 from timing import timeout, wait_for  # noqa: E402
 
@@ -504,6 +505,56 @@ def test_restart_finds_newest_sequences_even_if_the_clock_stepped_back(ring_path
     assert fl.stats.skipped_frames == 30 and fl.stats.frames == 0
     seqs = sorted(H.records_on_disk(data)["seq"].tolist())
     assert seqs == list(range(60))
+
+
+def test_a_crash_before_the_padding_is_cut_leaves_a_torn_tail_only(ring_path, tmp_path):
+    """A backlog across the ring's end is written with the padding before the
+    end, which is then truncated off.  A crash in between leaves the padding
+    as the segment's tail: recovery cuts it like any torn tail, and the
+    frames after it are written once on restart."""
+    cap = 1 << 20
+    ring.create(ring_path, capacity=cap)
+    data = str(tmp_path)
+    cfg = FlusherConfig(ring=ring_path, data_dir=data, venue="test", shard=0, clock=FakeClock(H.BASE_NS))
+    fl = Flusher(cfg)
+    p = ring.Producer(ring_path)
+    body = [b"%06d" % i + b"y" * 994 for i in range(2000)]     # 1032-byte frames
+    n = 0
+    while n < 900:                            # up to ~100 KiB before the ring's end
+        assert p.write(body[n]) == ring.WriteStatus.OK
+        n += 1
+    while fl.step():
+        pass
+    left = cap - (fl.rd.position % cap)
+    assert 64 << 10 <= left < 200 << 10          # enough to be written first
+    before_end = n + left // 1032             # frames that still fit before the end
+    while n < before_end + 50:                # the rest goes after the end, behind padding
+        assert p.write(body[n]) == ring.WriteStatus.OK
+        n += 1
+    pad_at = fl.rd.position + (before_end - fl.rd.next_seq) * 1032
+    # one batch up to the ring's end: written, padding and all, then cut
+    assert fl._write_available() == before_end - 900
+    # the crash: put the padding back as the tail, as if the truncate had not
+    # happened yet, and die without committing
+    seg = fl.seg
+    size = os.path.getsize(seg.path)
+    mm = fl.rd._rf.mm
+    pad = bytes(mm[4096 + (pad_at % cap):4096 + cap])
+    assert pad[24] == ring.FrameType.PADDING and len(pad) == cap - (pad_at % cap)
+    with open(seg.path, "r+b") as f:
+        f.seek(size)
+        f.write(pad)
+    seg.abandon()
+    fl.rd.close()
+    fl = Flusher(cfg)
+    assert fl.recovery.truncated and not fl.recovery.corrupt and fl.stats.torn_tails == 1
+    while fl.step():
+        pass
+    fl.close()
+    p.close()
+    got = [f.payload for f in read_frames(data) if f.type == 1]
+    assert got == body[:n]
+    assert cli.main(["verify", "-q", data]) == 0
 
 
 def test_idle_segment_is_closed_at_the_hour(ring_path, tmp_path):
