@@ -26,7 +26,7 @@ import pytest
 
 import ring
 from flusher.disk import Flusher, FlusherConfig
-from flusher.segment import list_segments
+from flusher.names import list_segments
 from flusher_bench_helpers import Filler, fill
 
 RING_BYTES = 4 << 20         # the default ring

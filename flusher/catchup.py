@@ -27,7 +27,7 @@ class SegmentCatchup:
 
     def _segment_list(self) -> list[str]:
         from flusher.read import segment_paths
-        from flusher.segment import parse_name
+        from flusher.names import parse_name
         if not self.segments or not os.path.isdir(self.segments):
             return []
         paths = segment_paths(self.segments, self.venue, self.shard)

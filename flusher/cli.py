@@ -23,7 +23,8 @@ from typing import Iterable
 import orjson
 
 from flusher.read import read, records, segment_paths, to_ns
-from flusher.segment import (SUFFIX_CORRUPT, SUFFIX_OPEN, SegmentHeader, scan)
+from flusher.names import SUFFIX_CORRUPT, SUFFIX_OPEN
+from flusher.segment import SegmentHeader, scan
 from ring.errors import SegmentError
 from ring.frame import FrameFlags, FrameType
 

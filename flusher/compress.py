@@ -21,11 +21,9 @@ import queue
 import sys
 import threading
 
-from flusher.segment import SUFFIX_SEG, SUFFIX_ZST, parse_name
+from flusher.names import O_DIRECTORY, O_NOFOLLOW, SUFFIX_SEG, SUFFIX_ZST, parse_name
 
 log = logging.getLogger("capture.flusher.compress")
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 def compress_segment(path: str, level: int = 3) -> str:
@@ -37,15 +35,15 @@ def compress_segment(path: str, level: int = 3) -> str:
     stem = name[: -len(SUFFIX_SEG)]
     final = stem + SUFFIX_ZST
     tmp = final + ".tmp"
-    dfd = os.open(d or ".", os.O_RDONLY | _O_DIRECTORY)
+    dfd = os.open(d or ".", os.O_RDONLY | O_DIRECTORY)
     try:
         try:
             os.unlink(tmp, dir_fd=dfd)
         except FileNotFoundError:
             pass
-        src = os.open(name, os.O_RDONLY | _O_NOFOLLOW, dir_fd=dfd)
+        src = os.open(name, os.O_RDONLY | O_NOFOLLOW, dir_fd=dfd)
         try:
-            dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600, dir_fd=dfd)
+            dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW, 0o600, dir_fd=dfd)
             try:
                 size = os.fstat(src).st_size
                 cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)

@@ -60,8 +60,9 @@ from typing import Callable
 from capture import histogram
 from capture.status import write_status
 from flusher.recovery import RecoveryReport, last_on_disk, recover_open
-from flusher.segment import (SUFFIX_OPEN, SegmentWriter, list_segments, open_dir, parse_name,
-                             read_header, writer_header)
+from flusher.names import SUFFIX_OPEN, list_segments, open_dir, parse_name
+from flusher.segment import read_header
+from flusher.writer import SegmentWriter, writer_header
 from ring.drain import FileDrain
 from ring.errors import CaptureError, SegmentError
 

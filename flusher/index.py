@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flusher.names import O_NOFOLLOW
 from ring.frame import crc32c
 
 IDX_MAGIC = b"CAPSIDX\n"
@@ -42,7 +43,6 @@ IDX_HEADER = 128
 _IH = struct.Struct("<8sHHIQQQQqqQ16s")
 _CRC_AT = 124
 F_TS_MONOTONIC = 1
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 @dataclass
@@ -168,7 +168,7 @@ class IndexBuilder:
             os.unlink(tmp, dir_fd=dfd)
         except FileNotFoundError:
             pass
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600, dir_fd=dfd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW, 0o600, dir_fd=dfd)
         try:
             mv = memoryview(data)
             while len(mv):
@@ -200,7 +200,7 @@ def decode_index(data: bytes) -> Index | None:
 def load_index(path: str) -> Index | None:
     """The index at path, or None if it is missing or invalid."""
     try:
-        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | O_NOFOLLOW)
     except OSError:
         return None
     try:

@@ -29,8 +29,8 @@ from typing import Callable, Iterator, NamedTuple
 import numpy as np
 
 from flusher.index import index_path_for, load_index
-from flusher.segment import (FILE_HEADER, SUFFIX_OPEN, SegmentHeader, iter_stream_records,
-                             list_segments, open_segment_stream)
+from flusher.names import SUFFIX_OPEN, list_segments
+from flusher.segment import FILE_HEADER, SegmentHeader, iter_stream_records, open_segment_stream
 from ring.errors import SegmentError
 from ring.frame import FrameFlags, FrameType
 

@@ -13,9 +13,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from flusher.segment import (FILE_HEADER, SUFFIX_CORRUPT, SUFFIX_IDX, SUFFIX_OPEN, SUFFIX_SEG,
-                             _O_CLOEXEC, _O_DIRECTORY, _O_NOFOLLOW, ScanResult, iter_stream_records,
-                             open_segment_stream, parse_name, read_header, scan)
+from flusher.names import (O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, SUFFIX_CORRUPT, SUFFIX_IDX, SUFFIX_OPEN,
+                           SUFFIX_SEG, parse_name)
+from flusher.segment import (FILE_HEADER, ScanResult, iter_stream_records, open_segment_stream,
+                             read_header, scan)
 from ring.errors import SegmentError
 
 log = logging.getLogger("capture.flusher")
@@ -32,7 +33,7 @@ class RecoveryReport:
 
 
 def _safe_fd(path: str, flags: int) -> int:
-    return os.open(path, flags | _O_NOFOLLOW | _O_CLOEXEC)
+    return os.open(path, flags | O_NOFOLLOW | O_CLOEXEC)
 
 
 def move_aside(path: str) -> str:
@@ -43,7 +44,7 @@ def move_aside(path: str) -> str:
         i += 1
         target = f"{path}{SUFFIX_CORRUPT}.{i}"
     os.rename(path, target)
-    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     try:
         os.fsync(dfd)
     finally:
@@ -98,7 +99,7 @@ def recover_open(path: str, *, index_every: int = 1024,
         return "removed", res
     d = os.path.dirname(path)
     stem = os.path.basename(path)[:-len(SUFFIX_OPEN)]
-    dfd = os.open(d or ".", os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    dfd = os.open(d or ".", os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     try:
         ib = IndexBuilder.from_scan(res, index_every)
         ib.write(dfd, stem + SUFFIX_IDX, res.header, res.valid_end)

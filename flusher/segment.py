@@ -46,39 +46,21 @@ fragment limit is a chain FRAG_BEGIN, FRAG_MIDDLE..., FRAG_END that may cross
 a segment boundary; a FRAG_END with the aborted flag means the message was
 dropped and the chain must be discarded.
 
-File names and states.  ``{root}/{venue}/shard-{N}/{YYYY-MM-DD}/`` holds
-``{venue}-{N}-{YYYYMMDDTHHMMSSZ}-{first_seq:020d}`` + suffix, the date and
-time being the UTC creation time:
-
-* ``.seg.open``  being written; may end in a torn record after a crash
-* ``.seg``       closed: fsynced, complete, renamed (the rename is the commit)
-* ``.seg.zst``   a closed segment compressed with zstandard (one frame, with
-                 content checksum); decompresses to exactly the ``.seg`` bytes
-* ``.idx``       sidecar index of a closed segment (see ``flusher/index.py``)
-* ``.corrupt``   appended to a file found corrupt in the middle; kept for humans
-
-Files are created 0600 with O_EXCL|O_NOFOLLOW and directories 0700; every
-path component below the data directory is opened with O_NOFOLLOW, so a
-symlink planted there is refused, never followed.
+File names, states and directories: ``flusher/names.py``.  Writing a
+segment: ``flusher/writer.py``.
 """
 from __future__ import annotations
 
-import errno
-import logging
 import mmap
 import os
-import re
-import socket
 import struct
-import time
 from dataclasses import dataclass, field
 from typing import Iterator, NamedTuple
 
+from flusher.names import O_CLOEXEC, O_NOFOLLOW, SUFFIX_CORRUPT
 from ring.errors import CorruptSegment, SegmentError
 from ring.frame import HEADER as FRAME_HEADER
 from ring.frame import FrameType, align8, crc32c, frame_crc
-
-log = logging.getLogger("capture.flusher.segment")
 
 MAGIC = b"CAPSEG\r\n"
 VERSION = 1
@@ -88,25 +70,6 @@ _FH_CRC_AT = 252
 MAX_RECORD = 1 << 30          # no ring frame is this large; bigger sizes are garbage
 _REC = struct.Struct("<IIQqBBHI")
 _VALID_TYPES = frozenset(int(t) for t in FrameType if t != FrameType.PADDING)
-
-SUFFIX_OPEN = ".seg.open"
-SUFFIX_SEG = ".seg"
-SUFFIX_ZST = ".seg.zst"
-SUFFIX_IDX = ".idx"
-SUFFIX_CORRUPT = ".corrupt"
-_NAME_RE = re.compile(r"^(?P<venue>.+)-(?P<shard>\d+)-(?P<time>\d{8}T\d{6}Z)-(?P<seq>\d{20})"
-                      r"(?P<suffix>\.seg(?:\.open|\.zst)?)$")
-
-FILE_MODE = 0o600
-DIR_MODE = 0o700
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-try:
-    _IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX"))
-except (ValueError, OSError, AttributeError):
-    _IOV_MAX = 1024
-
 
 # -- errors (rooted at ring.errors.SegmentError) -------------------------------
 class NotASegment(SegmentError):
@@ -124,10 +87,6 @@ class UnsupportedVersion(SegmentError):
         super().__init__(path, offset, f"unsupported segment format version {version} "
                                        f"(this reader knows {VERSION})")
         self.version = version
-
-
-class UnsafePath(SegmentError):
-    """A path component is a symlink or not a directory; refused, not followed."""
 
 
 # -- file header ---------------------------------------------------------------
@@ -269,7 +228,7 @@ def scan(path: str, *, index_every: int = 0) -> ScanResult:
     Raises:
         SegmentError subclasses for a bad file header.
     """
-    fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
     try:
         size = os.fstat(fd).st_size
         head = os.pread(fd, FILE_HEADER, 0)
@@ -320,309 +279,6 @@ def _scan_records(buf: memoryview, end: int, res: ScanResult, every: int) -> Non
     finally:
         res.records = n
         buf.release()
-
-
-# -- names and directories -----------------------------------------------------
-class SegmentName(NamedTuple):
-    venue: str
-    shard: int
-    time: str
-    first_seq: int
-    suffix: str
-
-    @property
-    def sort_key(self) -> tuple[str, int]:
-        return (self.time, self.first_seq)
-
-
-def parse_name(name: str) -> SegmentName | None:
-    m = _NAME_RE.match(os.path.basename(name))
-    if not m:
-        return None
-    return SegmentName(m["venue"], int(m["shard"]), m["time"], int(m["seq"]), m["suffix"])
-
-
-def segment_stem(venue: str, shard: int, created_ns: int, first_seq: int) -> str:
-    t = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created_ns // 1_000_000_000))
-    return f"{venue}-{shard}-{t}-{first_seq:020d}"
-
-
-def day_dir_name(created_ns: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(created_ns // 1_000_000_000))
-
-
-def shard_dir(root: str, venue: str, shard: int) -> str:
-    return os.path.join(root, venue, f"shard-{shard}")
-
-
-def open_dir(root: str, parts: list[str], create: bool = True) -> int:
-    """Open root/parts... as a directory fd, creating missing parts 0700.
-
-    ``root`` is the configured data directory (taken as given); every part
-    below it is opened with O_NOFOLLOW, so a symlink there raises UnsafePath.
-    """
-    fd = os.open(root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
-    try:
-        for i, part in enumerate(parts):
-            if create:
-                try:
-                    os.mkdir(part, DIR_MODE, dir_fd=fd)
-                    os.fsync(fd)        # the new directory's name must survive a power loss
-                except FileExistsError:
-                    pass
-            try:
-                nfd = os.open(part, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise UnsafePath(os.path.join(root, *parts[:i + 1]), 0,
-                                     "is a symlink or not a directory; refusing to follow it") from exc
-                raise
-            os.close(fd)
-            fd = nfd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def list_segments(directory: str, venue: str | None = None, shard: int | None = None,
-                  include_open: bool = True) -> list[str]:
-    """Segment files under directory (recursively), oldest first.
-
-    When a segment exists both as ``.seg`` and ``.seg.zst`` (a crash during
-    compression), the ``.seg`` is listed.  Corrupt and temporary files are not.
-    """
-    found: dict[tuple, tuple[SegmentName, str]] = {}
-    for dirpath, dirnames, filenames in os.walk(directory, followlinks=False):
-        dirnames.sort()
-        for fn in filenames:
-            sn = parse_name(fn)
-            if sn is None or (venue is not None and sn.venue != venue):
-                continue
-            if shard is not None and sn.shard != shard:
-                continue
-            if sn.suffix == SUFFIX_OPEN and not include_open:
-                continue
-            key = (sn.venue, sn.shard, sn.time, sn.first_seq, dirpath)
-            prev = found.get(key)
-            rank = {SUFFIX_SEG: 0, SUFFIX_OPEN: 1, SUFFIX_ZST: 2}[sn.suffix]
-            if prev is None or rank < {SUFFIX_SEG: 0, SUFFIX_OPEN: 1, SUFFIX_ZST: 2}[prev[0].suffix]:
-                found[key] = (sn, os.path.join(dirpath, fn))
-    items = sorted(found.values(), key=lambda v: (v[0].venue, v[0].shard, v[0].time, v[0].first_seq))
-    return [p for _, p in items]
-
-
-# -- the writer ----------------------------------------------------------------
-class SegmentWriter:
-    """One open segment: appended to with pwrite, closed by fsync + rename + dir fsync.
-
-    The writer keeps ``size`` = the bytes known good.  A failed write (ENOSPC,
-    EIO) truncates the file back to ``size`` so the file never holds a partial
-    record the writer knows about; the caller retries the same bytes later.
-    """
-
-    def __init__(self, root: str, header: SegmentHeader, *, index_every: int = 1024) -> None:
-        from flusher.index import IndexBuilder
-        self.root = root
-        self.header = header
-        self.day = day_dir_name(header.created_ns)
-        self.stem = segment_stem(header.venue, header.shard, header.created_ns, header.first_seq)
-        parts = [header.venue, f"shard-{header.shard}", self.day]
-        self.dir = os.path.join(root, *parts)
-        self.path = os.path.join(self.dir, self.stem + SUFFIX_OPEN)
-        self.final_path = os.path.join(self.dir, self.stem + SUFFIX_SEG)
-        self.index = IndexBuilder(index_every)
-        self.size = 0
-        self.synced_size = 0
-        self.synced_last_seq = header.first_seq - 1     # newest sequence known durable here
-        self.records = 0
-        self.last_seq = -1
-        self.closed = False
-        self._needs_truncate = False
-        self._renamed = False
-        self._dfd = open_dir(root, parts)
-        try:
-            self._fd = os.open(self.stem + SUFFIX_OPEN,
-                               os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC,
-                               FILE_MODE, dir_fd=self._dfd)
-        except BaseException:
-            os.close(self._dfd)
-            raise
-        try:
-            self._pwrite_all(header.encode(), 0)
-        except BaseException:
-            self._discard()
-            raise
-        self.size = FILE_HEADER
-        # The new name must survive a power loss, or recovery cannot find it.
-        try:
-            os.fsync(self._dfd)
-        except OSError:
-            pass
-
-    def _discard(self) -> None:
-        try:
-            os.close(self._fd)
-        finally:
-            try:
-                os.unlink(self.stem + SUFFIX_OPEN, dir_fd=self._dfd)
-            except OSError:
-                pass
-            os.close(self._dfd)
-            self.closed = True
-
-    def _pwrite_all(self, data, offset: int) -> None:
-        mv = memoryview(data).cast("B")
-        while len(mv):
-            n = os.pwrite(self._fd, mv, offset)
-            if n <= 0:
-                raise OSError(errno.EIO, "short write")
-            mv = mv[n:]
-            offset += n
-
-    def _pwritev_all(self, chunks: list, offset: int) -> None:
-        i = 0
-        while i < len(chunks):
-            group = chunks[i:i + _IOV_MAX]
-            n = os.pwritev(self._fd, group, offset)
-            if n <= 0:
-                raise OSError(errno.EIO, "short write")
-            offset += n
-            # skip what was written; a partial write continues mid-buffer
-            while n and i < len(chunks):
-                ln = len(chunks[i])
-                if n >= ln:
-                    n -= ln
-                    i += 1
-                else:
-                    chunks[i] = memoryview(chunks[i]).cast("B")[n:]
-                    n = 0
-
-    def _repair(self) -> None:
-        os.ftruncate(self._fd, self.size)
-        self._needs_truncate = False
-
-    def _guarded_write(self, write):
-        """``write(offset)`` at the end of the good bytes; if it raises
-        OSError, cut the file back to them (no partial record stays behind)
-        and re-raise.  Returns (offset, what write returned)."""
-        if self._needs_truncate:
-            self._repair()
-        off = self.size
-        try:
-            return off, write(off)
-        except OSError:
-            self._needs_truncate = True
-            try:
-                self._repair()
-            except OSError:
-                pass
-            raise
-
-    def append(self, chunks: list, nbytes: int, seq, ts, offsets) -> None:
-        """Append contiguous record bytes (a list of buffers totalling nbytes).
-
-        ``seq``/``ts``/``offsets`` are numpy arrays of the records in them
-        (offsets relative to the first chunk) for the index.
-
-        Raises:
-            OSError: the write failed; the file is back at its previous size.
-        """
-        def write(off: int) -> None:
-            if len(chunks) == 1:
-                self._pwrite_all(chunks[0], off)
-            else:
-                self._pwritev_all(list(chunks), off)
-
-        off, _ = self._guarded_write(write)
-        self.size = off + nbytes
-        n = len(seq)
-        if n:
-            self.index.add(seq, ts, offsets + off, self.records)
-            self.records += n
-            self.last_seq = int(seq[-1])
-
-    def append_from_ring(self, drain, room: int, skip_below: int = 0):
-        """Write the frames waiting in a tethered reader (``ring.FileDrain``)
-        straight from the ring: at most ``room`` bytes, except that an empty
-        segment takes one frame larger than that.  Returns ``ring.Drained``.
-
-        Raises:
-            OSError: the write failed; the file is back at its previous size
-                and the reader's cursor has not moved.
-        """
-        off, r = self._guarded_write(
-            lambda off: drain.write(self._fd, off, room, oversize_ok=self.records == 0,
-                                    records_before=self.records, skip_below=skip_below,
-                                    path=self.path))
-        self.size = off + r.nbytes
-        if r.frames:
-            self.index.add_summary(r.frames, r.first_seq, r.last_seq, r.first_ts, r.last_ts,
-                                   r.min_ts, r.max_ts, r.ts_monotonic, r.index_seq, r.index_ts,
-                                   r.index_off)
-            self.records += r.frames
-            self.last_seq = r.last_seq
-        return r
-
-    def sync(self) -> None:
-        """fsync the data written so far (raises OSError)."""
-        if self.synced_size == self.size:
-            return
-        os.fsync(self._fd)
-        self.synced_size = self.size
-        self.synced_last_seq = self.last_seq if self.records else self.synced_last_seq
-
-    def rollback_unsynced(self) -> str:
-        """After a failed fsync: cut the file back to what was last synced and
-        close the descriptors without finishing (flusher.recovery.recover_open does that).
-
-        Linux may drop dirty pages that failed to write and report the next
-        fsync as clean, so bytes written since the last good fsync cannot be
-        trusted; the caller writes them again from the ring.  Returns the path.
-        """
-        try:
-            os.ftruncate(self._fd, self.synced_size)
-            os.fsync(self._fd)
-        except OSError:
-            pass      # recovery checks every record anyway
-        self.abandon()
-        return self.path
-
-    def close(self) -> str:
-        """fsync, write the index, rename to .seg, fsync the directory.
-
-        Returns the final path ("" if the segment had no records and was
-        removed).  Safe to call again after an OSError: it resumes at the
-        step that failed.
-        """
-        if self.closed:
-            return self.final_path if self.records else ""
-        if not self._renamed:
-            if self._needs_truncate:
-                self._repair()
-            if self.records == 0:
-                self._discard()
-                return ""
-            os.fsync(self._fd)
-            self.synced_size = self.size
-            self.synced_last_seq = self.last_seq
-            self.index.write(self._dfd, self.stem + SUFFIX_IDX, self.header, self.size)
-            os.rename(self.stem + SUFFIX_OPEN, self.stem + SUFFIX_SEG,
-                      src_dir_fd=self._dfd, dst_dir_fd=self._dfd)
-            self._renamed = True
-            self.path = self.final_path
-        os.fsync(self._dfd)
-        os.close(self._fd)
-        os.close(self._dfd)
-        self.closed = True
-        return self.final_path
-
-    def abandon(self) -> None:
-        """Close the descriptors without finishing (a test's simulated crash)."""
-        if not self.closed:
-            os.close(self._fd)
-            os.close(self._dfd)
-            self.closed = True
 
 
 def iter_stream_records(f, path: str, *, tolerate_tail: bool = False,
@@ -702,20 +358,8 @@ def iter_stream_records(f, path: str, *, tolerate_tail: bool = False,
         off += step
 
 
-def default_host() -> str:
-    return socket.gethostname()
-
-
-def writer_header(venue: str, shard: int, ring_id: bytes, created_ns: int, first_seq: int,
-                  host: str | None = None) -> SegmentHeader:
-    return SegmentHeader(venue, shard, host or default_host(), ring_id, created_ns, first_seq)
-
-
 __all__ = [
-    "MAGIC", "VERSION", "FILE_HEADER", "SegmentHeader", "SegmentWriter", "ScanResult", "Problem",
-    "NotASegment", "TruncatedSegment", "UnsupportedVersion", "UnsafePath", "CorruptSegment",
-    "scan", "list_segments", "parse_name", "read_header", "open_segment_stream",
-    "iter_stream_records", "segment_stem", "shard_dir",
-    "writer_header", "default_host", "SUFFIX_OPEN", "SUFFIX_SEG", "SUFFIX_ZST",
-    "SUFFIX_IDX", "SUFFIX_CORRUPT",
+    "MAGIC", "VERSION", "FILE_HEADER", "SegmentHeader", "ScanResult", "Problem",
+    "NotASegment", "TruncatedSegment", "UnsupportedVersion", "CorruptSegment",
+    "scan", "read_header", "open_segment_stream", "iter_stream_records",
 ]

@@ -41,7 +41,7 @@ def write_segment(root: str, frames: list[bytes], *, venue: str = "test", shard:
                   ring_id: bytes = b"R" * 16, created_ns: int = BASE_NS, close: bool = True,
                   index_every: int = 8):
     """A segment holding these encoded frames; returns (path, writer)."""
-    from flusher.segment import SegmentWriter, writer_header
+    from flusher.writer import SegmentWriter, writer_header
     from ring.frame import decode_header
     seqs, tss, offs = [], [], []
     off = 0

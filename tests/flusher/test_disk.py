@@ -25,7 +25,7 @@ import ring  # noqa: E402
 from flusher import cli  # noqa: E402
 from flusher.disk import EXIT_OK, Flusher, FlusherConfig  # noqa: E402
 from flusher.read import read as read_frames  # noqa: E402
-from flusher.segment import list_segments  # noqa: E402
+from flusher.names import list_segments  # noqa: E402
 from timing import timeout, wait_for  # noqa: E402
 
 HOUR_NS = 3600 * 10**9

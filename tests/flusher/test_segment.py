@@ -21,8 +21,9 @@ from flusher.compress import compress_segment, compress_tree  # noqa: E402
 from flusher.index import index_path_for, load_index  # noqa: E402
 from flusher.read import Event, metadata, read  # noqa: E402
 from flusher.recovery import recover_open  # noqa: E402
+from flusher.names import UnsafePath, list_segments  # noqa: E402
 from flusher.segment import (FILE_HEADER, NotASegment, SegmentHeader, TruncatedSegment,  # noqa: E402
-                             UnsafePath, UnsupportedVersion, list_segments, scan)
+                             UnsupportedVersion, scan)
 from ring.errors import CorruptSegment, SegmentError  # noqa: E402
 from ring.frame import FrameFlags, FrameType, encode  # noqa: E402
 
