@@ -164,24 +164,13 @@ def test_server_close_drop_and_server_ping(name):
     asyncio.run(_with_server(body))
 
 
+@pytest.mark.parametrize("path", ["/big", "/bigfrag"])       # one frame, or fragments
 @pytest.mark.parametrize("name", TRANSPORTS)
-def test_message_above_max_message_closes_1009(name):
+def test_message_above_max_message_closes_1009(name, path):
     async def body(base):
         s = Sink()
         t = s.make(name, max_message=1 << 20)
-        await t.connect(base + "/big")
-        info = await asyncio.wait_for(t.wait_closed(), timeout(10))
-        assert info.code == 1009 and info.by == "error"
-        assert s.msgs == []
-    asyncio.run(_with_server(body))
-
-
-@pytest.mark.parametrize("name", TRANSPORTS)
-def test_fragmented_message_above_max_message_closes_1009(name):
-    async def body(base):
-        s = Sink()
-        t = s.make(name, max_message=1 << 20)
-        await t.connect(base + "/bigfrag")
+        await t.connect(base + path)
         info = await asyncio.wait_for(t.wait_closed(), timeout(10))
         assert info.code == 1009 and info.by == "error"
         assert s.msgs == []
