@@ -64,7 +64,7 @@ from flusher.names import SUFFIX_OPEN, list_segments, open_dir, parse_name
 from flusher.segment import read_header
 from flusher.writer import SegmentWriter, writer_header
 from ring.drain import FileDrain
-from ring.errors import CaptureError, SegmentError
+from ring.errors import CaptureError, ConfigError, SegmentError
 
 log = logging.getLogger("capture.flusher")
 
@@ -100,10 +100,15 @@ class FlusherConfig:
     clock: Callable[[], int] = time.time_ns     # wall clock (ns) for names and hour rotation
 
     def __post_init__(self) -> None:
+        """Raises ConfigError naming the setting that is out of range."""
         if self.fsync not in POLICIES:
-            raise ValueError(f"fsync policy must be one of {POLICIES}, not {self.fsync!r}")
+            raise ConfigError(None, "fsync", f"must be one of {POLICIES}, not {self.fsync!r}")
         if self.segment_bytes < 4096:
-            raise ValueError("segment_bytes must be at least 4096")
+            raise ConfigError(None, "segment_bytes", f"must be at least 4096, not {self.segment_bytes}")
+        if self.max_bytes < 1:
+            raise ConfigError(None, "max_bytes", f"must be at least 1, not {self.max_bytes}")
+        if self.index_every < 1:
+            raise ConfigError(None, "index_every", f"must be at least 1, not {self.index_every}")
 
 
 @dataclass
@@ -577,9 +582,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s flusher[%(process)d] %(levelname)s %(message)s")
-    cfg = config_from_args(args)
     try:
-        fl = Flusher(cfg)
+        fl = Flusher(config_from_args(args))
     except (CaptureError, OSError) as exc:
         # Nothing was read from the ring yet: every frame is still there.
         print(f"flusher: cannot start: {exc}", file=sys.stderr)

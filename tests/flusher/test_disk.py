@@ -592,3 +592,22 @@ def test_start_without_data_dir_is_a_clear_error(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "cannot start" in r.stderr and "missing" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("key,value", [("fsync", "sometimes"), ("segment_bytes", 100),
+                                       ("max_bytes", 0), ("index_every", 0)])
+def test_a_setting_out_of_range_is_a_config_error_naming_it(tmp_path, key, value):
+    from ring.errors import ConfigError
+    with pytest.raises(ConfigError) as ei:
+        FlusherConfig(ring="r", data_dir=str(tmp_path), venue="v", shard=0, **{key: value})
+    assert ei.value.key == key and str(value) in str(ei.value)
+
+
+def test_a_bad_setting_on_the_command_line_is_a_clear_error(tmp_path):
+    ringp = tmp_path / "r.ring"
+    ring.create(str(ringp), 1 << 16).close()
+    r = subprocess.run([sys.executable, "-m", "flusher.disk", "--ring", str(ringp), "--data-dir",
+                        str(tmp_path), "--venue", "v", "--shard", "0", "--max-bytes", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "cannot start" in r.stderr and "max_bytes" in r.stderr and "Traceback" not in r.stderr
