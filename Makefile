@@ -10,7 +10,7 @@ PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 all: test
 
-$(STAMP): setup.py pyproject.toml requirements-dev.txt $(wildcard csrc/*.c csrc/*.h) ring/_build.py capture/_fastpath.pyx
+$(STAMP): setup.py pyproject.toml requirements-dev.txt $(wildcard csrc/*.c csrc/*.h) ring/_build.py capture/receiver/_fastpath.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
@@ -36,9 +36,9 @@ demo: $(STAMP)
 	$(BIN)/python -m capture.demo
 
 lint: $(STAMP)
-	$(BIN)/python -m compileall -q capture ring flusher tests bench
-	$(BIN)/python -m pyflakes capture ring flusher
-	$(BIN)/python -m mypy --ignore-missing-imports ring
+	$(BIN)/python -m compileall -q common capture ring flusher tests bench
+	$(BIN)/python -m pyflakes common capture ring flusher
+	$(BIN)/python -m mypy --ignore-missing-imports common ring
 
 clean:
-	rm -rf $(VENV) build *.egg-info ring/_ringlib*.so capture/_fastpath*.so capture/_fastpath.c
+	rm -rf $(VENV) build *.egg-info ring/_ringlib*.so capture/receiver/_fastpath*.so capture/receiver/_fastpath.c

@@ -5,7 +5,7 @@ from setuptools import Extension, find_packages, setup
 
 
 def fastpath_extensions() -> list:
-    """The receiver's compiled picows listener (capture/_fastpath.pyx).
+    """The receiver's compiled picows listener (capture/receiver/_fastpath.pyx).
 
     It is built against the installed picows (it subclasses picows's
     WSListener at C level), so it needs Cython and picows at build time.
@@ -20,7 +20,7 @@ def fastpath_extensions() -> list:
         print(f"capture: not building the compiled receiver path ({exc}); "
               "the Python listener will be used", file=sys.stderr)
         return []
-    ext = Extension("capture._fastpath", ["capture/_fastpath.pyx"],
+    ext = Extension("capture.receiver._fastpath", ["capture/receiver/_fastpath.pyx"],
                     include_dirs=[os.path.dirname(picows.__file__)])
     return cythonize([ext], quiet=True)
 
@@ -30,7 +30,7 @@ setup(
     version="0.1.0",
     description="Multiprocess shared-memory ring-buffer engine that records exchange market data",
     python_requires=">=3.11",
-    packages=find_packages(include=["capture", "capture.*", "ring", "ring.*", "flusher", "flusher.*"]),
+    packages=find_packages(include=["common", "common.*", "capture", "capture.*", "ring", "ring.*", "flusher", "flusher.*"]),
     package_data={"ring": ["*.pyi", "py.typed"], "capture": ["*.toml"]},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["ring/_build.py:ffibuilder"],

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 import ring
-from flusher.disk import Flusher, FlusherConfig
-from flusher.names import list_segments
+from flusher.segments.drain import Flusher, FlusherConfig
+from flusher.segments.names import list_segments
 from flusher_bench_helpers import Filler, fill
 
 RING_BYTES = 4 << 20         # the default ring

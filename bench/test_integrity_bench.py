@@ -1,7 +1,7 @@
 """Integrity costs: the receive path with sequence checking on vs off, and
 the book checksum validator's throughput.
 
-Receive path.  The real hot path, :meth:`capture.connection.Connection._on_message`
+Receive path.  The real hot path, :meth:`capture.receiver.connection.Connection._on_message`
 (ring write first, then counters, then - integrity on - the venue's
 ``sequence`` extractor and the gap check, then the peek/classify step),
 is fed directly with frames the simulator's venue sessions build (Kalshi:
@@ -15,7 +15,7 @@ measured is the difference.
 
 Validator.  (a) ``Books.feed`` alone over Kraken spot book updates built by
 the simulator (10 symbols, exact-digit JSON number literals); (b) the whole
-:class:`capture.integrity.Validator` step: untethered ring read, head filter,
+:class:`capture.receiver.integrity.Validator` step: untethered ring read, head filter,
 copy, ``Reader.check``, parse with exact digits, book update, CRC32.
 
 Numbers are printed at the end of the run (never asserted).
@@ -32,16 +32,16 @@ import orjson
 import pytest
 
 import ring
-from capture.connection import Connection
-from capture.integrity import Validator
-from capture.repair import Integrity
+from capture.receiver.connection import Connection
+from capture.receiver.integrity import Validator
+from capture.receiver.repair import Integrity
 from capture.simulator import Scenario
 from capture.simulator.kalshi import KalshiSession
 from capture.simulator.kraken import Book as SimBook, _Num
 from capture.simulator.kraken_futures import FuturesSession
 from capture.simulator.universe import Universe
 from capture.venues import Kalshi, KrakenFutures
-from capture.venues.checksum import Books
+from capture.venues.kraken.checksum import Books
 
 SCALE = float(os.environ.get("CAPTURE_BENCH_SCALE", "1"))
 N_FRAMES = int(50_000 * SCALE)

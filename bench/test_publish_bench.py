@@ -2,7 +2,7 @@
 
 Same run, same server, same stream settings (file storage, duplicate window):
 
-* ``pipeline``      flusher.pipeline.AckPipeline: acked, de-duplicated
+* ``pipeline``      flusher.publisher.pipeline.AckPipeline: acked, de-duplicated
                     (Nats-Msg-Id + capture headers), bounded window
 * ``publish_async`` nats-py ``js.publish_async`` + ``asyncio.gather``, same headers
 * ``core``          nats-py core ``publish`` without acks (the upper bound)
@@ -35,8 +35,8 @@ import time
 import nats
 import pytest
 
-from flusher.nats_embedded import NatsServer
-from flusher.pipeline import AckPipeline
+from flusher.publisher.nats_embedded import NatsServer
+from flusher.publisher.pipeline import AckPipeline
 
 N = int(os.environ.get("CAPTURE_BENCH_MSGS", "20000"))
 PAIRS = int(os.environ.get("CAPTURE_BENCH_PAIRS", "5"))
@@ -233,8 +233,8 @@ def test_recv_to_ack_latency(benchmark, server, rate):
     import numpy as np
 
     import ring
-    from flusher.publish import Publisher, test_subject_fn
-    from flusher.stream import parse_config
+    from flusher.publisher.publish import Publisher, test_subject_fn
+    from flusher.publisher.stream import parse_config
     count = int(rate * float(os.environ.get("CAPTURE_BENCH_SECONDS", "4")))
     lat: list[int] = []
 

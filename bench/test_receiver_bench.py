@@ -5,7 +5,7 @@ Throughput.  The simulator runs in a child process (``SimulatorProcess``,
 Kraken spot, ``Blast``: pre-framed frames written as fast as the socket takes
 them) pinned to one core; the receiver runs here, pinned to the other, with
 its real code path: :class:`capture.receiver.Receiver` ->
-:class:`capture.connection.Connection` -> transport -> the ring's C write
+:class:`capture.receiver.connection.Connection` -> transport -> the ring's C write
 (``Producer.raw_write``) into a 4 MiB ring on /dev/shm (no reader, so the ring
 never refuses).  The
 rate is counted from the receiver's own receive stamps: frames after the
@@ -45,9 +45,9 @@ import orjson
 import pytest
 
 import ring
-from capture.connection import Timing
-from capture.pinning import online_cores, pin
-from capture.receiver import Receiver, ReceiverConfig
+from capture.receiver.connection import Timing
+from capture.receiver.pinning import online_cores, pin
+from capture.receiver.process import Receiver, ReceiverConfig
 from capture.simulator import Blast, Scenario, SimulatorProcess, blast_marker
 from capture.venues import KrakenSpot
 from ring.frame import FrameType

@@ -3,7 +3,7 @@
     capture run --shard N [--config FILE]     run one shard (what systemd starts)
     capture config check FILE [--discover]    validate, print the resolved plan
     capture status [--config FILE] [--json]   a table of every shard's ring on this host
-    capture cat | verify | stats PATH...      read segment files (see flusher/cli.py)
+    capture cat | verify | stats PATH...      read segment files (see flusher/segments/tools.py)
     capture systemd install [--prefix DIR]    install the unit files
 
 Exit codes: 0 success; 1 failure (verify found corruption, a shard failed);
@@ -22,7 +22,7 @@ import shutil
 import sys
 from typing import Any
 
-from ring.errors import CaptureError, ConfigError
+from common.errors import CaptureError, ConfigError
 
 
 def _setup_logging(level: str = "INFO") -> None:
@@ -58,8 +58,8 @@ def resolve_plan(cfg: Any, discover: bool) -> list[dict[str, Any]]:
     `capture run` would subscribe (for discovery shards only with --discover:
     the instrument list is the venue's, fetched now)."""
     import asyncio
-    from capture import assignment as rx
-    from capture.receiver_config import from_capture_config
+    from capture.receiver import assignment as rx
+    from capture.receiver.settings import from_capture_config
     out = []
     for s in cfg.shards:
         row: dict[str, Any] = {"shard": s.id, "venue": s.venue, "cores": list(s.cores),
@@ -116,7 +116,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     import ring
-    from capture.status import read_status
+    from common.status import read_status
     ring_dir = args.ring_dir or (_load_config(args.config).ring.dir if args.config else ring.DEFAULT_DIR)
     rows = []
     for path in sorted(glob.glob(os.path.join(ring_dir, "shard-*.ring"))):
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _segment_tool(name: str, rest: list[str]) -> int:
-    from flusher import cli
+    from flusher.segments import tools as cli
     fn = {"cat": cli.main_cat, "verify": cli.main_verify, "stats": cli.main_stats}[name]
     return fn(rest)
 

@@ -1,6 +1,6 @@
 """Configuration: one TOML file, validated strictly, resolved into typed objects.
 
-Every mistake is a :class:`~ring.errors.ConfigError` naming the file, the
+Every mistake is a :class:`~common.errors.ConfigError` naming the file, the
 dotted key and what is wrong; unknown keys are errors (a typo must not turn
 into a silently ignored setting).  ``capture config check FILE`` prints the
 resolved plan.  Without ``--config``, :func:`default_config` is used: public
@@ -14,7 +14,7 @@ The file (see ``capture.example.toml`` for every key, documented)::
                 tls = {ca, cert, key, hostname}, horizon, connect_timeout,
                 embedded_port, ack_timeout, window
     [nats.streams.<venue>]  name, replicas, max_bytes, max_msgs, max_age,
-                duplicate_window, discard, storage (see flusher/stream.py)
+                duplicate_window, discard, storage (see flusher/publisher/stream.py)
     [metrics]   bind, port_base (a shard listens on port_base + shard id)
     [venues.<venue>]        url, rest_url, key_id, key_file (Kalshi), ...
     [[shard]]   id, venue, cores, connections, transport, instruments | discovery,
@@ -28,7 +28,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from ring.errors import ConfigError
+from common.errors import ConfigError
 
 VENUE_NAMES = ("kraken", "kraken_futures", "polymarket", "kalshi")
 TRANSPORTS = ("picows", "websockets")
@@ -71,12 +71,12 @@ class NatsConfig:
 
     Everything the publisher reads (servers, credentials, TLS, prefix,
     horizon, streams) is validated by the publisher's own parser,
-    :func:`flusher.stream.parse_config`, so there is one set of rules; only
+    :func:`flusher.publisher.stream.parse_config`, so there is one set of rules; only
     the supervisor's own keys (embedded_port, ack_timeout, window) are taken
     out first.  ``table`` is what the publisher is given.
     """
     table: dict[str, Any] = field(default_factory=dict)
-    bus: Any = None                      # flusher.stream.BusConfig
+    bus: Any = None                      # flusher.publisher.stream.BusConfig
     embedded_port: int = 0
     ack_timeout: float = 5.0
     window: int = 4096
@@ -339,7 +339,7 @@ def from_dict(data: dict[str, Any], path: str | None = None) -> Config:
     for venue in (table.get("streams") or {}):
         if venue not in VENUE_NAMES:
             raise ConfigError(path, f"nats.streams.{venue}", f"unknown venue (known: {', '.join(VENUE_NAMES)})")
-    from flusher.stream import parse_config as parse_bus  # the publisher's rules, not a copy
+    from flusher.publisher.stream import parse_config as parse_bus  # the publisher's rules, not a copy
     nats = NatsConfig(
         table=table,
         bus=parse_bus(table, path),

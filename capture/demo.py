@@ -25,12 +25,12 @@ import time
 from typing import Any
 
 import ring
-from capture.histogram import log2_percentile
+from common.histogram import log2_percentile
 from capture.simulator import Scenario
 from capture.simulator.runner import SimulatorProcess
-from capture.status import read_status, status_path
-from flusher.nats_embedded import NatsServer
-from flusher.stream import stream_name
+from common.status import read_status, status_path
+from flusher.publisher.nats_embedded import NatsServer
+from flusher.publisher.stream import stream_name
 
 VENUES = ("kraken", "polymarket", "kraken_futures", "kalshi")
 
@@ -45,7 +45,7 @@ def _config(workdir: str, ring_dir: str, data_dir: str, nats_url: str, sim: Simu
         "[nats]", f'servers = ["{nats_url}"]', 'prefix = "demo"',
         "[metrics]", 'bind = "127.0.0.1"', "port_base = 0",
     ]
-    # The venues' REST bases include a path prefix (capture.discovery).
+    # The venues' REST bases include a path prefix (capture.receiver.discovery).
     rest_path = {"kraken_futures": "/derivatives/api/v3", "kalshi": "/trade-api/v2"}
     for v in venues:
         lines += [f"[venues.{v}]", f'url = "{sim.url(v)}"', f'rest_url = "{sim.rest_url(v)}{rest_path.get(v, "")}"']
@@ -61,7 +61,7 @@ def _config(workdir: str, ring_dir: str, data_dir: str, nats_url: str, sim: Simu
 
 
 def _segments_summary(data_dir: str, venue: str) -> dict[str, Any]:
-    from flusher import read as segread
+    from flusher.segments import read as segread
     frames = data = control = 0
     kinds: dict[str, int] = {}
     files = sorted(glob.glob(os.path.join(data_dir, venue, "**", "*.seg*"), recursive=True))

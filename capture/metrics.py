@@ -2,7 +2,7 @@
 
 Nothing is kept in this process: each scrape reads the ring's shared
 counters (``ring.stats``) and the small status files the children write
-(``capture.status``), and turns them into metric families.  So there are no
+(``common.status``), and turns them into metric families.  So there are no
 prometheus_client multiprocess files, and a restarted child's counters
 continue from the ring where they live there.
 
@@ -23,9 +23,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 import ring
-from capture.histogram import log2_buckets, log2_sum
-from capture.status import read_status, status_path
-from ring.errors import BadRingFile
+from common.histogram import log2_buckets, log2_sum
+from common.status import read_status, status_path
+from common.errors import BadRingFile
 
 CHILD_ROLES = ("receiver", "flusher", "publisher", "integrity")
 

@@ -53,8 +53,8 @@ import ring
 from capture.config import Config
 from capture.metrics import MetricsServer, ShardView
 from capture.sdnotify import Notifier, watchdog_interval
-from capture.status import read_status, status_path
-from ring.errors import CaptureError, RingExists
+from common.status import read_status, status_path
+from common.errors import CaptureError, RingExists
 
 log = logging.getLogger("capture.supervisor")
 
@@ -212,7 +212,7 @@ class Supervisor:
             ring.attach(self.ring_path).close()  # validates; refuses a bad file loudly
             log.info("event=ring_attached path=%s", self.ring_path)
         if self.cfg.nats.embedded:
-            from flusher.nats_embedded import NatsServer
+            from flusher.publisher.nats_embedded import NatsServer
             store = os.path.join(self.cfg.storage.data_dir, "nats", f"shard-{self.shard.id}")
             os.makedirs(store, mode=0o700, exist_ok=True)
             self.nats = NatsServer(store, port=self.cfg.nats.embedded_port).start()
@@ -377,7 +377,7 @@ def _py() -> list[str]:
 
 def flusher_command(sup: Supervisor, role: str) -> list[str]:
     s, st = sup.shard, sup.cfg.storage
-    argv = _py() + ["flusher.disk", "--ring", sup.ring_path, "--data-dir", st.data_dir,
+    argv = _py() + ["flusher.segments.drain", "--ring", sup.ring_path, "--data-dir", st.data_dir,
                     "--venue", s.venue, "--shard", str(s.id), "--host", socket.gethostname(),
                     "--fsync", st.fsync, "--fsync-interval", str(st.fsync_interval),
                     "--segment-bytes", str(st.segment_bytes), "--drain-timeout", str(st.drain_timeout),
@@ -397,7 +397,7 @@ def publisher_command(sup: Supervisor, role: str) -> list[str]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(table, f)
-    return _py() + ["flusher.publish", "--ring", sup.ring_path, "--venue", s.venue, "--shard", str(s.id),
+    return _py() + ["flusher.publisher.publish", "--ring", sup.ring_path, "--venue", s.venue, "--shard", str(s.id),
                     "--segments", sup.cfg.storage.data_dir, "--nats", "@" + path,
                     "--ack-timeout", str(n.ack_timeout), "--window", str(n.window),
                     "--drain-timeout", str(sup.cfg.storage.drain_timeout),
@@ -413,7 +413,7 @@ def receiver_command(sup: Supervisor, role: str) -> list[str]:
 
 
 def integrity_command(sup: Supervisor, role: str) -> list[str]:
-    return _py() + ["capture.integrity", "--ring", sup.ring_path, "--venue", sup.venue,
+    return _py() + ["capture.receiver.integrity", "--ring", sup.ring_path, "--venue", sup.venue,
                     "--depth", str(sup.shard.book_depth), "--status-file", sup.status_file("integrity")]
 
 

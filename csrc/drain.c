@@ -107,7 +107,7 @@ static int write_all(int fd, struct iovec *iov, int n, uint64_t off)
 
 static inline void add_latency(uint64_t *hist, int64_t ns)
 {
-    /* Same buckets as capture/histogram.py: i counts values < 2**i us. */
+    /* Same buckets as common/histogram.py: i counts values < 2**i us. */
     int b = 0;
     if (ns > 0) {
         uint64_t us = (uint64_t)ns / 1000;

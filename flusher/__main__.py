@@ -1,6 +1,6 @@
-"""``python -m flusher cat|verify|stats ...`` (see flusher/cli.py)."""
+"""``python -m flusher cat|verify|stats ...`` (see flusher/segments/tools.py)."""
 import sys
 
-from flusher.cli import main
+from flusher.segments.tools import main
 
 sys.exit(main())

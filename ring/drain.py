@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ring._ringlib import ffi, lib
-from ring.errors import CorruptFrame
+from common.errors import CorruptFrame
 from ring.reader import Reader
 
 HIST_BUCKETS = lib.RING_DRAIN_HIST
@@ -61,7 +61,7 @@ class FileDrain:
     accumulates, over every call, the time from a frame's receive stamp to
     its write returning, sampled (the first 64 frames of a call, then every
     16th), in log2 microsecond buckets (bucket i: below 2**i us), as
-    ``capture.histogram`` counts them.
+    ``common.histogram`` counts them.
     """
 
     def __init__(self, reader: Reader, *, max_bytes: int, index_every: int) -> None:

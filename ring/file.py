@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ring._ringlib import ffi, lib
-from ring.errors import BadRingFile, RingExists
+from common.errors import BadRingFile, RingExists
 
 HEADER_SIZE: int = lib.RING_HEADER_SIZE
 MAX_READERS: int = lib.RING_MAX_READERS

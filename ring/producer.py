@@ -31,7 +31,7 @@ from typing import Any, Callable
 import orjson
 
 from ring._ringlib import ffi, lib
-from ring.errors import ProducerBusy
+from common.errors import ProducerBusy
 from ring.file import RingFile, attach
 from ring.frame import FrameFlags, FrameType
 

@@ -4,7 +4,7 @@ A *tethered* reader (the flusher) holds the producer back: nothing it has not
 committed is overwritten, and when it is slow the producer drops new frames
 (counted, with a gap record) rather than old ones.  An *untethered* reader
 (the publisher) never slows the producer and may be lapped; it then gets
-:class:`~ring.errors.Lapped` and can resume at the oldest frame still held.
+:class:`~common.errors.Lapped` and can resume at the oldest frame still held.
 
 A reader has a name and a slot in the ring header.  A reader that restarts
 with the same name resumes from its committed position, so frames it read
@@ -25,7 +25,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from ring._ringlib import ffi, lib
-from ring.errors import CorruptFrame, Lapped, NoReaderSlot, ReaderBusy, RingError
+from common.errors import CorruptFrame, Lapped, NoReaderSlot, ReaderBusy, RingError
 from ring.file import HEADER_SIZE, MAX_READERS, RingFile, _LOCK_REGISTRY, attach, lock_byte_for_reader
 
 _HDR = lib.RING_FRAME_HEADER

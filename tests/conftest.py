@@ -1,5 +1,1 @@
-import os
-import sys
-
-# tests/ is not a package; make tests/timing.py importable as `timing`.
-sys.path.insert(0, os.path.dirname(__file__))
+"""Helpers shared by the test files live in tests/support/ (on pytest's pythonpath)."""

@@ -19,13 +19,13 @@ Module map::
     universe.py        the instruments, deterministic from the seed
     values.py          exact decimals, timestamps, seeded randomness
 """
-from .blast import marker as blast_marker
-from .kalshi import sign as kalshi_sign
-from .kraken import book_checksum
-from .record import ConnectionRecord, frames_digest, read_frames
-from .runner import SimulatorProcess, SimulatorThread
-from .script import VENUES, Blast, Scenario
-from .server import Simulator, SimulatorError
+from capture.simulator.blast import marker as blast_marker
+from capture.simulator.kalshi import sign as kalshi_sign
+from capture.simulator.kraken import book_checksum
+from capture.simulator.record import ConnectionRecord, frames_digest, read_frames
+from capture.simulator.runner import SimulatorProcess, SimulatorThread
+from capture.simulator.script import VENUES, Blast, Scenario
+from capture.simulator.server import Simulator, SimulatorError
 
 __all__ = ["VENUES", "Blast", "ConnectionRecord", "Scenario", "Simulator", "SimulatorError",
            "SimulatorProcess", "SimulatorThread", "blast_marker", "book_checksum",

@@ -15,11 +15,11 @@ import sys
 import orjson
 from cryptography.hazmat.primitives import serialization
 
-from ring.errors import CaptureError
+from common.errors import CaptureError
 
-from .record import write_frames
-from .script import VENUES, Blast, Scenario
-from .server import Simulator
+from capture.simulator.record import write_frames
+from capture.simulator.script import VENUES, Blast, Scenario
+from capture.simulator.server import Simulator
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -14,9 +14,9 @@ from typing import Callable
 
 from websockets.asyncio.server import ServerConnection
 
-from .record import ConnectionRecord, length_prefixed
-from .script import Blast
-from .session import Session
+from capture.simulator.record import ConnectionRecord, length_prefixed
+from capture.simulator.script import Blast
+from capture.simulator.session import Session
 
 OP_TEXT = 0x1
 

@@ -23,9 +23,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from .session import Out, Seq, Session, ctl, dat, pad_json
-from .universe import KalshiMarket
-from .values import fixed, rfc3339_s, rng
+from capture.simulator.session import Out, Seq, Session, ctl, dat, pad_json
+from capture.simulator.universe import KalshiMarket
+from capture.simulator.values import fixed, rfc3339_s, rng
 
 WS_PATH = "/trade-api/ws/v2"
 CHANNELS = ("ticker", "trade", "orderbook_delta", "market_lifecycle_v2")

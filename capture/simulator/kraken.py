@@ -15,9 +15,9 @@ import zlib
 
 import orjson
 
-from .session import Out, Session, ctl, dat, pad_json
-from .universe import KrakenPair
-from .values import fixed, raw, rfc3339, rng, wall_rfc3339
+from capture.simulator.session import Out, Session, ctl, dat, pad_json
+from capture.simulator.universe import KrakenPair
+from capture.simulator.values import fixed, raw, rfc3339, rng, wall_rfc3339
 
 CHANNELS = ("ticker", "trade", "book")  # plus "instrument", answered apart
 DEPTHS = (10, 25, 100, 500, 1000)

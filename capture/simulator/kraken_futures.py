@@ -13,9 +13,9 @@ import uuid
 
 import orjson
 
-from .session import Out, Seq, Session, ctl, dat, pad_json
-from .universe import FuturesProduct
-from .values import rng
+from capture.simulator.session import Out, Seq, Session, ctl, dat, pad_json
+from capture.simulator.universe import FuturesProduct
+from capture.simulator.values import rng
 
 FEEDS = ("ticker", "ticker_lite", "trade", "book")
 

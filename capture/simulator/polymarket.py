@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import orjson
 
-from .session import Out, Session, dat, pad_json
-from .universe import PolyMarket
-from .values import rng, trimmed
+from capture.simulator.session import Out, Session, dat, pad_json
+from capture.simulator.universe import PolyMarket
+from capture.simulator.values import rng, trimmed
 
 INVALID = b"INVALID OPERATION"
 

@@ -24,9 +24,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from .script import Scenario
-from .universe import Universe
-from .values import fixed
+from capture.simulator.script import Scenario
+from capture.simulator.universe import Universe
+from capture.simulator.values import fixed
 
 ASSET_PAIRS = "/0/public/AssetPairs"
 FUTURES_INSTRUMENTS = "/derivatives/api/v3/instruments"

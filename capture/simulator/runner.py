@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 import orjson
 
-from .script import VENUES, Scenario
-from .server import Simulator, SimulatorError
+from capture.simulator.script import VENUES, Scenario
+from capture.simulator.server import Simulator, SimulatorError
 
 
 class SimulatorThread:

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from ring.errors import ConfigError
+from common.errors import ConfigError
 
 #: Venue names, as used by :class:`capture.simulator.Simulator` and the CLI.
 VENUES = ("kraken", "kraken_futures", "polymarket", "kalshi")

@@ -35,18 +35,18 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from ring.errors import CaptureError, ConfigError
+from common.errors import CaptureError, ConfigError
 
-from .blast import BlastPlan, marker
-from .kalshi import KalshiSession, verify_handshake
-from .kraken import KrakenSession
-from .kraken_futures import FuturesSession
-from .polymarket import PolymarketSession
-from .record import ConnectionRecord
-from .rest import Rest
-from .script import VENUES, Scenario
-from .session import Out, Session
-from .universe import Universe
+from capture.simulator.blast import BlastPlan, marker
+from capture.simulator.kalshi import KalshiSession, verify_handshake
+from capture.simulator.kraken import KrakenSession
+from capture.simulator.kraken_futures import FuturesSession
+from capture.simulator.polymarket import PolymarketSession
+from capture.simulator.record import ConnectionRecord
+from capture.simulator.rest import Rest
+from capture.simulator.script import VENUES, Scenario
+from capture.simulator.session import Out, Session
+from capture.simulator.universe import Universe
 
 log = logging.getLogger("capture.simulator")
 

@@ -12,9 +12,9 @@ from typing import Callable, NamedTuple
 
 import orjson
 
-from .script import Scenario
-from .universe import Universe
-from .values import Clock
+from capture.simulator.script import Scenario
+from capture.simulator.universe import Universe
+from capture.simulator.values import Clock
 
 
 class Out(NamedTuple):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-from .values import rng
+from capture.simulator.values import rng
 
 
 @dataclass(frozen=True)

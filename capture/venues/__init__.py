@@ -6,29 +6,27 @@ keepalive facts; :data:`VENUES` maps the configured venue name to that class.
 The receiver and the publisher both use these, so a frame is interpreted the
 same way everywhere.
 
-Exceptions raised here (one tree, rooted in :mod:`ring.errors`)::
+Exceptions raised here (one tree, rooted in :mod:`common.errors`)::
 
     CaptureError
     ├── ConfigError                  bad builder arguments (unknown channel, depth, ...)
     └── VenueError
         ├── BookFormatError          checksum.py: a book frame unusable for checksumming
         ├── KeyFileError             kalshi.py: private key file refused (path, reason)
-        └── DiscoveryError           capture.discovery: a page kept failing (url, attempts)
+        └── DiscoveryError           capture.receiver.discovery: a page kept failing (url, attempts)
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from ring.errors import ConfigError
+from common.errors import ConfigError
 
-from .. import subjects
-from .base import (
-    CONTROL_KINDS, Classified, Gap, GapDetector, Keepalive, Kind, RouteKey, SeqInfo, Venue,
-)
-from .kalshi import Kalshi
-from .kraken import KrakenSpot
-from .kraken_futures import KrakenFutures
-from .polymarket import Polymarket
+from flusher.publisher import subjects
+from capture.venues.base import (CONTROL_KINDS, Classified, Gap, GapDetector, Keepalive, Kind, RouteKey, SeqInfo, Venue)
+from capture.venues.kalshi.protocol import Kalshi
+from capture.venues.kraken.protocol import KrakenSpot
+from capture.venues.kraken_futures.protocol import KrakenFutures
+from capture.venues.polymarket.protocol import Polymarket
 
 VENUES: dict[str, type] = {
     KrakenSpot.name: KrakenSpot,

@@ -23,8 +23,8 @@ only be a real object key.  It may still be a key of a *nested* object; each
 venue module picks keys whose first occurrence is the one it wants and says so.
 
 Exceptions: venue code raises only subclasses of
-:class:`ring.errors.VenueError` (see :mod:`capture.venues` for the tree) or,
-for bad caller arguments, :class:`ring.errors.ConfigError`.  The
+:class:`common.errors.VenueError` (see :mod:`capture.venues` for the tree) or,
+for bad caller arguments, :class:`common.errors.ConfigError`.  The
 extractors never raise on received bytes: malformed input gives ``None`` or
 :attr:`Kind.MALFORMED`.
 """

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from capture import config
-from ring.errors import ConfigError
+from common.errors import ConfigError
 
 GOOD = """
 [ring]

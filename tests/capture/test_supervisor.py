@@ -19,14 +19,13 @@ import urllib.request
 import orjson
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "flusher"))
 
 import ring  # noqa: E402
 from capture.simulator import Scenario  # noqa: E402
 from capture.simulator.runner import SimulatorThread  # noqa: E402
 from conftest_nats import read_stream  # noqa: E402
-from flusher import read as segread  # noqa: E402
-from flusher.nats_embedded import NatsServer  # noqa: E402
+from flusher.segments import read as segread  # noqa: E402
+from flusher.publisher.nats_embedded import NatsServer  # noqa: E402
 from timing import timeout, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -413,5 +412,5 @@ def test_second_signal_stops_fast_without_corrupting(make_shard, nats_srv):
     code = sh.proc.wait(timeout(60))
     assert code in (0, 1), sh.stderr[-2000:]
     assert "event=fast_stop" in sh.stderr or "event=shutdown fast=True" in sh.stderr
-    from flusher import cli
+    from flusher.segments import tools as cli
     assert cli.main_verify(["-q", sh.data_dir]) == 0, "a fast stop must never leave corruption"

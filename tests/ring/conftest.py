@@ -1,6 +1,3 @@
-import sys, os
-sys.path.insert(0, os.path.dirname(__file__))  # sibling helper modules (stress.py)
-
 import os
 import shutil
 import tempfile

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import ring
 from ring import FrameType, WriteStatus
 from ring.drain import FileDrain
-from ring.errors import CorruptFrame
+from common.errors import CorruptFrame
 from ring.frame import frame_crc
 
 CAP = 1 << 20                  # checkpoints every 128 KiB, a wrap every MiB

@@ -6,7 +6,7 @@ import struct
 import pytest
 
 import ring
-from ring.errors import BadRingFile, RingExists
+from common.errors import BadRingFile, RingExists
 
 CAP = 1 << 16
 

@@ -8,7 +8,7 @@ from timing import timeout
 
 import ring
 from ring import FrameType, WriteStatus
-from ring.errors import CorruptFrame, Lapped, NoReaderSlot, ProducerBusy, ReaderBusy
+from common.errors import CorruptFrame, Lapped, NoReaderSlot, ProducerBusy, ReaderBusy
 from ring.frame import decode_header, encode
 
 CAP = 1 << 16

@@ -8,7 +8,7 @@ from timing import timeout
 import ring
 from ring import WriteStatus
 from ring._ringlib import lib
-from ring.errors import Lapped
+from common.errors import Lapped
 
 CAP = 1 << 16
 

@@ -133,7 +133,7 @@ def test_blast_counts_marker_and_digest():
 
 
 def test_blast_size_below_venue_minimum_is_a_config_error():
-    from ring.errors import ConfigError
+    from common.errors import ConfigError
     Simulator(["kraken"], Scenario(blast=Blast(frames=1, size=256)))
     with pytest.raises(ConfigError, match="polymarket"):
         Simulator(["polymarket"], Scenario(blast=Blast(frames=1, size=256)))

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import capture.venues as venues
 from capture.venues import base
 from capture.venues.base import Gap, GapDetector, Kind, Venue
-from ring.errors import CaptureError, ConfigError
+from common.errors import CaptureError, ConfigError
 
 
 # --------------------------------------------------------------------------- scanners
@@ -138,9 +138,9 @@ def test_subject_helper():
 
 
 def test_errors_share_one_tree():
-    from capture.discovery import DiscoveryError
-    from capture.venues.checksum import BookFormatError
-    from capture.venues.kalshi import KeyFileError
+    from capture.receiver.discovery import DiscoveryError
+    from capture.venues.kraken.checksum import BookFormatError
+    from capture.venues.kalshi.protocol import KeyFileError
     for cls in (DiscoveryError, BookFormatError, KeyFileError, ConfigError):
         assert issubclass(cls, CaptureError)
 

@@ -1,0 +1,614 @@
+"""One WebSocket connection of a shard: its lifecycle as one explicit state machine.
+
+Rule 1: everything that changes a connection's state goes through
+:data:`capture.receiver.lifecycle.TRANSITIONS`, via :meth:`Connection._fire`, and every transition
+writes a control record into the ring.  Nothing else assigns ``state``.
+
+The states, events and their table live in :mod:`capture.receiver.lifecycle`.
+
+A connection never ends the process: every failure leads to backing_off, and
+only :meth:`Connection.stop` leads to closed.
+
+The hot path (:meth:`Connection._on_message`, called by the transport with the
+receive time already taken) writes the frame into the ring *first*, then
+looks at its size only: frames above a small peek limit are counted as data
+without being parsed.  Small frames (heartbeats, pongs are a few dozen bytes)
+and, while replies are awaited (acks after a subscribe), frames up to
+``venues.base.CONTROL_MAX``, go through the venue module's cheap
+``classify``.  Malformed frames (not JSON, truncated) stay in the ring as
+received and are counted: small ones by ``classify`` plus a check of their
+first and last byte, long ones by their last byte alone.  A ring that refuses
+a frame (FULL) never blocks the socket: the producer counts it and writes a gap
+record once room returns.
+
+Records written (control frames whose header ``conn`` is the connection id;
+the JSON carries ``kind``, ``conn_name``, ``state`` - the state after the
+record - and, for transitions, ``from``)::
+
+    connecting {attempt, url}       opened {attempt, url}     connect_failed {status, error}
+    subscribe_sent {channel, symbols, req_id, reason}
+    subscribed {channel, symbol, req_id}          subscribe_failed {channel, symbols, error, code[, retry_in_s]}
+                                    (retry_in_s: refused for the venue's request rate; sent
+                                    again on this connection then, subscribe_sent reason
+                                    "rate_limit_retry", the delay doubling per refusal)
+    subscribe_timeout {pending}     venue_error {error, code}  live {acked, failed, timed_out}
+    keepalive_timeout {waited_s}    silence_timeout {silent_s, last_data_ns}
+    closed {code, reason, by}       reconnect {attempt, delay, failures, cap}
+    unsubscribe_sent {channel, symbols}           stopped {frames, malformed, refused, reconnects}
+    receiver_error {error}          an unexpected exception: counted, rate-limited; inside an
+                                    attempt it costs that attempt (closed 1011 by "error")
+    auth_failed {status|code, error, retry_in_s}  HTTP 401/403 at the handshake, or the
+                                    venue's auth error code (Kalshi 9) on a live connection;
+                                    logged without key material, retried after the *auth*
+                                    backoff (``auth_backoff`` doubling to ``auth_backoff_cap``,
+                                    jittered in [cap/2, cap]: never a tight loop)
+
+Integrity (with an :class:`capture.receiver.repair.Integrity`, see :mod:`capture.receiver.repair`)::
+
+    seq_gap {venue, symbol, sid|feed, expected, got, missing[, repair: "pending"]}
+    checksum_mismatch {venue, symbol, expected, computed, frame_seq}   (reported by the validator)
+    repair {venue, symbol, reason, action}        get_snapshot / resubscribe sent for that symbol
+    repair_suppressed {venue, symbol, reason, burst, window_s}   the symbol's token bucket is empty
+
+Sequence checking is the only integrity work on the hot path: for venues with
+sequence numbers, one anchored regex match on the frame's head
+(:class:`capture.receiver.repair.SeqScanner`, the venue module's ``sequence()``
+semantics) and, for book frames, a dict update (:meth:`Connection._seq`), after
+the ring write.
+
+Errors (rooted in :class:`common.errors.CaptureError`)::
+
+    CaptureError
+    └── ConnectionStateError         an event not allowed in the current state (a bug)
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any, Iterable
+
+from common.errors import ConfigError
+from ring.frame import FrameType
+from ring.producer import Producer
+
+from capture.receiver.lifecycle import RECORD_KIND, TRANSITIONS, ConnectionStateError, Event, State, Timing  # noqa: F401
+
+S, E = State, Event
+from capture.receiver.repair import SEQUENCE_VENUES, Integrity, SeqScanner
+from capture.receiver.replies import SubscriptionReplies
+from capture.receiver.sequence_checks import SequenceChecks
+from capture.receiver.subscriptions import SUBSCRIBERS, Request
+from capture.receiver import transport as _transport
+from capture.receiver.transport import ConnectFailed, Transport, make_transport
+from capture.venues.base import CONTROL_MAX, Kind
+
+log = logging.getLogger("capture.receiver.connection")
+
+#: Handshake statuses that mean "the credentials were refused".
+AUTH_STATUSES = frozenset({401, 403})
+
+
+# --------------------------------------------------------------------------
+# The connection
+# --------------------------------------------------------------------------
+
+_DATA = int(FrameType.DATA)
+_JSON_OPEN = frozenset(b"{[")
+_JSON_CLOSE = frozenset(b"}]")
+#: byte value -> "may end a JSON value" (a tuple index is cheaper than a set lookup)
+_ENDS_JSON = tuple(b in _JSON_CLOSE for b in range(256))
+_WS = frozenset(b" \t\r\n")
+
+
+class Connection(SubscriptionReplies, SequenceChecks):
+    """One WebSocket connection of a shard, reconnecting until stopped.
+
+    Args:
+        producer: the shard's ring producer (shared by its connections).
+        conn_id: 0..65535, written in every frame header of this connection.
+        name: e.g. ``kraken-3`` (the plan's connection id).
+        venue_cls: a class from :data:`capture.venues.VENUES`.
+        url: WebSocket URL.
+        members: instruments (symbols / token ids / tickers) to subscribe.
+        transport: ``"picows"`` or ``"websockets"``.
+        timing: intervals.
+        options: venue options (``channels``, ``depth``, ``signer`` ...).
+        index: position in the shard, for the staggered start.
+        rng: randomness for jitter (seed it in tests).
+        integrity: the receiver's integrity state; enables sequence-gap
+            checking (Kalshi, Kraken Futures) and per-symbol repairs.
+    """
+
+    # The attributes the hot path touches for every frame live in slots
+    # (a fixed offset, cheaper than the instance dict); the rest in __dict__.
+    __slots__ = ("producer", "conn_id", "_frames", "_nbytes", "refused", "_last_data_ns", "_peek",
+                 "_seq_match", "_fast", "__dict__", "__weakref__")
+
+    def __init__(self, producer: Producer, conn_id: int, name: str, venue_cls: type, url: str,
+                 members: Iterable[str], *, transport: str = "picows", timing: Timing = Timing(),
+                 options: dict[str, Any] | None = None, index: int = 0,
+                 rng: random.Random | None = None, max_message: int | None = None,
+                 integrity: Integrity | None = None) -> None:
+        if not 0 <= conn_id <= 0xFFFF:
+            raise ConfigError(None, "conn_id", f"{conn_id} does not fit in 16 bits")
+        self.producer = producer
+        self.conn_id = conn_id
+        self.name = name
+        self.venue = venue_cls
+        self.url = url
+        self.members: list[str] = list(dict.fromkeys(members))
+        self.transport_name = transport
+        self.timing = timing
+        self.index = index
+        self.rng = rng or random.Random()
+        self.max_message = max_message
+        self.subscriber = SUBSCRIBERS[venue_cls.name](venue_cls, dict(options or {}))
+        ka = venue_cls.keepalive
+        self.ping_interval = ka.client_ping_interval if timing.ping_interval is None \
+            else (timing.ping_interval or None)
+        self.app_ping = ka.app_ping
+        self.silence_ns = int((timing.silence_timeout or 0) * 1e9)
+        self.state = State.IDLE
+        self.transport: Transport | None = None
+        self.attempt = 0
+        self.failures = 0
+        # counters (read by the receiver for stats and metrics); frames, nbytes
+        # and last_data_ns add what the compiled path took (see _fast)
+        self._frames = 0
+        self.malformed = 0
+        self.refused = 0
+        self.reconnects = 0
+        self.reconnect_reasons: dict[str, int] = {}
+        self._nbytes = 0
+        self.errors = 0
+        self._why = "closed"
+        self._last_data_ns = 0
+        self.live_since = 0.0
+        self.live_ns = 0          # wall time of the last transition to live
+        self.live_frames = 0      # frames received before it, on this connection
+        self.history: list[tuple[State, Event, State]] = []
+        # per-attempt reply tracking
+        self._requests: list[Request] = []
+        # subscriptions refused for the venue's request rate: (due monotonic, channel, symbols)
+        self._sub_retries: list[tuple[float, str | None, list[str]]] = []
+        self._sub_retry_n = 0     # consecutive rate refusals: the retry delay doubles
+        self.subscribe_retries = 0
+        self._acked = self._failed = self._timed_out = 0
+        self._ping_sent_at: float | None = None
+        self._next_ping = 0.0
+        self._peek = CONTROL_MAX
+        self._stop: asyncio.Future[None] | None = None
+        self.task: asyncio.Task | None = None
+        self._last_close: Any = None
+        # integrity
+        self.integrity = integrity
+        seq_on = integrity is not None and venue_cls.name in SEQUENCE_VENUES
+        self._scan = SeqScanner(venue_cls) if seq_on else None
+        self._seq_match = self._scan.match if self._scan is not None else None
+        # The compiled hot path (picows only): complete data messages above
+        # the peek size go from picows's buffer to the ring with no Python
+        # call.  Not where every frame needs a sequence check.
+        self._fast = None
+        fp = _transport._fastpath
+        if transport == "picows" and fp is not None:
+            self._fast = fp.FastState(producer, conn_id, self._odd_large_guarded,
+                                             *producer.c_handles())
+            self._fast.enabled = self._seq_match is None
+        #: last seq per stream (GapDetector.feed semantics, inlined in _seq)
+        self._seq_last: dict[bytes, int] = {}
+        self._repairing: dict[Any, float] = {}   # stream key -> monotonic time of the repair
+        self.seq_gaps = 0
+        self.repairs = 0
+        self.suppressed = 0
+        # authentication failures
+        self.auth_failures = 0
+        self._auth_failed = False   # this attempt ended in an auth failure
+        self._auth_close = False    # close this connection (auth error code on a live one)
+
+    # -- state machine -------------------------------------------------------
+    def _fire(self, event: Event, **fields: Any) -> State:
+        new = TRANSITIONS.get((self.state, event))
+        if new is None:
+            raise ConnectionStateError(self.name, self.state, event)
+        old, self.state = self.state, new
+        self.history.append((old, event, new))
+        self._record(RECORD_KIND[event], **{"from": old.value}, **fields)
+        self._set_peek()
+        return new
+
+    def _record(self, kind: str, **fields: Any) -> None:
+        self.producer.write_control(kind, ts=time.time_ns(), conn=self.conn_id,
+                                    conn_name=self.name, state=self.state.value, **fields)
+
+    def _set_peek(self) -> None:
+        if self.state is not S.LIVE or any(r.pending for r in self._requests):
+            self._peek = CONTROL_MAX
+        elif self._ping_sent_at is not None:
+            self._peek = max(self.timing.peek_bytes, 256)
+        else:
+            self._peek = self.timing.peek_bytes
+        if self._fast is not None:
+            self._fast.peek = self._peek
+
+    @property
+    def frames(self) -> int:
+        f = self._fast
+        return self._frames if f is None else self._frames + f.frames
+
+    @property
+    def nbytes(self) -> int:
+        f = self._fast
+        return self._nbytes if f is None else self._nbytes + f.nbytes
+
+    @property
+    def last_data_ns(self) -> int:
+        f = self._fast
+        return self._last_data_ns if f is None else max(self._last_data_ns, f.last_data_ns)
+
+    @last_data_ns.setter
+    def last_data_ns(self, ns: int) -> None:
+        self._last_data_ns = ns
+        if self._fast is not None:
+            self._fast.last_data_ns = 0
+
+    # -- the hot path ----------------------------------------------------------
+    def _on_message(self, payload: bytes | memoryview, ts: int, flags: int) -> None:
+        # The transport took ts before calling us; the ring write comes next,
+        # before anything looks at the bytes.
+        try:
+            n = len(payload)
+            p = self.producer
+            # bytes go straight to the C write: Producer.write's Python layer
+            # would cost about as much as the write itself.  What that does not
+            # take (a view, a full ring, a pending gap record, a frame for a
+            # fragment chain) goes through Producer.write, which handles it all.
+            if payload.__class__ is not bytes or p.raw_write(
+                    p.handle, payload, n, _DATA, flags, self.conn_id, ts) < 0:
+                if p.write(payload, _DATA, ts, self.conn_id, flags):
+                    self.refused += 1   # FULL / TOO_LARGE: counted and recorded by the producer
+            self._frames += 1
+            self._nbytes += n
+            sm = self._seq_match
+            if sm is not None:
+                # Sequence check, inlined for book frames (see _seq for the rule).
+                hm = sm(payload)
+                if hm is None:                  # outside the documented layout
+                    self._seq(payload, None)
+                elif hm.lastindex:              # a book frame (else: another type)
+                    snap, key, seq = hm.group(1, 2, 3)
+                    seq = int(seq)
+                    last = self._seq_last.get(key)
+                    self._seq_last[key] = seq
+                    if snap is not None or (last is not None and seq != last + 1):
+                        self._seq_event(payload, key, last, seq, snap is not None)
+            if n > self._peek:
+                self._last_data_ns = ts
+                if not _ENDS_JSON[payload[n - 1]]:   # truncated, or not JSON at all
+                    self._odd_large(payload, ts)
+                return
+            self._small(payload, ts)
+        except Exception as exc:  # never let a bug in the glue drop the socket
+            self._glue_error(exc)
+
+    def _odd_large_guarded(self, payload: bytes, ts: int) -> None:
+        """_odd_large for the compiled path: an exception must not reach
+        picows, which would drop the socket."""
+        try:
+            self._odd_large(payload, ts)
+        except Exception as exc:  # noqa: BLE001
+            self._glue_error(exc)
+
+    def _glue_error(self, exc: Exception) -> None:
+        """A bug in the per-frame glue: counted, recorded (visible, not a flood)."""
+        self.errors += 1
+        if self.errors <= 10 or self.errors % 10_000 == 0:
+            self._record("receiver_error", error=f"{type(exc).__name__}: {exc}", errors=self.errors)
+
+    def _odd_large(self, payload: bytes | memoryview, ts: int) -> None:
+        """A data frame that does not look like one JSON value at its ends
+        (truncated, or not JSON): unless it is only whitespace around one, it
+        is counted as malformed.  It is in the ring raw either way."""
+        b = bytes(payload).strip()
+        if not b or b[0] not in _JSON_OPEN or b[-1] not in _JSON_CLOSE:
+            self.malformed += 1
+
+    def _small(self, payload: bytes | memoryview, ts: int) -> None:
+        raw = payload if payload.__class__ is bytes else bytes(payload)
+        c = self.venue.classify(raw)
+        k = c.kind
+        if k is Kind.DATA or k is Kind.UNKNOWN:
+            # classify reads data frames by their head only: check the ends too
+            self._last_data_ns = ts
+            if raw[0] not in _JSON_OPEN or raw[-1] not in _JSON_CLOSE:
+                self._odd_large(raw, ts)
+        elif k is Kind.PONG:
+            self._pong()
+        elif k is Kind.HEARTBEAT or k is Kind.INFO:
+            pass
+        elif k is Kind.MALFORMED:
+            self.malformed += 1
+        else:  # ACK, ERROR, UNSUBSCRIBED
+            self._reply(c)
+
+    def _on_pong(self, payload: bytes) -> None:
+        self._pong()
+
+    def _pong(self) -> None:
+        if self._ping_sent_at is not None:
+            self._ping_sent_at = None
+            self._set_peek()
+
+    # -- authentication failures --------------------------------------------------
+    def _auth_error(self, status: int | None, code: int | None, error: str) -> None:
+        """The venue refused our credentials: record and log it (never the
+        key: only the status/code and the venue's text), then back off."""
+        self._auth_failed = True
+        n = self.auth_failures + 1
+        _, cap = self.timing.auth_delay(n, self.rng)
+        fields: dict[str, Any] = {"status": status} if status is not None else {"code": code}
+        self._record("auth_failed", **fields, error=error, failures=n, retry_within_s=cap)
+        log.warning("%s: authentication refused by the venue (%s: %s); failure %d, "
+                    "retrying within %.1fs", self.name,
+                    f"HTTP {status}" if status is not None else f"error code {code}", error, n, cap)
+        if status is None:
+            self._auth_close = True   # on a live connection: close it, then back off
+
+    def _opened(self) -> None:
+        # Called by the transport after the handshake, before any message.
+        self._fire(E.OPENED, attempt=self.attempt, url=self.url)
+
+    # -- re-discovery ------------------------------------------------------------
+    def update_members(self, members: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Change the instrument set; on a live connection, subscribe the new
+        ones (and unsubscribe the gone ones) at once where the venue allows,
+        else they apply from the next connect.  Returns ``(added, removed)``."""
+        new = list(dict.fromkeys(members))
+        old = set(self.members)
+        added = [m for m in new if m not in old]
+        removed = [m for m in self.members if m not in set(new)]
+        self.members = new
+        t = self.transport
+        if (self.state in (S.LIVE, S.SUBSCRIBING) and t is not None and not t.closed
+                and self.subscriber.live_add):
+            if added:
+                self._send_requests(self.subscriber.subscribe(added), "rediscovery")
+            for ch, syms, payload in (self.subscriber.unsubscribe(removed) if removed else []):
+                self._record("unsubscribe_sent", channel=ch, symbols=list(syms))
+                t.send_text(payload)
+        return added, removed
+
+    # -- the lifecycle -----------------------------------------------------------
+    def start(self) -> asyncio.Task:
+        self.task = asyncio.get_running_loop().create_task(self.run(), name=self.name)
+        return self.task
+
+    def stop(self) -> None:
+        """Ask the connection to close cleanly and end (see :meth:`run`)."""
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(None)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop is not None and self._stop.done()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped; False if stop was requested."""
+        assert self._stop is not None
+        if self._stop.done():
+            return False
+        try:
+            await asyncio.wait_for(asyncio.shield(self._stop), seconds)
+            return False
+        except (TimeoutError, asyncio.TimeoutError):
+            return True
+
+    async def run(self) -> None:
+        """Connect, subscribe, watch, reconnect... until :meth:`stop`."""
+        self._stop = asyncio.get_running_loop().create_future()
+        tm = self.timing
+        try:
+            delay = self.index * tm.stagger + self.rng.uniform(0.0, tm.stagger_jitter)
+            if not await self._sleep(delay):
+                return
+            self.attempt = 1
+            self._fire(E.START, attempt=self.attempt, url=self.url)
+            while True:
+                try:
+                    await self._attempt()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a bug must cost one reconnect, not the connection
+                    self._recover(exc)
+                if self.stopping:
+                    return
+                if self.live_since and time.monotonic() - self.live_since >= tm.stable_after:
+                    self.failures = 0
+                if self._auth_failed:
+                    # Credentials refused: the auth backoff, however long the
+                    # connection was up (a refused key does not heal in ms).
+                    self._auth_failed = False
+                    self._why = "auth"
+                    self.auth_failures += 1
+                    delay, cap = tm.auth_delay(self.auth_failures, self.rng)
+                else:
+                    if self.live_since:
+                        self.auth_failures = 0
+                    delay, cap = tm.backoff(self.failures, self.rng)
+                self.failures += 1
+                self.reconnects += 1
+                self.reconnect_reasons[self._why] = self.reconnect_reasons.get(self._why, 0) + 1
+                self._record("reconnect", attempt=self.attempt + 1, delay=round(delay, 6),
+                             failures=self.failures, cap=cap)
+                if not await self._sleep(delay):
+                    return
+                self.attempt += 1
+                self._fire(E.RETRY, attempt=self.attempt, url=self.url)
+        finally:
+            t = self.transport
+            if t is not None and not t.closed:
+                t.abort()
+            self._fire(E.STOP, frames=self.frames, malformed=self.malformed,
+                       refused=self.refused, reconnects=self.reconnects)
+
+    async def _attempt(self) -> None:
+        """One connection attempt, from connecting until the connection is over."""
+        tm = self.timing
+        self.subscriber.fresh()
+        self._seq_last = {}
+        self._repairing = {}
+        self._auth_close = False
+        self._requests = []
+        self._sub_retries = []    # a new connection subscribes everything afresh
+        self._sub_retry_n = 0
+        self._acked = self._failed = self._timed_out = 0
+        self._ping_sent_at = None
+        self.live_since = 0.0
+        kw: dict[str, Any] = {}
+        if self.max_message:
+            kw["max_message"] = self.max_message
+        if self._fast is not None:
+            kw["fast"] = self._fast
+        t = make_transport(self.transport_name, self._on_message, on_open=self._opened,
+                           on_pong=self._on_pong, **kw)
+        self.transport = t
+        try:
+            await t.connect(self.url, self.subscriber.headers(), tm.connect_timeout)
+        except ConnectFailed as exc:
+            if self.state is S.SUBSCRIBING:  # opened, then failed (should not happen)
+                self._fire(E.LOST, code=1006, reason=exc.reason, by="error")
+            else:
+                self._why = "connect_failed"
+                self._fire(E.CONNECT_FAILED, status=exc.status, error=exc.reason)
+                if exc.status in AUTH_STATUSES and self.subscriber.auth_error_code is not None:
+                    self._why = "auth"
+                    self._auth_error(exc.status, None, exc.reason)
+            return
+        except asyncio.CancelledError:
+            t.abort()
+            raise
+        if self.state is S.CONNECTING:  # on_open is always called first; be safe
+            self._opened()
+        if self.members:
+            self._send_requests(self.subscriber.subscribe(self.members), "connect")
+        if not self.subscriber.acks or not any(r.pending for r in self._requests):
+            self._go_live()
+        await self._watch(t)
+
+    def _recover(self, exc: Exception) -> None:
+        """After an unexpected error inside an attempt: record it, drop the
+        socket and continue into backing_off like any other failure."""
+        error = f"{type(exc).__name__}: {exc}"
+        self._record("receiver_error", error=error)
+        t = self.transport
+        if t is not None and not t.closed:
+            t.abort()
+        self._why = "error"
+        if self.state is S.CONNECTING:
+            self._fire(E.CONNECT_FAILED, status=None, error=error)
+        elif self.state in (S.SUBSCRIBING, S.LIVE, S.STALE):
+            self._last_close = (1011, error, "error")
+            self._fire(E.LOST, code=1011, reason=error, by="error")
+
+    def _tick(self) -> float:
+        tm = self.timing
+        c = [0.5, tm.subscribe_timeout / 4, tm.pong_timeout / 4, tm.subscribe_retry / 4]
+        if self.ping_interval:
+            c.append(self.ping_interval / 4)
+        if self.silence_ns:
+            c.append(self.silence_ns / 4e9)
+        return max(0.005, min(c))
+
+    async def _watch(self, t: Transport) -> None:
+        """Keepalives, reply timeouts and the silence watchdog, until the
+        connection is over (or stop)."""
+        tm = self.timing
+        assert self._stop is not None
+        tick = self._tick()
+        loop = asyncio.get_running_loop()
+        self._next_ping = loop.time() + (self.ping_interval or 0)
+        closed = asyncio.ensure_future(t.wait_closed())
+        try:
+            while True:
+                await asyncio.wait((closed, self._stop), timeout=tick,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if closed.done():
+                    info = closed.result()
+                    self._lost(info.code, info.reason, info.by)
+                    return
+                if self._stop.done():
+                    info = await t.close(1000, "shutdown", tm.close_timeout)
+                    self._record("closed", code=info.code, reason=info.reason, by="client")
+                    return
+                if self._auth_close:
+                    self._auth_close = False
+                    await self._replace(t, closed, "authentication failed")
+                    return
+                now = loop.time()
+                self._send_due_retries()
+                # reply timeouts
+                for r in self._requests:
+                    if r.pending and time.time_ns() - r.sent_ns > tm.subscribe_timeout * 1e9:
+                        self._timed_out += len(r.pending)
+                        self._record("subscribe_timeout", channel=r.channel,
+                                     pending=sorted(s for _, s in r.pending), req_id=r.req_id)
+                        r.pending.clear()
+                        self._maybe_live()
+                # keepalive
+                if self._ping_sent_at is not None and now - self._ping_sent_at > tm.pong_timeout:
+                    waited = now - self._ping_sent_at
+                    self._why = "keepalive_timeout"
+                    self._fire(E.KEEPALIVE_TIMEOUT, waited_s=round(waited, 3))
+                    await self._replace(t, closed, "keepalive timeout")
+                    return
+                if self.ping_interval and now >= self._next_ping and self.state in (S.LIVE, S.SUBSCRIBING):
+                    self._next_ping = now + self.ping_interval
+                    if self._ping_sent_at is None:
+                        self._ping_sent_at = now
+                        if self.app_ping:
+                            payload = self.subscriber.app_ping()
+                            if payload is not None:
+                                t.send_text(payload)
+                        else:
+                            t.send_ping(b"")
+                        self._set_peek()
+                # silence watchdog
+                if self.silence_ns and self.state is S.LIVE:
+                    silent = time.time_ns() - self.last_data_ns
+                    if silent > self.silence_ns:
+                        self._why = "silence"
+                        self._fire(E.SILENCE, silent_s=round(silent / 1e9, 3),
+                                   last_data_ns=self.last_data_ns)
+                        await self._replace(t, closed, "no data")
+                        return
+        finally:
+            if not closed.done():
+                closed.cancel()
+
+    async def _replace(self, t: Transport, closed: asyncio.Future, why: str) -> None:
+        """Close a stale connection (the run loop then opens a new one)."""
+        info = await t.close(4000, f"stale: {why}", self.timing.close_timeout)
+        self._lost(info.code, info.reason, "client")
+
+    def _lost(self, code: int, reason: str, by: str) -> None:
+        self._last_close = (code, reason, by)
+        if self.state is not S.STALE:   # stale: the reason is already set
+            self._why = "server_close" if by == "server" else by
+        self._fire(E.LOST, code=code, reason=reason, by=by)
+
+    # -- introspection -------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counters for records and the status file (read by capture.metrics)."""
+        subscribed = self._acked if self.subscriber.acks else (
+            len(self.members) if self.state is S.LIVE else 0)
+        return {"conn": self.name, "id": self.conn_id, "state": self.state.value,
+                "frames": self.frames, "messages": self.frames, "bytes": self.nbytes,
+                "malformed": self.malformed, "refused": self.refused,
+                "reconnects": self.reconnects, "reconnect_reasons": dict(self.reconnect_reasons),
+                "attempt": self.attempt, "members": len(self.members), "subscribed": subscribed,
+                "seq_gaps": self.seq_gaps, "repairs": self.repairs,
+                "repairs_suppressed": self.suppressed, "auth_failures": self.auth_failures,
+                "subscribe_retries": self.subscribe_retries,
+                "last_data_ns": self.last_data_ns, "live_since_ns": self.live_ns,
+                "silence_timeout": (self.silence_ns / 1e9) or None}

@@ -1,0 +1,637 @@
+"""The publisher: the ring's untethered reader that puts every frame on JetStream once.
+
+Theory of operation
+-------------------
+Sources.  Normally frames come from the ring (reader ``publisher``,
+untethered: the receiver is never slowed).  When the ring laps the publisher
+(an outage, a slow server) it switches to the flusher's segment files, which
+hold every frame the ring overwrote (the flusher is tethered), and reads them
+from ``next_seq`` - the first frame it has not yet handed to the pipeline.
+When the files are exhausted it asks the ring for its oldest frame: if that
+is at or before ``next_seq`` it goes back to the ring and skips the frames it
+already took from disk; otherwise the files are read again (the flusher has
+written more meanwhile).  ``next_seq`` always names a message boundary (never
+the inside of a fragment chain), so the two sources meet without a gap or a
+duplicate.
+
+Frames.  Fragment chains are reassembled (ring.Assembler) and published as
+one message keyed by the chain's first sequence.  Data frames go to
+``{prefix}.{venue}.{channel}.{symbol}`` from the venue's route extractor,
+frames it cannot route to ``{prefix}.{venue}.unrouted`` (counted), control
+frames to ``{prefix}.{venue}.control.shard-{N}``.  A frame larger than the
+server's max_payload is replaced by a small control message (same Msg-Id,
+control subject) saying so; the frame itself stays on disk.
+
+Headers.  ``Nats-Msg-Id: <ring id hex>:<seq>`` (deterministic: every replay is
+de-duplicated), ``Capture-Seq``, ``Capture-Recv-Ns``, ``Capture-Shard``.
+
+Commit.  The pipeline reports the commit token of the last frame of its
+acknowledged prefix; the publisher commits it to its ring cursor once per
+loop.  From the ring the token is the frame boundary after the message; from
+disk it is (the position where the reader was lapped, next sequence) - a
+position already overwritten, so a restarted publisher is lapped at once and
+goes to the files from exactly that sequence.
+
+Restart after a crash.  The reader resumes at its committed cursor; frames
+after it may already be stored.  If the first of them was received less than
+the catch-up horizon ago, resends are left to JetStream's de-duplication;
+otherwise the publisher first reads back which sequences of this ring the
+stream holds since that time (``stream.stored_sequences``) and skips them.
+The same read-back protects resends after an outage longer than the horizon
+(see flusher/publisher/pipeline.py).
+
+Shutdown.  SIGTERM sets ``stopping``: the publisher keeps reading until the
+producer has stopped and everything is read, waits for the acks (bounded by
+``drain_timeout``), commits and returns 0.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+import ring
+from ring.assemble import Assembler
+from common.errors import CaptureError, ConfigError, Lapped, RingError
+from ring.frame import HEADER as _FRAME_HEADER, FrameType
+
+from common import histogram
+from flusher.publisher.routing import SubjectFn, _valid_subject, test_subject_fn, venue_subject_fn  # noqa: F401
+from flusher.publisher.catchup import SegmentCatchup
+from flusher.publisher.pipeline import AckPipeline
+from flusher.publisher.stream import (BusConfig, NatsAuthError, NatsTLSError, NatsUnreachable, StreamMismatch, connect, ensure_stream, horizon_margin, parse_config, stored_sequences)
+
+log = logging.getLogger("capture.publisher")
+
+_CONTROL = int(FrameType.CONTROL)
+_DATA = int(FrameType.DATA)
+_PADDING = int(FrameType.PADDING)
+_HDR_FMT = (b"NATS/1.0\r\nNats-Msg-Id: %s:%d\r\nCapture-Seq: %d\r\nCapture-Recv-Ns: %d\r\n"
+            b"Capture-Shard: %d\r\n\r\n")
+# Room kept for the HPUB line and headers when comparing with max_payload.
+_OVERHEAD = 256
+
+
+class _DrainExpired(Exception):
+    """Internal: the shutdown drain ran out of time."""
+
+
+class Publisher(SegmentCatchup):
+    """One shard's publisher.
+
+    Args:
+        ring_path: the shard's ring file.
+        venue, shard: identify the shard (subjects, headers, segment files).
+        bus: parsed NATS settings (:func:`flusher.publisher.stream.parse_config`).
+        segments: root directory of the flusher's segment files (None: no
+            catch-up from disk; a lap is then a counted gap).
+        subject_fn: raw payload -> subject or None (unrouted).  Default: the
+            venue's route extractor.
+        window, ack_timeout: see :class:`flusher.publisher.pipeline.AckPipeline`.
+        drain_timeout: bound on the shutdown drain (seconds).
+        disk_wait: how long catch-up may wait for frames the segment files
+            should hold before declaring them lost (seconds).
+    """
+
+    def __init__(self, ring_path: str, *, venue: str, shard: int, bus: BusConfig,
+                 segments: str | None = None, subject_fn: SubjectFn | None = None,
+                 reader_name: str = "publisher", window: int = 8192,
+                 window_bytes: int = 64 << 20, ack_timeout: float = 5.0,
+                 drain_timeout: float = 30.0, disk_wait: float = 5.0,
+                 max_frames: int = 4096, status_file: str | None = None) -> None:
+        self.ring_path = ring_path
+        self.venue, self.shard = venue, shard
+        self.bus = bus
+        self.settings = bus.stream_for(venue)
+        self.segments = segments
+        self.prefix = bus.prefix
+        self.subject_fn = subject_fn or venue_subject_fn(bus.prefix, venue, shard)
+        self.reader_name = reader_name
+        self.window, self.window_bytes, self.ack_timeout = window, window_bytes, ack_timeout
+        self.drain_timeout = drain_timeout
+        self.disk_wait = disk_wait
+        self.max_frames = max_frames
+        self.control_subject = f"{self.prefix}.{venue}.control.shard-{shard}".encode()
+        self.unrouted_subject = f"{self.prefix}.{venue}.unrouted".encode()
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.stopping = asyncio.Event()
+        self.nc = None
+        self.pipe: AckPipeline | None = None
+        self.rd: ring.Reader | None = None
+        self._subj_cache: dict[str, bytes] = {}
+        self._skip: set[int] = set()
+        self._first_checked = False
+        self._pending_commit: tuple[int, int] | None = None
+        self._committed: tuple[int, int] | None = None
+        self.mode = "ring"
+        self.next_seq = 0
+        self._lap_pos = 0
+        self._asm = Assembler()
+        self.started = asyncio.Event()     # connected, stream ready, reader attached
+        self.status_file = status_file
+        # receive stamp -> JetStream ack, per frame; bucket i: < 2**i us
+        self._ack_hist = histogram.new()
+        # receive stamp - the exchange's own timestamp, for a sample of data
+        # frames (here, off the receiver's hot path); same buckets; an
+        # exchange clock ahead of ours counts in bucket 0 and in _lag_ahead
+        self._lag_hist = histogram.new()
+        self._lag_sum = 0.0
+        self._lag_ahead = 0
+        self._lag_n = 0
+        try:
+            from capture import venues
+            self._exchange_ts = venues.get(venue).exchange_ts_ns
+        except CaptureError:
+            self._exchange_ts = None  # not a venue we know (tests): no lag metric
+
+    # -- status for the supervisor ---------------------------------------------------------
+    def write_status(self) -> None:
+        """Counters and the recv-to-ack histogram as JSON (common.status)."""
+        if not self.status_file:
+            return
+        from common.status import write_status
+        pipe = self.pipe
+        if pipe is not None and pipe.latencies:
+            lat, pipe.latencies = pipe.latencies, []
+            histogram.add_many(self._ack_hist, lat)
+        ps = pipe.stats if pipe is not None else {}
+        try:
+            write_status(self.status_file, {
+                "venue": self.venue, "shard": self.shard, "mode": self.mode,
+                "acked": int(ps.get("acked", 0)), "sent": int(ps.get("sent", 0)),
+                "acked_seq": pipe.committed_seq if pipe is not None else None,
+                "in_flight": pipe.in_flight if pipe is not None else 0,
+                "recv_to_ack_hist_us": self._ack_hist,
+                "exchange_lag_hist_us": self._lag_hist, "exchange_lag_sum_s": self._lag_sum,
+                "exchange_lag_ahead": self._lag_ahead,
+                "stats": {k: int(v) for k, v in self.all_stats().items()},
+            })
+        except OSError as exc:  # never fatal: the capture matters more than the status
+            log.debug("publisher: status file: %s", exc)
+
+    async def _status_loop(self) -> None:
+        while True:
+            self.write_status()
+            await asyncio.sleep(1.0)
+
+    # -- setup --------------------------------------------------------------------------------
+    async def _connect_forever(self) -> None:
+        delay = 0.1
+        reported = False
+        while True:
+            try:
+                self.nc = await connect(
+                    self.bus, name=f"capture-publisher-{self.venue}-{self.shard}",
+                    disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
+                if reported:
+                    log.info("publisher: connected to NATS")
+                return
+            except NatsTLSError:
+                raise           # a certificate problem is configuration, not an outage
+            except NatsUnreachable as exc:
+                self.stats["connect_failed"] += 1
+                if not reported:
+                    log.warning("publisher: %s; retrying forever (capped backoff)", exc)
+                    reported = True
+            if self.stopping.is_set():
+                raise _DrainExpired()
+            try:
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 2, 5.0)
+
+    async def _ensure_stream_forever(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await ensure_stream(self.nc, self.settings)
+                return
+            except StreamMismatch as exc:
+                if exc.key != "jetstream":
+                    raise
+                self.stats["stream_unavailable"] += 1
+            except Exception as exc:  # noqa: BLE001 - timeouts while a cluster elects
+                self.stats["stream_unavailable"] += 1
+                log.debug("ensure_stream: %r", exc)
+            self._check_deadline()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _on_disconnected(self) -> None:
+        if self._closing:
+            return
+        self.stats["disconnected"] += 1
+        if self.pipe:
+            self.pipe.on_disconnected()
+
+    async def _on_reconnected(self) -> None:
+        self.stats["reconnected"] += 1
+        if self.pipe:
+            self.pipe.on_reconnected()
+
+    # -- the loop -----------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Publish until stopped and drained.  Returns the exit status (0).
+
+        Raises:
+            NatsAuthError: the servers refused the credentials.
+            StreamMismatch: the stream cannot be made to match the config.
+        """
+        # The cursor first: from here on every frame is accounted for, even if
+        # NATS is unreachable for longer than the ring holds (catch-up from disk).
+        self.rd = ring.Reader(self.ring_path, self.reader_name, tethered=False, start="oldest",
+                              max_frames=self.max_frames)
+        try:
+            await self._connect_forever()
+            await self._ensure_stream_forever()
+        except _DrainExpired:
+            log.warning("publisher: stopped before NATS and the stream were ready; "
+                        "nothing published")
+            await self._close()
+            return 0
+        except BaseException:
+            await self._close()
+            raise
+        try:
+            self.ring_id = self.rd.ring_id.hex().encode()
+            self.msg_id_prefix = self.ring_id.decode() + ":"
+            # The header block with the constant parts filled in: seq, seq, recv ns.
+            self._hdr_fmt = _HDR_FMT.replace(b"%s", self.ring_id, 1).replace(
+                b"Capture-Shard: %d", b"Capture-Shard: %d" % self.shard)
+            self.next_seq = self.rd.next_seq
+            self._resumed = self.rd.resumed
+            self.pipe = await AckPipeline(
+                self.nc, window=self.window, window_bytes=self.window_bytes,
+                ack_timeout=self.ack_timeout, horizon_s=self.bus.horizon_s,
+                verify=self._verify, on_commit=self._on_commit).start()
+            if self.status_file:
+                self.pipe.latencies = []
+                status_task = asyncio.ensure_future(self._status_loop())
+            self.started.set()
+            log.info("publisher %s shard %d: ring %s, from sequence %d (%s)", self.venue,
+                     self.shard, self.ring_id.decode(), self.next_seq,
+                     "resumed" if self._resumed else "new reader")
+            last_summary = time.monotonic()
+            ok = False
+            try:
+                while True:
+                    if self.mode == "ring":
+                        done = await self._pump_ring()
+                    else:
+                        done = await self._pump_disk()
+                    self._commit()
+                    if done:
+                        break
+                    self._check_deadline()
+                    now = time.monotonic()
+                    if now - last_summary > 30:
+                        last_summary = now
+                        self.pipe.log_summary()
+                left = self.drain_timeout if self._deadline is None else \
+                    max(0.0, self._deadline - time.monotonic())
+                ok = await self.pipe.drain(left)
+            except _DrainExpired:
+                pass
+            self._commit()
+            if self.status_file:
+                status_task.cancel()
+                self.write_status()
+            if not ok:
+                self.stats["drain_timeout"] += 1
+                log.warning("publisher: %d frames unacknowledged at shutdown; they stay on disk "
+                            "and in the ring cursor for the next start", self.pipe.in_flight)
+            self.pipe.log_summary()
+            log.info("publisher stats: %s", json.dumps(self.all_stats(), sort_keys=True))
+            return 0
+        finally:
+            await self._close()
+
+    _closing = False
+
+    async def _close(self) -> None:
+        self._closing = True
+        if self.pipe:
+            await self.pipe.close()
+        if self.nc:
+            try:
+                # Bounded: nats-py's close() can wait on a reconnect in progress.
+                await asyncio.wait_for(self.nc.close(), 5.0)
+            except (Exception, asyncio.TimeoutError):  # noqa: BLE001 - closing anyway
+                pass
+        if self.rd:
+            self.rd.close()
+
+    def _on_commit(self, token: tuple[int, int]) -> None:
+        self._pending_commit = token
+
+    def _commit(self) -> None:
+        t = self._pending_commit
+        if t is not None and t != self._committed:
+            self.rd.commit_to(t[0], t[1])
+            self._committed = t
+            self.stats["commits"] += 1
+
+    def all_stats(self) -> dict[str, int]:
+        """The publisher's and the pipeline's counters together."""
+        out = dict(self.stats)
+        if self.pipe:
+            for k, v in self.pipe.stats.items():
+                out[f"pipeline.{k}"] = v
+        return out
+
+    def stop(self) -> None:
+        """Begin the shutdown drain (what SIGTERM does)."""
+        if not self.stopping.is_set():
+            self._deadline = time.monotonic() + self.drain_timeout
+            log.info("publisher: stop requested; draining (at most %.1fs)", self.drain_timeout)
+        self.stopping.set()
+
+    _deadline: float | None = None
+
+    def _check_deadline(self) -> None:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise _DrainExpired()
+
+    async def _wait_room(self) -> None:
+        """Wait for room in the window; gives up when a shutdown drain expires."""
+        while not self.pipe.has_room():
+            self._check_deadline()
+            try:
+                await asyncio.wait_for(self.pipe.wait_room(), 0.1)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- ring ---------------------------------------------------------------------------------
+    async def _pump_ring(self) -> bool:
+        rd = self.rd
+        try:
+            b = rd.read()
+            n = len(b)
+            if n:
+                seqs = b.seq.tolist()
+                tss = b.ts.tolist()
+                types = b.type.tolist()
+                flags = b.flags.tolist()
+                conns = b.conn.tolist()
+                ends = (b.pos + ((_FRAME_HEADER + b.length.astype("uint64") + 7)
+                                 & ~np.uint64(7))).tolist()
+                payloads = [bytes(b.payload(i)) for i in range(n)]
+                rd.check(b)
+        except Lapped as lap:
+            self._lapped(lap)
+            return False
+        if not n:
+            if self.stopping.is_set() and rd.producer_stopped() and rd.drained():
+                return True
+            await asyncio.get_running_loop().run_in_executor(None, rd.wait, 0.05)
+            return False
+        # Whole frames (the common case) are published inline: no Assembler
+        # round, header from the per-ring template, one put.  Fragments, the
+        # first frame of a resumed reader, frames already in the stream and
+        # oversize frames take the general path (_publish).
+        pipe = self.pipe
+        put, has_room = pipe.put, pipe.has_room
+        asm = self._asm
+        chain_open = asm.open_chain_seq is not None
+        hdr_fmt = self._hdr_fmt
+        subject_of = self._subject
+        control = self.control_subject
+        limit = self.nc.max_payload - _OVERHEAD
+        sample = self._exchange_ts is not None
+        next_seq = self.next_seq
+        published = 0
+        try:
+            for i in range(n):
+                seq = seqs[i]
+                typ = types[i]
+                if seq < next_seq or typ == _PADDING:
+                    continue      # already taken from the segment files
+                if (typ == _DATA or typ == _CONTROL) and not chain_open:
+                    mseq, ts, payload = seq, tss[i], payloads[i]
+                    next_seq = seq + 1
+                else:
+                    msg = asm.feed(seq, tss[i], typ, flags[i], conns[i], payloads[i])
+                    chain_open = asm.open_chain_seq is not None
+                    if not chain_open:
+                        next_seq = seq + 1
+                    if msg is None:
+                        continue
+                    mseq, ts, typ, payload = msg.seq, msg.ts, msg.type, bytes(msg.payload)
+                if not self._first_checked:
+                    self.next_seq = next_seq
+                    await self._first_check(mseq, ts)
+                if not has_room():
+                    self.next_seq = next_seq
+                    await self._wait_room()
+                commit = (ends[i], seq + 1)
+                if self._skip:
+                    self._publish(mseq, ts, typ, payload, commit)
+                    continue
+                if typ == _DATA:
+                    if sample:
+                        self._lag_n += 1
+                        if not self._lag_n & 15:  # every 16th data frame
+                            self._sample_lag(payload, ts)
+                    subject = subject_of(typ, payload)
+                else:
+                    subject = control
+                if len(payload) + len(subject) > limit:
+                    self._publish(mseq, ts, typ, payload, commit, subject)
+                    continue
+                put(mseq, subject, payload, hdr_fmt % (mseq, mseq, ts), commit, ts)
+                published += 1
+        finally:
+            self.next_seq = next_seq
+            self.stats["published"] += published
+        self.stats["ring_frames"] += n
+        if asm.dropped:       # fragment chains the receiver aborted: not data
+            self.stats["aborted_chains"] += len(asm.dropped)
+            asm.dropped.clear()
+        await asyncio.sleep(0)
+        return False
+
+    def _lapped(self, lap: Lapped) -> None:
+        self.stats["lapped"] += 1
+        if self.mode != "disk":
+            log.info("publisher: lapped by the ring at sequence %d (oldest in ring %d); "
+                     "catching up from the segment files", self.next_seq, lap.resume_sequence)
+        self.mode = "disk"
+        self._lap_pos = lap.position
+        self._asm = Assembler()     # next_seq is a message boundary: nothing half-done
+        self._disk_progress_at = time.monotonic()
+
+    def _lost(self, first: int, last: int, why: str) -> None:
+        """Frames that can no longer be published: counted, and said on the bus."""
+        n = last - first + 1
+        self.stats["lost"] += n
+        log.error("publisher: sequences %d..%d (%d frames) %s", first, last, n, why)
+        body = json.dumps({"kind": "publisher_gap", "first_seq": first, "last_seq": last,
+                           "reason": why}).encode()
+        # Keyed like the first lost frame: de-duplicated if this is said twice.
+        self._put(first, self.control_subject, body, time.time_ns(), None)
+
+    # -- publishing ---------------------------------------------------------------------------
+    def _subject(self, typ: int, payload: bytes) -> bytes:
+        if typ == _CONTROL:
+            return self.control_subject
+        try:
+            s = self.subject_fn(payload)
+        except Exception:  # noqa: BLE001 - a malformed frame must not stop the publisher
+            s = None
+        if s is None:
+            self.stats["unrouted"] += 1
+            return self.unrouted_subject
+        b = self._subj_cache.get(s)
+        if b is None:
+            if len(self._subj_cache) > 1 << 16:
+                self._subj_cache.clear()
+            b = s.encode()
+            if not _valid_subject(b):
+                self.stats["bad_subject"] += 1
+                b = self.unrouted_subject
+            self._subj_cache[s] = b
+        if b == self.unrouted_subject:
+            self.stats["unrouted"] += 1
+        return b
+
+    def _publish(self, seq: int, ts: int, typ: int, payload: bytes | memoryview,
+                 commit: tuple[int, int], subject: bytes | None = None) -> None:
+        """Publish one whole message.  ``subject`` given: the caller routed it
+        (and sampled the exchange lag) already."""
+        if self._skip and seq in self._skip:
+            self._skip.discard(seq)
+            self.stats["already_stored"] += 1
+            self.pipe.ack_local(seq, commit=commit)
+            return
+        payload = bytes(payload)
+        if subject is None:
+            if typ == _DATA and self._exchange_ts is not None:
+                self._lag_n += 1
+                if not self._lag_n & 15:  # every 16th data frame
+                    self._sample_lag(payload, ts)
+            subject = self._subject(typ, payload)
+        if len(payload) + _OVERHEAD + len(subject) > self.nc.max_payload:
+            self.stats["oversize"] += 1
+            log.warning("publisher: frame %d of %d bytes exceeds max_payload %d; "
+                        "publishing a notice instead (the frame stays on disk)",
+                        seq, len(payload), self.nc.max_payload)
+            payload = json.dumps({"kind": "oversize", "seq": seq, "size": len(payload),
+                                  "max_payload": self.nc.max_payload,
+                                  "subject": subject.decode()}).encode()
+            subject = self.control_subject
+        self._put(seq, subject, payload, ts, commit)
+
+    def _sample_lag(self, payload: bytes, recv_ns: int) -> None:
+        try:
+            ex = self._exchange_ts(payload)
+        except Exception:  # a venue parser must never stop publishing
+            ex = None
+        if not ex:
+            return
+        lag = recv_ns - ex
+        histogram.add(self._lag_hist, lag)  # an exchange clock ahead of ours: bucket 0
+        if lag < 0:
+            self._lag_ahead += 1
+        else:
+            self._lag_sum += lag / 1e9
+
+    def _put(self, seq: int, subject: bytes, payload: bytes, ts: int, commit: Any) -> None:
+        hdr = self._hdr_fmt % (seq, seq, ts)
+        self.pipe.put(seq, subject, payload, hdr, commit, ts)
+        self.stats["published"] += 1
+
+    async def _verify(self, entries: list) -> set[int]:
+        since = (min(e.first_sent_wall for e in entries)
+                 - horizon_margin(self.bus.horizon_s))
+        return await stored_sequences(self.nc, self.settings.name, self.settings.subjects[0],
+                                      self.msg_id_prefix, since,
+                                      min(e.seq for e in entries))
+
+    async def _first_check(self, seq: int, ts: int) -> None:
+        """Before the first publish of a resumed reader: if a previous process may
+        have stored frames from ``seq`` on longer ago than the horizon allows
+        de-duplication, read back which ones, and skip them."""
+        self._first_checked = True
+        h = self.bus.horizon_s
+        if not self._resumed or time.time() - ts / 1e9 <= h - horizon_margin(h):
+            return
+        self.stats["startup_scan"] += 1
+        while True:
+            try:
+                stored = await stored_sequences(self.nc, self.settings.name,
+                                                self.settings.subjects[0], self.msg_id_prefix,
+                                                ts / 1e9 - horizon_margin(self.bus.horizon_s), seq)
+                break
+            except Exception as exc:  # noqa: BLE001 - NATS may be down again: retry
+                self.stats["startup_scan_failed"] += 1
+                log.warning("publisher: reading back the stream failed (%r); retrying", exc)
+                await asyncio.sleep(1.0)
+        self._skip |= stored
+        log.info("publisher: %d frames after the committed cursor are already in the stream",
+                 len(stored))
+
+
+# -- process entry point --------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m flusher.publisher.publish",
+                                 description="Publish one shard's ring to NATS JetStream.")
+    ap.add_argument("--ring", required=True)
+    ap.add_argument("--venue", required=True)
+    ap.add_argument("--shard", type=int, required=True)
+    ap.add_argument("--segments", default=None, help="root directory of the segment files")
+    ap.add_argument("--nats", default="{}", help="the nats config table as JSON (or @file)")
+    ap.add_argument("--route", default="venue", choices=("venue", "test"),
+                    help="subject function: the venue's extractor, or test (payload prefix)")
+    ap.add_argument("--ack-timeout", type=float, default=5.0)
+    ap.add_argument("--window", type=int, default=8192)
+    ap.add_argument("--drain-timeout", type=float, default=30.0)
+    ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--status-file", default=None, help="write counters here every second (JSON)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=a.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    raw = a.nats
+    if raw.startswith("@"):
+        with open(raw[1:]) as f:
+            raw = f.read()
+    try:
+        bus = parse_config(json.loads(raw))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    subject_fn = test_subject_fn(bus.prefix, a.venue) if a.route == "test" else None
+    try:
+        pub = Publisher(a.ring, venue=a.venue, shard=a.shard, bus=bus, segments=a.segments,
+                        subject_fn=subject_fn, ack_timeout=a.ack_timeout, window=a.window,
+                        drain_timeout=a.drain_timeout, status_file=a.status_file)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+
+    async def runner() -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, pub.stop)
+        loop.add_signal_handler(signal.SIGINT, pub.stop)
+        return await pub.run()
+    try:
+        return asyncio.run(runner())
+    except (NatsAuthError, NatsTLSError, StreamMismatch, ConfigError) as exc:
+        log.error("publisher: %s", exc)
+        return 2
+    except RingError as exc:  # a bad or missing ring file: nothing was published
+        log.error("publisher: cannot start: %s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""``cat``, ``verify`` and ``stats`` over segment files.
+
+Each is a function ``main_*(argv) -> exit status`` so the ``capture`` command
+can mount them as subcommands; ``python -m flusher cat|verify|stats ...``
+runs them today.
+
+Exit status: 0 clean; 1 corruption (a bad record inside a segment, a bad
+header, a torn closed segment, duplicated sequences, or ``.corrupt`` files
+set aside by recovery); 2 bad usage or a path that is not there.  Gaps in
+the sequence and receiver drop records are listed, with reasons, but are not
+corruption: the capture says what it did not get.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import orjson
+
+from flusher.segments.read import read, records, segment_paths, to_ns
+from flusher.segments.names import SUFFIX_CORRUPT, SUFFIX_OPEN
+from flusher.segments.format import SegmentHeader, scan
+from common.errors import SegmentError
+from ring.frame import FrameFlags, FrameType
+
+EXIT_OK, EXIT_CORRUPT, EXIT_USAGE = 0, 1, 2
+_TYPE_NAMES = {int(t): t.name.lower() for t in FrameType}
+_CONTROL = int(FrameType.CONTROL)
+_END = int(FrameType.FRAG_END)
+
+
+@dataclass
+class Finding:
+    kind: str          # corrupt | torn_tail | bad_header | corrupt_file | duplicate | gap | ring_changed | drop | aborted
+    path: str
+    offset: int | None
+    detail: str
+    seq: int | None = None
+    error: bool = False
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "path": self.path, "offset": self.offset, "seq": self.seq,
+                "error": self.error, "detail": self.detail}
+
+    def __str__(self) -> str:
+        where = self.path + (f" at offset {self.offset}" if self.offset is not None else "")
+        level = "ERROR" if self.error else "note"
+        return f"{level} {self.kind}: {where}: {self.detail}"
+
+
+@dataclass
+class SegmentCheck:
+    path: str
+    header: SegmentHeader | None = None
+    frames: int = 0
+    bytes: int = 0
+    first_seq: int = -1
+    last_seq: int = -1
+    min_ts: int = 0
+    max_ts: int = 0
+    drops: int = 0
+    dropped_frames: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.error for f in self.findings)
+
+
+def check_segment(path: str) -> SegmentCheck:
+    """Verify one segment: header, every record (CRC, size, sequence), and
+    collect receiver drop records and aborted fragment chains."""
+    c = SegmentCheck(path)
+    is_open = path.endswith(SUFFIX_OPEN)
+    limit = None
+    if not path.endswith(".zst"):
+        try:
+            res = scan(path)
+        except SegmentError as exc:
+            c.findings.append(Finding("bad_header", path, exc.offset, exc.reason, error=True))
+            return c
+        c.header = res.header
+        if res.problem is not None:
+            p = res.problem
+            if p.kind == "corrupt":
+                c.findings.append(Finding("corrupt", path, p.offset,
+                                          f"{p.reason}; valid records follow it (mid-file corruption)",
+                                          error=True))
+            else:
+                c.findings.append(Finding("torn_tail", path, p.offset,
+                                          f"{p.reason}; {res.file_size - p.offset} bytes after the last "
+                                          f"good record" + ("" if is_open else " of a CLOSED segment"),
+                                          error=not is_open))
+            limit = p.offset
+    try:
+        hdrs: list = []
+        for off, rec, payload in records(path, header_out=hdrs):
+            if limit is not None and off >= limit:
+                break
+            size, _lo, seq, ts, typ, flags = rec[:6]
+            if c.frames == 0:
+                c.first_seq, c.min_ts, c.max_ts = seq, ts, ts
+            c.min_ts, c.max_ts = min(c.min_ts, ts), max(c.max_ts, ts)
+            c.last_seq = seq
+            c.frames += 1
+            c.bytes += size
+            if typ == _CONTROL and b'"drop"' in payload or typ == _CONTROL and b'"oversize"' in payload:
+                _note_control(c, path, off, seq, payload)
+            elif typ == _END and flags & FrameFlags.ABORTED:
+                c.findings.append(Finding("aborted", path, off, "a fragmented message was dropped by "
+                                          "the receiver (chain ended ABORTED)", seq))
+        if hdrs:
+            c.header = hdrs[0]
+    except SegmentError as exc:
+        if limit is None or exc.offset < limit:
+            kind = "bad_header" if exc.offset < 256 else "corrupt"
+            if is_open and type(exc).__name__ == "TruncatedSegment":
+                kind = "torn_tail"
+            c.findings.append(Finding(kind, path, exc.offset, exc.reason, error=kind != "torn_tail"))
+    except Exception as exc:  # zstd errors and the like
+        c.findings.append(Finding("corrupt", path, None, f"cannot decompress: {exc}", error=True))
+    return c
+
+
+def _note_control(c: SegmentCheck, path: str, off: int, seq: int, payload: bytes) -> None:
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return
+    kind = obj.get("kind") if isinstance(obj, dict) else None
+    if kind == "drop":
+        n = int(obj.get("count", 0))
+        c.drops += 1
+        c.dropped_frames += n
+        reasons = ", ".join(f"{k} x{v}" for k, v in (obj.get("reasons") or {}).items()) or "unknown"
+        c.findings.append(Finding("drop", path, off,
+                                  f"receiver dropped {n} frames ({obj.get('bytes', '?')} bytes; {reasons}) "
+                                  f"received {_iso(obj.get('first_ns'))} .. {_iso(obj.get('last_ns'))}", seq))
+    elif kind == "oversize":
+        c.drops += 1
+        c.dropped_frames += 1
+        c.findings.append(Finding("drop", path, off, f"receiver refused a {obj.get('size')}-byte message "
+                                  f"(limit {obj.get('limit')})", seq))
+
+
+def _iso(ns) -> str:
+    if not isinstance(ns, int) or ns <= 0:
+        return "?"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
+
+
+def corrupt_files(target: str) -> list[str]:
+    out = []
+    if os.path.isdir(target):
+        for dirpath, dirs, files in os.walk(target, followlinks=False):
+            dirs.sort()
+            out += [os.path.join(dirpath, f) for f in sorted(files) if SUFFIX_CORRUPT in f]
+    return out
+
+
+def check_tree(targets: Iterable[str], venue: str | None = None,
+               shard: int | None = None) -> tuple[list[SegmentCheck], list[Finding]]:
+    """Check every segment, then the sequence between consecutive segments of one shard."""
+    checks: list[SegmentCheck] = []
+    extra: list[Finding] = []
+    for t in targets:
+        for cf in corrupt_files(t):
+            extra.append(Finding("corrupt_file", cf, None,
+                                 "set aside by recovery after mid-file corruption", error=True))
+        for p in segment_paths(t, venue, shard):
+            checks.append(check_segment(p))
+    last: dict[tuple, SegmentCheck] = {}
+    for c in checks:
+        if c.header is None or c.frames == 0:
+            continue
+        key = (c.header.venue, c.header.shard)
+        prev = last.get(key)
+        last[key] = c
+        if prev is None:
+            continue
+        if prev.header.ring_id != c.header.ring_id:
+            extra.append(Finding("ring_changed", c.path, None,
+                                 f"new ring {c.header.ring_id.hex()} (was {prev.header.ring_id.hex()}): "
+                                 "sequence numbers start afresh", c.first_seq))
+        elif c.first_seq <= prev.last_seq:
+            extra.append(Finding("duplicate", c.path, 256,
+                                 f"sequences {c.first_seq}..{min(prev.last_seq, c.last_seq)} are also in "
+                                 f"{os.path.basename(prev.path)}", c.first_seq, error=True))
+        elif c.first_seq != prev.last_seq + 1:
+            why = ("a .corrupt file set aside may hold them" if any(f.kind == "corrupt_file" for f in extra)
+                   else "not read from the ring (flusher cursor removed or reset, or lost in a power "
+                        "loss under fsync=interval/never)")
+            extra.append(Finding("gap", c.path, 256,
+                                 f"sequences {prev.last_seq + 1}..{c.first_seq - 1} missing after "
+                                 f"{os.path.basename(prev.path)}: {why}", prev.last_seq + 1))
+    return checks, extra
+
+
+# -- commands ------------------------------------------------------------------------
+def _common(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("paths", nargs="+", help="segment files or directories")
+    ap.add_argument("--venue")
+    ap.add_argument("--shard", type=int)
+
+
+def main_verify(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="capture verify", description="check segment files: CRC, "
+                                 "sequence continuity, gaps (exit 1 on corruption)")
+    _common(ap)
+    ap.add_argument("--json", action="store_true", help="one JSON object per finding")
+    ap.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    args = ap.parse_args(argv)
+    for p in args.paths:
+        if not os.path.exists(p):
+            print(f"capture verify: {p}: no such file or directory", file=sys.stderr)
+            return EXIT_USAGE
+    checks, extra = check_tree(args.paths, args.venue, args.shard)
+    findings = [f for c in checks for f in c.findings] + extra
+    out = sys.stdout
+    for f in findings:
+        if args.quiet and not f.error:
+            continue
+        out.write(orjson.dumps(f.as_dict()).decode() + "\n" if args.json else str(f) + "\n")
+    bad = any(f.error for f in findings)
+    frames = sum(c.frames for c in checks)
+    if not args.json:
+        out.write(f"{len(checks)} segments, {frames} frames: "
+                  f"{'CORRUPTION FOUND' if bad else 'ok'}\n")
+    return EXIT_CORRUPT if bad else EXIT_OK
+
+
+def main_stats(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="capture stats", description="frames, bytes, time span and "
+                                 "gaps per segment")
+    _common(ap)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    for p in args.paths:
+        if not os.path.exists(p):
+            print(f"capture stats: {p}: no such file or directory", file=sys.stderr)
+            return EXIT_USAGE
+    checks, extra = check_tree(args.paths, args.venue, args.shard)
+    gaps_at: dict[str, int] = {}
+    for f in extra:
+        if f.kind == "gap":
+            gaps_at[f.path] = gaps_at.get(f.path, 0) + 1
+    out = sys.stdout
+    if not args.json:
+        out.write(f"{'segment':<60} {'frames':>10} {'bytes':>13} {'first':>24} {'span_s':>9} "
+                  f"{'gaps':>5} {'drops':>6}\n")
+    tot_f = tot_b = 0
+    for c in checks:
+        gaps = gaps_at.get(c.path, 0)
+        span = (c.max_ts - c.min_ts) / 1e9 if c.frames else 0.0
+        tot_f += c.frames
+        tot_b += c.bytes
+        if args.json:
+            out.write(orjson.dumps({"path": c.path, "frames": c.frames, "bytes": c.bytes,
+                                    "first_seq": c.first_seq, "last_seq": c.last_seq,
+                                    "min_ts": c.min_ts, "max_ts": c.max_ts, "span_s": span,
+                                    "gaps": gaps, "drop_records": c.drops,
+                                    "dropped_frames": c.dropped_frames, "ok": c.ok}).decode() + "\n")
+        else:
+            out.write(f"{os.path.basename(c.path):<60} {c.frames:>10} {c.bytes:>13} "
+                      f"{_iso(c.min_ts)[:24]:>24} {span:>9.3f} {gaps:>5} {c.drops:>6}"
+                      f"{'' if c.ok else '  CORRUPT'}\n")
+    if not args.json:
+        out.write(f"{'total':<60} {tot_f:>10} {tot_b:>13}\n")
+    return EXIT_OK if all(c.ok for c in checks) and not any(f.error for f in extra) else EXIT_CORRUPT
+
+
+def main_cat(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="capture cat", description="frames as NDJSON: receive time, "
+                                 "sequence, type, raw message")
+    _common(ap)
+    ap.add_argument("--start", help="receive time from (ns or ISO-8601, UTC)")
+    ap.add_argument("--end", help="receive time until, inclusive")
+    ap.add_argument("--first-seq", type=int)
+    ap.add_argument("--last-seq", type=int)
+    ap.add_argument("--data-only", action="store_true", help="leave out control frames")
+    args = ap.parse_args(argv)
+    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
+    write = out.write if out is not None else (lambda b: sys.stdout.write(b.decode()))
+    try:
+        for p in args.paths:
+            for f in read(p, _time_arg(args.start), _time_arg(args.end), args.venue, shard=args.shard,
+                          first_seq=args.first_seq, last_seq=args.last_seq):
+                if args.data_only and f.type != FrameType.DATA:
+                    continue
+                rec = {"ts": f.ts_ns, "time": _iso(f.ts_ns), "seq": f.seq,
+                       "type": _TYPE_NAMES.get(f.type, str(f.type)), "conn": f.conn}
+                if f.flags & FrameFlags.BINARY:
+                    rec["msg_b64"] = base64.b64encode(f.payload).decode()
+                else:
+                    try:
+                        rec["msg"] = f.payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        rec["msg_b64"] = base64.b64encode(f.payload).decode()
+                write(orjson.dumps(rec) + b"\n")
+    except BrokenPipeError:
+        return EXIT_OK
+    except SegmentError as exc:
+        sys.stdout.flush()
+        print(f"capture cat: {exc}", file=sys.stderr)
+        return EXIT_CORRUPT
+    except FileNotFoundError as exc:
+        print(f"capture cat: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _time_arg(s: str | None):
+    if s is None:
+        return None
+    return int(s) if s.isdigit() else to_ns(s)
+
+
+COMMANDS = {"cat": main_cat, "verify": main_verify, "stats": main_stats}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print("usage: python -m flusher {cat|verify|stats} PATH... (see --help of each)", file=sys.stderr)
+        return EXIT_USAGE
+    return COMMANDS[argv[0]](argv[1:])
