@@ -140,6 +140,17 @@ class Venue(Protocol):
     url: ClassVar[str]
     demo_url: ClassVar[str | None]
     keepalive: ClassVar[Keepalive]
+    # Traits the layers above read instead of branching on the venue's name.
+    #: channels subscribed when the config names none
+    default_channels: ClassVar[tuple[str, ...]]
+    #: whether a config may choose channels (Polymarket's market channel is all-in-one)
+    channels_configurable: ClassVar[bool]
+    #: instruments per connection when the config does not say
+    per_connection: ClassVar[int]
+    #: the handshake needs a key (``[venues.<name>] key_id`` and ``key_file``)
+    needs_key: ClassVar[bool]
+    #: books carry a checksum that the validator process checks off the hot path
+    checksum_validator: ClassVar[bool]
 
     @staticmethod
     def classify(raw: bytes) -> Classified: ...

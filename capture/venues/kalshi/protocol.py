@@ -302,6 +302,11 @@ class Kalshi:
     """Command builders for one connection (holds the command ``id`` counter)."""
 
     name = "kalshi"
+    default_channels = ("orderbook_delta", "trade", "ticker")
+    channels_configurable = True
+    per_connection = 100
+    needs_key = True
+    checksum_validator = False
     url = URL
     demo_url: str | None = DEMO_URL
     #: The server pings every 10 s; the WebSocket library pongs.  No client ping.

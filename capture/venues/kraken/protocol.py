@@ -142,6 +142,11 @@ class KrakenSpot:
     """Message builders for one connection (holds the ``req_id`` counter)."""
 
     name = "kraken"
+    default_channels = ("book", "trade", "ticker")
+    channels_configurable = True
+    per_connection = 50
+    needs_key = False
+    checksum_validator = True
     url = URL
     demo_url: str | None = None
     #: Server heartbeats about once a second while subscribed; an app-level

@@ -126,6 +126,11 @@ class KrakenFutures:
     """Message builders for one connection (the protocol has no request ids)."""
 
     name = "kraken_futures"
+    default_channels = ("book", "trade", "ticker")
+    channels_configurable = True
+    per_connection = 50
+    needs_key = False
+    checksum_validator = False
     url = URL
     demo_url: str | None = DEMO_URL
     #: The venue closes a connection silent for 60 s; WebSocket pings every 30 s.

@@ -145,6 +145,11 @@ class Polymarket:
     """Message builders (stateless: the market channel has no request ids)."""
 
     name = "polymarket"
+    default_channels = ("market",)
+    channels_configurable = False
+    per_connection = 500
+    needs_key = False
+    checksum_validator = False
     url = URL
     demo_url: str | None = None
     #: Client sends text PING every ~10 s; PONG proves liveness of the socket
