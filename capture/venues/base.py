@@ -141,6 +141,8 @@ class Venue(Protocol):
     demo_url: ClassVar[str | None]
     keepalive: ClassVar[Keepalive]
     # Traits the layers above read instead of branching on the venue's name.
+    #: every channel (feed) a config may name
+    channels: ClassVar[frozenset[str]]
     #: channels subscribed when the config names none
     default_channels: ClassVar[tuple[str, ...]]
     #: whether a config may choose channels (Polymarket's market channel is all-in-one)

@@ -303,6 +303,7 @@ class Kalshi:
 
     name = "kalshi"
     default_channels = ("orderbook_delta", "trade", "ticker")
+    channels = CHANNELS
     channels_configurable = True
     per_connection = 100
     needs_key = True

@@ -143,6 +143,7 @@ class KrakenSpot:
 
     name = "kraken"
     default_channels = ("book", "trade", "ticker")
+    channels = CHANNELS
     channels_configurable = True
     per_connection = 50
     needs_key = False

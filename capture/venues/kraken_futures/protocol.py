@@ -127,6 +127,7 @@ class KrakenFutures:
 
     name = "kraken_futures"
     default_channels = ("book", "trade", "ticker")
+    channels = FEEDS
     channels_configurable = True
     per_connection = 50
     needs_key = False

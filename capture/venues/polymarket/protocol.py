@@ -146,6 +146,7 @@ class Polymarket:
 
     name = "polymarket"
     default_channels = ("market",)
+    channels = frozenset({"market"})
     channels_configurable = False
     per_connection = 500
     needs_key = False
