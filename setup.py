@@ -1,3 +1,4 @@
+import glob
 import os
 import sys
 
@@ -35,6 +36,10 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["ring/_build.py:ffibuilder"],
     ext_modules=fastpath_extensions(),
+    # `capture systemd install` copies these from <prefix>/share/capture/systemd.
+    data_files=[("share/capture/systemd", sorted(glob.glob("systemd/*.service") + glob.glob("systemd/*.target")
+                                                 + glob.glob("systemd/*.conf"))),
+                ("share/capture/systemd/capture@.service.d", glob.glob("systemd/capture@.service.d/*"))],
     install_requires=[
         "cffi>=1.15",
         "numpy>=1.26",

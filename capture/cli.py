@@ -162,27 +162,81 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 # -- systemd ------------------------------------------------------------------------
 
-def cmd_systemd_install(args: argparse.Namespace) -> int:
-    """Copy the units, pointing ExecStart at this installation's `capture`."""
+def _units_dir() -> str | None:
+    """The unit files: next to a checkout (editable install), or where `pip install .` put them
+    (setup.py data_files: <prefix>/share/capture/systemd)."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    src = os.path.join(here, "systemd")
-    if not os.path.isdir(src):
-        print("error: the systemd/ folder is not next to this installation", file=sys.stderr)
+    for d in (os.path.join(here, "systemd"), os.path.join(sys.prefix, "share", "capture", "systemd")):
+        if os.path.isfile(os.path.join(d, "capture@.service")):
+            return d
+    return None
+
+
+#: What the unit may write without a drop-in (its ReadWritePaths=).
+UNIT_WRITABLE = ("/var/lib/capture", "/dev/shm/capture")
+UNIT_CONFIG = "/etc/capture/capture.toml"
+
+
+def _inside(path: str, roots: tuple[str, ...]) -> bool:
+    return any(path == r or path.startswith(r + "/") for r in roots)
+
+
+def cmd_systemd_install(args: argparse.Namespace) -> int:
+    """Copy the units, pointing ExecStart at this installation's `capture`.
+
+    The unit runs with ProtectHome=yes and ProtectSystem=strict, so an executable under /home or
+    /root cannot start, and the service can write only its ReadWritePaths: with --config, a data or
+    ring directory elsewhere gets a drop-in that adds it (a relative one is refused: the unit has no
+    working directory of its own)."""
+    src = _units_dir()
+    if src is None:
+        print("error: the unit files are not installed next to this capture "
+              "(install it with `pip install .` from a checkout)", file=sys.stderr)
         return 2
-    exe = args.exec or shutil.which("capture") or os.path.join(os.path.dirname(sys.executable), "capture")
+    exe = os.path.abspath(args.exec or shutil.which("capture")
+                          or os.path.join(os.path.dirname(sys.executable), "capture"))
+    if _inside(exe, ("/home", "/root", "/run/user")):
+        print(f"error: {exe} is under a home directory, which the unit hides (ProtectHome=yes); "
+              "install capture into its own venv, e.g. /opt/capture", file=sys.stderr)
+        return 2
+    extra_paths: list[str] = []
+    cfg_path = UNIT_CONFIG
+    if args.config:
+        cfg_path = os.path.abspath(args.config)
+        try:
+            cfg = _load_config(cfg_path)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for key, d in (("storage.data_dir", cfg.storage.data_dir), ("ring.dir", cfg.ring.dir)):
+            if not os.path.isabs(d):
+                print(f"error: {cfg_path}: {key} = {d!r} is relative; the unit needs an absolute path",
+                      file=sys.stderr)
+                return 2
+            if not _inside(os.path.normpath(d), UNIT_WRITABLE):
+                extra_paths.append(os.path.normpath(d))
     root = args.prefix.rstrip("/") if args.prefix else ""
     units = f"{root}/etc/systemd/system"
     os.makedirs(units, exist_ok=True)
     os.makedirs(f"{root}/etc/sysusers.d", exist_ok=True)
     os.makedirs(f"{root}/etc/tmpfiles.d", exist_ok=True)
     with open(os.path.join(src, "capture@.service")) as f:
-        unit = f.read().replace("/opt/capture/bin/capture", exe)
+        unit = f.read().replace("/opt/capture/bin/capture", exe).replace(UNIT_CONFIG, cfg_path)
     with open(os.path.join(units, "capture@.service"), "w") as f:
         f.write(unit)
     shutil.copy(os.path.join(src, "capture.target"), units)
     shutil.copy(os.path.join(src, "capture-sysusers.conf"), f"{root}/etc/sysusers.d/capture.conf")
     shutil.copy(os.path.join(src, "capture-tmpfiles.conf"), f"{root}/etc/tmpfiles.d/capture.conf")
-    print(f"installed capture@.service (ExecStart {exe}) and capture.target into {units}")
+    print(f"installed capture@.service (ExecStart {exe}, config {cfg_path}) and capture.target into {units}")
+    dropin_dir = os.path.join(units, "capture@.service.d")
+    dropin = os.path.join(dropin_dir, "20-paths.conf")
+    if extra_paths:
+        os.makedirs(dropin_dir, exist_ok=True)
+        with open(dropin, "w") as f:
+            f.write("# written by `capture systemd install --config`: directories of the config\n"
+                    "# outside the unit's own ReadWritePaths\n[Service]\n"
+                    f"ReadWritePaths={' '.join(extra_paths)}\n")
+        print(f"added {dropin}: ReadWritePaths={' '.join(extra_paths)}")
     if not root:
         print("next: systemd-sysusers; systemd-tmpfiles --create; systemctl daemon-reload; "
               "systemctl enable --now capture@0")
@@ -225,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     si = sdsub.add_parser("install", help="install unit files")
     si.add_argument("--prefix", help="install under this root (packaging, tests)")
     si.add_argument("--exec", help="path of the capture executable for ExecStart")
+    si.add_argument("--config", help="the config the unit will run with (default "
+                    f"{UNIT_CONFIG}); its data and ring directories are made writable")
     si.set_defaults(fn=cmd_systemd_install)
     return ap
 

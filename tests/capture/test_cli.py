@@ -76,3 +76,31 @@ def test_systemd_install_and_verify(tmp_path):
                         str(inst / "capture.target")], capture_output=True, text=True, timeout=timeout(120))
     assert v.returncode == 0, v.stderr
     assert "Unknown key" not in v.stderr and "Unknown section" not in v.stderr, v.stderr
+
+
+def test_systemd_install_refuses_an_executable_in_a_home_directory(tmp_path):
+    r = run("systemd", "install", "--prefix", str(tmp_path / "root"), "--exec", "/root/venv/bin/capture")
+    assert r.returncode == 2
+    assert "ProtectHome" in r.stderr and "/root/venv/bin/capture" in r.stderr
+    assert not (tmp_path / "root").exists()
+
+
+def test_systemd_install_makes_the_configs_directories_writable(tmp_path):
+    cfg = tmp_path / "capture.toml"
+    cfg.write_text('[ring]\ndir = "/dev/shm/capture"\n[storage]\ndata_dir = "/srv/md/data"\n'
+                   '[[shard]]\nid = 0\nvenue = "kraken"\ninstruments = ["BTC/USD"]\n')
+    root = tmp_path / "root"
+    r = run("systemd", "install", "--prefix", str(root), "--exec", shutil.which("true"), "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    unit = (root / "etc/systemd/system/capture@.service").read_text()
+    assert f"--config {cfg}" in unit
+    dropin = (root / "etc/systemd/system/capture@.service.d/20-paths.conf").read_text()
+    assert "ReadWritePaths=/srv/md/data\n" in dropin  # the ring dir is the unit's own: not repeated
+
+
+def test_systemd_install_refuses_a_relative_data_dir(tmp_path):
+    cfg = tmp_path / "capture.toml"
+    cfg.write_text('[storage]\ndata_dir = "./data"\n[[shard]]\nid = 0\nvenue = "kraken"\ninstruments = ["BTC/USD"]\n')
+    r = run("systemd", "install", "--prefix", str(tmp_path / "root"), "--exec", shutil.which("true"),
+            "--config", str(cfg))
+    assert r.returncode == 2 and "storage.data_dir" in r.stderr and "relative" in r.stderr
