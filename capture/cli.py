@@ -231,7 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _segment_tool(name: str, rest: list[str]) -> int:
     from flusher.segments import tools as cli
-    fn = {"cat": cli.main_cat, "verify": cli.main_verify, "stats": cli.main_stats}[name]
+    if name == "cat":
+        # The venue modules live above flusher/: hand cat their channel/symbol rule.
+        from capture.describe import describe_for
+        return cli.main_cat(rest, describe_for=describe_for)
+    fn = {"verify": cli.main_verify, "stats": cli.main_stats}[name]
     return fn(rest)
 
 
