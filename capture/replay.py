@@ -170,8 +170,8 @@ class Replay:
                     return None          # ambiguous: several shards hold this number
             except ValueError:
                 return None
-            if shard not in self.by_shard:
-                return None
+            if not any(c["shard"] == shard and c["conn"] == conn for c in self.connections()):
+                return None              # not a connection recorded in this range
         q = urllib.parse.parse_qs(u.query)
         bad = set(q) - {"channel", "symbol"}
         if bad:
