@@ -197,7 +197,8 @@ class Replay:
         route = self.route
         control = self.include_control
         for m in walk(self.data, paths=self.by_shard[shard], start=self.start, end=self.end,
-                      skip_corrupt=self.skip_corrupt, on_skip=self._on_skip):
+                      skip_corrupt=self.skip_corrupt, on_skip=self._on_skip,
+                      on_dropped=self._on_dropped):
             if m.type == _CONTROL:
                 if control and (want_conn is None or m.conn == want_conn or m.conn == SHARD_CONN):
                     yield m
@@ -210,6 +211,11 @@ class Replay:
                         (syms is not None and rk.symbol not in syms):
                     continue
             yield m
+
+    @staticmethod
+    def _on_dropped(path: str, d) -> None:
+        log.warning("event=incomplete_message segment=%s first_seq=%d last_seq=%d reason=%s",
+                    path, d.first_seq, d.last_seq, d.reason)
 
     def _on_skip(self, sk: Skipped) -> None:
         self.skipped.append(sk)

@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
 import os
 import sys
 import time
@@ -61,6 +62,8 @@ from flusher.segments.read import TimeLike, to_ns
 from flusher.segments.walk import Msg, Skipped, find_paths, no_data_in_range, walk
 from ring.assemble import Dropped
 from ring.frame import FrameFlags, FrameType
+
+log = logging.getLogger("capture.export")
 
 _CONTROL = int(FrameType.CONTROL)
 _BINARY = int(FrameFlags.BINARY)
@@ -169,7 +172,7 @@ def to_arrow(path_or_dir: str | Iterable[str], start: TimeLike = None, end: Time
     desc = _Describers(describe_for)
     batches = []
     for m in walk(path_or_dir, paths=paths, start=start, end=end, skip_corrupt=skip_corrupt,
-                  on_skip=on_skip):
+                  on_skip=on_skip, on_dropped=_log_dropped):
         cols.add(m, desc.get(m.header.venue))
         if cols.n >= _BATCH_ROWS:
             batches.append(cols.batch())
@@ -178,6 +181,11 @@ def to_arrow(path_or_dir: str | Iterable[str], start: TimeLike = None, end: Time
     if not batches:
         raise no_data_in_range(paths, start, end)
     return pa.Table.from_batches(batches, schema=SCHEMA)
+
+
+def _log_dropped(path: str, d: Dropped) -> None:
+    log.warning("event=incomplete_message segment=%s first_seq=%d last_seq=%d reason=%s",
+                path, d.first_seq, d.last_seq, d.reason)
 
 
 # -- files and the manifest -----------------------------------------------------------------
@@ -271,6 +279,9 @@ def export(path_or_dir: str | Iterable[str], out: str, fmt: str = "parquet", *,
         raise ExportError(out, "exists and is not a directory")
     if os.path.lexists(os.path.join(out, MANIFEST)):
         raise ExportError(out, "already holds an export (_manifest.json); choose another --out")
+    if os.path.isdir(out) and os.listdir(out):
+        # Everything below out is then ours: no planted symlink is followed.
+        raise ExportError(out, "is not empty; export into a new or empty directory")
     made_out = not os.path.lexists(out)
     os.makedirs(out, mode=0o700, exist_ok=True)
     files: dict[tuple, _OutFile] = {}
@@ -287,7 +298,8 @@ def export(path_or_dir: str | Iterable[str], out: str, fmt: str = "parquet", *,
     error: SegmentError | None = None
     try:
         for m in walk(path_or_dir, paths=paths, start=start, end=end, skip_corrupt=skip_corrupt,
-                      on_skip=note_skip, on_dropped=lambda p, d: dropped.append((p, d))):
+                      on_skip=note_skip, on_dropped=lambda p, d: (dropped.append((p, d)),
+                                                                  _log_dropped(p, d))):
             h = m.header
             date = time.strftime("%Y-%m-%d", time.gmtime(m.ts_ns // 1_000_000_000))
             key = (h.venue, date, h.shard)

@@ -312,13 +312,18 @@ def main_cat(argv: list[str] | None = None,
         sys.stdout.flush()
         print(f"capture cat: skipped a corrupt record: {sk}", file=sys.stderr)
 
+    def on_dropped(path: str, d) -> None:
+        sys.stdout.flush()
+        print(f"capture cat: note: sequences {d.first_seq}..{d.last_seq} in {path}: a fragmented "
+              f"message that did not complete ({d.reason}); not shown", file=sys.stderr)
+
     describers: dict[str, Callable | None] = {}
     count = 0
     try:
         paths = find_paths(args.paths, args.venue, args.shard)
         for m in walk(args.paths, paths=paths, start=_time_arg(args.start), end=_time_arg(args.end),
                       first_seq=args.first_seq, last_seq=args.last_seq,
-                      skip_corrupt=args.skip_corrupt, on_skip=on_skip):
+                      skip_corrupt=args.skip_corrupt, on_skip=on_skip, on_dropped=on_dropped):
             if args.data_only and m.type != _DATA:
                 continue
             rec = {"ts": m.ts_ns, "time": _iso(m.ts_ns), "seq": m.seq,

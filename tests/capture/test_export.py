@@ -183,3 +183,25 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert cli.main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "o2")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
     assert describe_for("no-such-venue") is None
+
+
+def test_an_aborted_fragment_chain_is_a_gap_with_its_reason(tmp_path, capsys):
+    data, out = str(tmp_path / "data"), str(tmp_path / "out")
+    os.mkdir(data)
+    begin_flags = int(FrameType.DATA) << 4
+    frames = [encode(b'{"a":1}', 0, BASE_NS),
+              encode(b"part1", 1, BASE_NS + 1, int(FrameType.FRAG_BEGIN), begin_flags),
+              encode(b"part2", 2, BASE_NS + 1, int(FrameType.FRAG_END), int(FrameFlags.ABORTED)),
+              encode(b'{"a":2}', 3, BASE_NS + 2)]
+    write_segment(data, frames, venue="kraken", created_ns=BASE_NS)
+    assert cli.main(["export", data, "--out", out]) == 0
+    man = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert [(m["first_seq"], m["last_seq"]) for m in man["incomplete_messages"]] == [(1, 2)]
+    (gap,) = man["files"][0]["gaps"]
+    assert (gap["first_seq"], gap["last_seq"]) == (1, 2)
+    assert gap["reason"].startswith("a fragmented message did not complete (aborted")
+    capsys.readouterr()
+    assert cli.main(["cat", data]) == 0
+    out_err = capsys.readouterr()
+    assert [json.loads(x)["seq"] for x in out_err.out.splitlines()] == [0, 3]
+    assert "sequences 1..2" in out_err.err and "did not complete" in out_err.err
