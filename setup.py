@@ -54,6 +54,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6.100"],
+        "export": ["pyarrow>=15"],
     },
     entry_points={"console_scripts": ["capture=capture.cli:main"]},
 )

@@ -4,6 +4,8 @@
     capture config check FILE [--discover]    validate, print the resolved plan
     capture status [--config FILE] [--json]   a table of every shard's ring on this host
     capture cat | verify | stats PATH...      read segment files (see flusher/segments/tools.py)
+    capture export DATA --format F --out DIR  messages to Parquet/CSV (see docs/data.md)
+    capture replay DATA --venue V             serve a recording as WebSocket feeds (docs/data.md)
     capture systemd install [--prefix DIR]    install the unit files
 
 Exit codes: 0 success; 1 failure (verify found corruption, a shard failed);
@@ -274,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(fn=lambda a, n=name: _segment_tool(n, a.rest))
 
+    for name, what in (("export", "recorded messages to Parquet or CSV"),
+                       ("replay", "serve a recording as WebSocket feeds, or republish it to NATS")):
+        p = sub.add_parser(name, help=what, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(fn=lambda a, n=name: _dataout_tool(n, a.rest))
+
     sd = sub.add_parser("systemd", help="systemd integration")
     sdsub = sd.add_subparsers(dest="systemd_cmd", required=True)
     si = sdsub.add_parser("install", help="install unit files")
@@ -287,12 +295,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _segment_tool(name: str, rest: list[str]) -> int:
     from flusher.segments import tools as cli
-    fn = {"cat": cli.main_cat, "verify": cli.main_verify, "stats": cli.main_stats}[name]
+    if name == "cat":
+        # The venue modules live above flusher/: hand cat their channel/symbol rule.
+        from capture.describe import describe_for
+        return cli.main_cat(rest, describe_for=describe_for)
+    fn = {"verify": cli.main_verify, "stats": cli.main_stats}[name]
     return fn(rest)
+
+
+# -- getting data out: export and replay own their options, like the segment tools --------
+
+def _dataout_tool(name: str, rest: list[str]) -> int:
+    try:
+        if name == "export":
+            from capture.export import main as tool
+        else:
+            from capture.replay import main as tool
+    except ImportError as e:      # pyarrow is the optional `export` extra
+        print(f"capture {name}: {e} (pip install 'capture[export]')", file=sys.stderr)
+        return 2
+    return tool(rest)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("export", "replay"):
+        try:
+            return _dataout_tool(argv[0], argv[1:])
+        except BrokenPipeError:
+            return 0
     if argv and argv[0] in ("cat", "verify", "stats"):
         # The segment tools own their options (and --help) entirely.
         try:

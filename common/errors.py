@@ -14,6 +14,7 @@
     │   └── FrameTooLarge            (raised only by strict callers; write() returns a status)
     ├── SegmentError                 segment files on disk (file + offset)
     │   └── CorruptSegment
+    ├── NoData                       reading back: no segments under a path, or none in a range
     ├── ConfigError                  configuration (file + key)
     ├── VenueError                   exchange protocol
     └── PublishError                 NATS JetStream
@@ -117,6 +118,19 @@ class SegmentError(CaptureError):
 
 class CorruptSegment(SegmentError):
     pass
+
+
+class NoData(CaptureError):
+    """Nothing to read back: no segment files where asked, or none in the range.
+
+    ``path`` is what was searched; ``reason`` says what was asked for (venue,
+    shard, time range) and, when there is data elsewhere, what is there.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 class ConfigError(CaptureError):

@@ -262,11 +262,7 @@ class Publisher(SegmentCatchup):
             await self._close()
             raise
         try:
-            self.ring_id = self.rd.ring_id.hex().encode()
-            self.msg_id_prefix = self.ring_id.decode() + ":"
-            # The header block with the constant parts filled in: seq, seq, recv ns.
-            self._hdr_fmt = _HDR_FMT.replace(b"%s", self.ring_id, 1).replace(
-                b"Capture-Shard: %d", b"Capture-Shard: %d" % self.shard)
+            self.bind_ring(self.rd.ring_id)
             self.next_seq = self.rd.next_seq
             self._resumed = self.rd.resumed
             self.pipe = await AckPipeline(
@@ -314,6 +310,15 @@ class Publisher(SegmentCatchup):
             return 0
         finally:
             await self._close()
+
+    def bind_ring(self, ring_id: bytes) -> None:
+        """The Msg-Id rule: ``<ring id hex>:<seq>``, for frames of this ring
+        (also used by ``capture replay --to-nats``, which republishes segment files)."""
+        self.ring_id = ring_id.hex().encode()
+        self.msg_id_prefix = self.ring_id.decode() + ":"
+        # The header block with the constant parts filled in: seq, seq, recv ns.
+        self._hdr_fmt = _HDR_FMT.replace(b"%s", self.ring_id, 1).replace(
+            b"Capture-Shard: %d", b"Capture-Shard: %d" % self.shard)
 
     _closing = False
 

@@ -99,19 +99,24 @@ def segment_paths(path_or_dir: str, venue: str | None = None, shard: int | None 
 
 
 def records(path: str, *, start_seq: int | None = None, start_ts: int | None = None,
-            header_out: list | None = None) -> Iterator[tuple[int, tuple, bytes]]:
+            header_out: list | None = None,
+            from_offset: int | None = None) -> Iterator[tuple[int, tuple, bytes]]:
     """Raw records of one segment: (offset, header tuple, payload).
 
     The header tuple is (size, seq_lo, seq, ts_ns, type, flags, conn, crc).
     With start_seq/start_ts, uses the index (if any) to skip ahead; records
     before the requested point may still be yielded (the caller filters).
+    ``from_offset`` starts at that record offset instead (a reader going on
+    past a corrupt region; see flusher/segments/walk.py).
     """
     with open_segment_stream(path) as f:
         hdr = SegmentHeader.decode(f.read(FILE_HEADER), path)
         if header_out is not None:
             header_out.append(hdr)
         base = FILE_HEADER
-        if start_seq is not None or start_ts is not None:
+        if from_offset is not None:
+            base = max(FILE_HEADER, from_offset)
+        elif start_seq is not None or start_ts is not None:
             idx = load_index(index_path_for(path))
             if idx is not None:
                 cands = [FILE_HEADER]

@@ -18,20 +18,22 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import orjson
 
-from flusher.segments.read import read, records, segment_paths, to_ns
+from flusher.segments.read import records, segment_paths, to_ns
 from flusher.segments.names import SUFFIX_CORRUPT, SUFFIX_OPEN
 from flusher.segments.format import SegmentHeader, scan
-from common.errors import SegmentError
+from common.errors import NoData, SegmentError
+from flusher.segments.walk import Skipped, find_paths, no_data_in_range, walk
 from ring.frame import FrameFlags, FrameType
 
 EXIT_OK, EXIT_CORRUPT, EXIT_USAGE = 0, 1, 2
 _TYPE_NAMES = {int(t): t.name.lower() for t in FrameType}
 _CONTROL = int(FrameType.CONTROL)
 _END = int(FrameType.FRAG_END)
+_DATA = int(FrameType.DATA)
 
 
 @dataclass
@@ -274,44 +276,109 @@ def main_stats(argv: list[str] | None = None) -> int:
     return EXIT_OK if all(c.ok for c in checks) and not any(f.error for f in extra) else EXIT_CORRUPT
 
 
-def main_cat(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="capture cat", description="frames as NDJSON: receive time, "
-                                 "sequence, type, raw message")
+def main_cat(argv: list[str] | None = None,
+             describe_for: Callable[[str], Callable[[bytes], tuple] | None] | None = None) -> int:
+    """``capture cat``: one JSON object per message.
+
+    Fields: ``ts`` (receive ns), ``time`` (ISO), ``seq``, ``type``, ``conn``
+    (the connection inside the shard; ``65535`` marks a record of the whole
+    shard, such as shard start/stop), ``channel`` and ``symbol`` when the
+    venue module can tell them (``describe_for``, given by the ``capture``
+    command: this layer does not know the venues), and the message: ``msg``
+    is the message itself when it is JSON (its original bytes embedded, so
+    it parses once), a string when it is other text, ``msg_b64`` when binary.
+    With ``--raw``, ``msg`` is always the original text as a string.
+    """
+    ap = argparse.ArgumentParser(prog="capture cat", description="messages as NDJSON: receive "
+                                 "time, sequence, type, connection (65535: the whole shard), "
+                                 "channel, symbol, message")
     _common(ap)
     ap.add_argument("--start", help="receive time from (ns or ISO-8601, UTC)")
     ap.add_argument("--end", help="receive time until, inclusive")
     ap.add_argument("--first-seq", type=int)
     ap.add_argument("--last-seq", type=int)
     ap.add_argument("--data-only", action="store_true", help="leave out control frames")
+    ap.add_argument("--raw", action="store_true",
+                    help="msg is the original text as a JSON string, never parsed")
+    ap.add_argument("--skip-corrupt", action="store_true",
+                    help="go on past a corrupt record (each one is reported on stderr)")
     args = ap.parse_args(argv)
     out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
     write = out.write if out is not None else (lambda b: sys.stdout.write(b.decode()))
+    skipped: list[Skipped] = []
+
+    def on_skip(sk: Skipped) -> None:
+        skipped.append(sk)
+        sys.stdout.flush()
+        print(f"capture cat: skipped a corrupt record: {sk}", file=sys.stderr)
+
+    def on_dropped(path: str, d) -> None:
+        sys.stdout.flush()
+        print(f"capture cat: note: sequences {d.first_seq}..{d.last_seq} in {path}: a fragmented "
+              f"message that did not complete ({d.reason}); not shown", file=sys.stderr)
+
+    describers: dict[str, Callable | None] = {}
+    count = 0
     try:
-        for p in args.paths:
-            for f in read(p, _time_arg(args.start), _time_arg(args.end), args.venue, shard=args.shard,
-                          first_seq=args.first_seq, last_seq=args.last_seq):
-                if args.data_only and f.type != FrameType.DATA:
-                    continue
-                rec = {"ts": f.ts_ns, "time": _iso(f.ts_ns), "seq": f.seq,
-                       "type": _TYPE_NAMES.get(f.type, str(f.type)), "conn": f.conn}
-                if f.flags & FrameFlags.BINARY:
-                    rec["msg_b64"] = base64.b64encode(f.payload).decode()
-                else:
-                    try:
-                        rec["msg"] = f.payload.decode("utf-8")
-                    except UnicodeDecodeError:
-                        rec["msg_b64"] = base64.b64encode(f.payload).decode()
-                write(orjson.dumps(rec) + b"\n")
+        paths = find_paths(args.paths, args.venue, args.shard)
+        for m in walk(args.paths, paths=paths, start=_time_arg(args.start), end=_time_arg(args.end),
+                      first_seq=args.first_seq, last_seq=args.last_seq,
+                      skip_corrupt=args.skip_corrupt, on_skip=on_skip, on_dropped=on_dropped):
+            if args.data_only and m.type != _DATA:
+                continue
+            rec = {"ts": m.ts_ns, "time": _iso(m.ts_ns), "seq": m.seq,
+                   "type": _TYPE_NAMES.get(m.type, str(m.type)), "conn": m.conn}
+            payload = bytes(m.payload)
+            if m.type == _DATA and describe_for is not None:
+                v = m.header.venue
+                d = describers[v] if v in describers else describers.setdefault(v, describe_for(v))
+                if d is not None:
+                    channel, symbol, _ex = d(payload)
+                    if channel is not None:
+                        rec["channel"] = channel
+                    if symbol is not None:
+                        rec["symbol"] = symbol
+            _put_msg(rec, payload, m.flags, args.raw)
+            write(orjson.dumps(rec) + b"\n")
+            count += 1
+        if not count and (args.start or args.end):
+            raise no_data_in_range(paths, _time_arg(args.start), _time_arg(args.end))
     except BrokenPipeError:
         return EXIT_OK
     except SegmentError as exc:
         sys.stdout.flush()
-        print(f"capture cat: {exc}", file=sys.stderr)
+        print(f"capture cat: {exc} (--skip-corrupt goes on past it)", file=sys.stderr)
         return EXIT_CORRUPT
-    except FileNotFoundError as exc:
+    except NoData as exc:
         print(f"capture cat: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return EXIT_OK
+    return EXIT_CORRUPT if skipped else EXIT_OK
+
+
+def _put_msg(rec: dict, payload: bytes, flags: int, raw: bool) -> None:
+    """The message into ``rec``: parsed-once JSON, text, or base64 for binary."""
+    if flags & FrameFlags.BINARY:
+        rec["msg_b64"] = base64.b64encode(payload).decode()
+        return
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        rec["msg_b64"] = base64.b64encode(payload).decode()
+        return
+    if not raw:
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            obj = _NOT_JSON
+        if obj is not _NOT_JSON:
+            # The original bytes, embedded as they are, unless a line break
+            # in them would break the one-object-per-line output.
+            rec["msg"] = obj if b"\n" in payload or b"\r" in payload else orjson.Fragment(payload)
+            return
+    rec["msg"] = text
+
+
+_NOT_JSON = object()
 
 
 def _time_arg(s: str | None):

@@ -284,7 +284,7 @@ def test_cat_stats_verify(tmp_path, capsys):
     assert cli.main(["cat", d]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [(x["seq"], x["type"], x.get("msg")) for x in lines] == [
-        (0, "data", '{"a":1}'), (1, "data", '{"a":2}'), (2, "control", drop.decode()), (10, "data", '{"a":3}')]
+        (0, "data", {"a": 1}), (1, "data", {"a": 2}), (2, "control", json.loads(drop)), (10, "data", {"a": 3})]
     assert lines[0]["ts"] == H.BASE_NS and lines[0]["time"].startswith("2027-01-15T08:00:00")
     assert cli.main(["verify", d]) == 0
     out = capsys.readouterr().out

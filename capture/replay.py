@@ -1,0 +1,433 @@
+"""``capture replay``: a recording served as WebSocket feeds, or republished to NATS.
+
+::
+
+    capture replay DATA --venue kraken [--shard 2] [--start T] [--end T] [--speed 10|max]
+                   [--bind 127.0.0.1] [--port 8765] [--include-control] [--skip-corrupt]
+    capture replay DATA --venue kraken --to-nats nats://host:4222 [--prefix capture]
+
+Paths a WebSocket client may ask for (each client gets its own replay, from
+the start of the range)::
+
+    /<venue>/<connection>     one recorded connection: ``<conn>`` when the replay
+                              holds one shard, else ``<shard>.<conn>`` (e.g. /kraken/2.0)
+    /<venue>                  every connection of the venue, in receive order
+    ...?channel=book,trade&symbol=BTC/USD
+                              only data messages of those channels / symbols (as the
+                              venue module reads them; percent-encode as usual)
+
+A plain HTTP GET (no upgrade) of ``/`` lists the connections as JSON.
+
+Every data message goes out exactly as it was received, in the original
+order: a text message as a text frame, a binary one as a binary frame, the
+same bytes.  Control records (our own JSON: connection opened, drops, ...)
+are left out unless ``--include-control``; then a connection's feed carries
+its own records and the shard's (``conn`` 65535).  When the recording ends
+the server closes the feed with code 1000.
+
+Pacing.  With ``--speed X`` a message is sent when ``(its receive time -
+the first one's) / X`` has passed since the feed started: absolute targets,
+so the error does not accumulate.  ``max`` sends as fast as the client
+reads; the socket's flow control (pause_writing) is what bounds it.
+
+Theory of operation.  The server is picows (the receiver's WebSocket
+library) on asyncio.  One task per client reads the segment files with
+``flusher.segments.walk`` (blocking reads from the page cache, in batches:
+it yields to the loop every few hundred messages at ``max`` and whenever it
+waits for a pacing target or for the socket to drain), filters, and sends.
+A client that goes away cancels its task.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import heapq
+import json
+import logging
+import signal
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Iterator
+
+from picows import (WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest,
+                    WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server)
+
+from capture import venues
+from common.errors import CaptureError, NoData, SegmentError
+from flusher.segments.names import parse_name
+from flusher.segments.read import TimeLike, metadata, to_ns
+from flusher.segments.walk import SHARD_CONN, Msg, Skipped, find_paths, no_data_in_range, walk
+from ring.frame import FrameFlags, FrameType
+
+log = logging.getLogger("capture.replay")
+
+_CONTROL = int(FrameType.CONTROL)
+_DATA = int(FrameType.DATA)
+_BINARY = int(FrameFlags.BINARY)
+DEFAULT_PORT = 8765
+#: Messages sent at ``max`` between two yields to the event loop.
+_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What one feed carries: shard/conn None = all; channel/symbol None = any."""
+    shard: int | None = None
+    conn: int | None = None
+    channels: frozenset[str] | None = None
+    symbols: frozenset[str] | None = None
+
+
+def parse_speed(text: str) -> float | None:
+    """``max`` -> None (no pacing); a positive number -> that factor."""
+    if text.strip().lower() == "max":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"--speed must be a positive number or 'max', not {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise ValueError(f"--speed must be a positive number or 'max', not {text!r}")
+    return v
+
+
+class Replay:
+    """The recording of one venue, as feeds.
+
+    ``clock`` and ``sleep`` are the pacing's time source (tests substitute a
+    virtual clock).
+
+    Raises (at construction):
+        NoData: no segment files of the venue (and shard), or nothing in the range.
+    """
+
+    clock = staticmethod(time.monotonic)
+    sleep = staticmethod(asyncio.sleep)
+
+    def __init__(self, data: str, venue: str, *, shard: int | None = None, start: TimeLike = None,
+                 end: TimeLike = None, speed: float | None = 1.0, include_control: bool = False,
+                 skip_corrupt: bool = False) -> None:
+        self.data, self.venue = data, venue
+        self.start, self.end = to_ns(start), to_ns(end)
+        self.speed = speed
+        self.include_control = include_control
+        self.skip_corrupt = skip_corrupt
+        self.paths = find_paths(data, venue, shard)
+        self.by_shard: dict[int, list[str]] = {}
+        for p in self.paths:
+            sn = parse_name(p)
+            self.by_shard.setdefault(sn.shard if sn else -1, []).append(p)
+        # Filters read channel and symbol the way the publisher routes: data
+        # frames only (a subscribe ack naming the symbol is not in a symbol feed).
+        v = venues.VENUES.get(venue)
+        self.route = v.route if v is not None else None
+        self.skipped: list[Skipped] = []
+        self.clients = 0
+        if next(iter(self.messages(Selection())), None) is None:
+            raise no_data_in_range(self.paths, self.start, self.end)
+        self._connections: list[dict] | None = None
+
+    # -- what is there ----------------------------------------------------------------------
+    def connections(self) -> list[dict]:
+        """Each recorded connection in the range: path, shard, conn, records (cached)."""
+        if self._connections is None:
+            out = []
+            for shard, paths in sorted(self.by_shard.items()):
+                conns: dict[int, int] = {}
+                for p in paths:
+                    fr = metadata(p, self.start, self.end).frames
+                    fr = fr[fr["type"] != _CONTROL]
+                    for c in set(fr["conn"].tolist()):
+                        conns[c] = conns.get(c, 0) + int((fr["conn"] == c).sum())
+                for c, n in sorted(conns.items()):
+                    out.append({"path": f"/{self.venue}/{self._conn_name(shard, c)}",
+                                "shard": shard, "conn": c, "records": n})
+            self._connections = out
+        return self._connections
+
+    def _conn_name(self, shard: int, conn: int) -> str:
+        return str(conn) if len(self.by_shard) == 1 else f"{shard}.{conn}"
+
+    def parse_path(self, raw: bytes | str) -> Selection | None:
+        """The feed a request path names, or None (404)."""
+        text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+        u = urllib.parse.urlsplit(text)
+        parts = [urllib.parse.unquote(p) for p in u.path.split("/") if p]
+        if not parts or parts[0] != self.venue or len(parts) > 2:
+            return None
+        shard = conn = None
+        if len(parts) == 2:
+            tok = parts[1]
+            head, dot, tail = tok.partition(".")
+            try:
+                if dot:
+                    shard, conn = int(head), int(tail)
+                elif len(self.by_shard) == 1:
+                    shard, conn = next(iter(self.by_shard)), int(tok)
+                else:
+                    return None          # ambiguous: several shards hold this number
+            except ValueError:
+                return None
+            if not any(c["shard"] == shard and c["conn"] == conn for c in self.connections()):
+                return None              # not a connection recorded in this range
+        q = urllib.parse.parse_qs(u.query)
+        bad = set(q) - {"channel", "symbol"}
+        if bad:
+            return None
+
+        def values(k: str) -> frozenset[str] | None:
+            vs = [x for v in q.get(k, []) for x in v.split(",") if x]
+            return frozenset(vs) if vs else None
+        return Selection(shard, conn, values("channel"), values("symbol"))
+
+    # -- the messages of a feed -------------------------------------------------------------
+    def messages(self, sel: Selection) -> Iterator[Msg]:
+        """The messages of one feed, in receive order (shards merged by receive time)."""
+        shards = [sel.shard] if sel.shard is not None else sorted(self.by_shard)
+        streams = [self._shard_messages(s, sel) for s in shards]
+        if len(streams) == 1:
+            return streams[0]
+        return heapq.merge(*streams, key=lambda m: m.ts_ns)
+
+    def _shard_messages(self, shard: int, sel: Selection) -> Iterator[Msg]:
+        want_conn = sel.conn
+        chans, syms = sel.channels, sel.symbols
+        route = self.route
+        control = self.include_control
+        for m in walk(self.data, paths=self.by_shard[shard], start=self.start, end=self.end,
+                      skip_corrupt=self.skip_corrupt, on_skip=self._on_skip,
+                      on_dropped=self._on_dropped):
+            if m.type == _CONTROL:
+                if control and (want_conn is None or m.conn == want_conn or m.conn == SHARD_CONN):
+                    yield m
+                continue
+            if want_conn is not None and m.conn != want_conn:
+                continue
+            if chans is not None or syms is not None:
+                rk = route(m.payload) if route is not None else None
+                if rk is None or (chans is not None and rk.channel not in chans) or \
+                        (syms is not None and rk.symbol not in syms):
+                    continue
+            yield m
+
+    @staticmethod
+    def _on_dropped(path: str, d) -> None:
+        log.warning("event=incomplete_message segment=%s first_seq=%d last_seq=%d reason=%s",
+                    path, d.first_seq, d.last_seq, d.reason)
+
+    def _on_skip(self, sk: Skipped) -> None:
+        self.skipped.append(sk)
+        log.error("event=corrupt_skipped %s", sk)
+
+    # -- serving ----------------------------------------------------------------------------
+    async def stream(self, transport: WSTransport, client: "_Client", sel: Selection) -> int:
+        """Send one feed; returns the number of messages sent."""
+        speed = self.speed
+        clock, sleep = self.clock, self.sleep
+        n = 0
+        wall0 = ts0 = 0
+        text, binary = WSMsgType.TEXT, WSMsgType.BINARY
+        writable = client.writable
+        try:
+            for m in self.messages(sel):
+                if speed is not None:
+                    if n == 0:
+                        wall0, ts0 = clock(), m.ts_ns
+                    ahead = wall0 + (m.ts_ns - ts0) / 1e9 / speed - clock()
+                    if ahead > 0:
+                        await sleep(ahead)
+                elif not n % _BATCH:
+                    await asyncio.sleep(0)
+                if not writable.is_set():
+                    await writable.wait()
+                if transport.is_disconnected:
+                    return n
+                transport.send(binary if m.flags & _BINARY else text, m.payload)
+                n += 1
+            transport.send_close(WSCloseCode.OK, b"end of recording")
+        except SegmentError as exc:
+            log.error("event=replay_stopped reason=corrupt_segment %s", exc)
+            transport.send_close(WSCloseCode.INTERNAL_ERROR,
+                                 f"corrupt segment at offset {exc.offset}".encode()[:120])
+        transport.disconnect()
+        return n
+
+    def index(self) -> bytes:
+        return json.dumps({"venue": self.venue, "connections": self.connections(),
+                           "speed": "max" if self.speed is None else self.speed,
+                           "include_control": self.include_control}, indent=1).encode()
+
+    def factory(self, request: WSUpgradeRequest):
+        """picows router: a feed, the JSON index (plain GET /), or 404."""
+        upgrade = (request.headers.get("Upgrade") or "").lower() == "websocket"
+        if not upgrade:
+            if request.path in (b"/", b"/" + self.venue.encode()):
+                return WSUpgradeResponseWithListener(WSUpgradeResponse.create_ok_response(
+                    self.index(), {"Content-Type": "application/json"}), None)
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
+                404, b"no such feed; GET / lists them\n"), None)
+        sel = self.parse_path(request.path)
+        if sel is None:
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
+                404, b"no such feed; GET / lists them\n"), None)
+        return _Client(self, sel)
+
+    async def serve(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> asyncio.Server:
+        return await ws_create_server(self.factory, host, port, max_frame_size=64 << 20,
+                                      logger_name="capture.replay.ws")
+
+
+class _Client(WSListener):
+    """One feed: the sender task, and the socket's flow control as an event."""
+
+    def __init__(self, replay: Replay, sel: Selection) -> None:
+        self.replay, self.sel = replay, sel
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.task: asyncio.Task | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.replay.clients += 1
+        self.t0 = time.monotonic()
+        self.task = asyncio.get_running_loop().create_task(
+            self.replay.stream(transport, self, self.sel))
+        self.task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("event=feed_failed error=%r", exc)
+            return
+        log.info("event=feed_done path=%s messages=%d seconds=%.3f",
+                 self.sel, task.result(), time.monotonic() - self.t0)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code(), frame.get_close_message())
+            transport.disconnect()
+        # Anything a client sends (a subscribe, a ping message) is ignored:
+        # a feed is the recording, not a conversation.
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.writable.set()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+
+# -- the command ----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="capture replay", description="serve a recording as "
+                                 "WebSocket feeds (one per recorded connection), or republish it "
+                                 "to NATS JetStream with the original Msg-Ids")
+    ap.add_argument("data", help="data directory (or segment files' directory)")
+    ap.add_argument("--venue", required=True)
+    ap.add_argument("--shard", type=int)
+    ap.add_argument("--start", help="receive time from (ns or ISO-8601, UTC)")
+    ap.add_argument("--end", help="receive time until, inclusive")
+    ap.add_argument("--speed", default="1", help="X times the original pace, or max (default 1)")
+    ap.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback)")
+    ap.add_argument("--port", type=int, default=DEFAULT_PORT, help="0: any free port")
+    ap.add_argument("--include-control", action="store_true",
+                    help="also send our control records (JSON) on each feed")
+    ap.add_argument("--skip-corrupt", action="store_true",
+                    help="go on past a corrupt record (each one logged)")
+    ap.add_argument("--to-nats", metavar="URL",
+                    help="republish into JetStream instead of serving (original Msg-Ids)")
+    ap.add_argument("--prefix", default=None, help="subject prefix for --to-nats "
+                    "(default: the publisher's)")
+    ap.add_argument("--log-level", default="INFO")
+    return ap
+
+
+def _time(s: str | None):
+    if s is None:
+        return None
+    return int(s) if s.isdigit() else to_ns(s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0 done (or stopped by a signal), 1 not every message acknowledged by
+    NATS, 2 bad usage or nothing to replay."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    try:
+        speed = parse_speed(args.speed)
+        start, end = _time(args.start), _time(args.end)
+        if args.to_nats:
+            return _to_nats(args, speed, start, end)
+        replay = Replay(args.data, args.venue, shard=args.shard, start=start, end=end,
+                        speed=speed, include_control=args.include_control,
+                        skip_corrupt=args.skip_corrupt)
+    except SegmentError as exc:
+        print(f"capture replay: corrupt segment {exc}; stopped there (--skip-corrupt goes on "
+              f"past it)", file=sys.stderr)
+        return 1
+    except (NoData, ValueError, CaptureError) as exc:
+        print(f"capture replay: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(replay, args.bind, args.port))
+
+
+async def _serve(replay: Replay, host: str, port: int) -> int:
+    try:
+        server = await replay.serve(host, port)
+    except OSError as exc:
+        print(f"capture replay: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    bound = server.sockets[0].getsockname()
+    first = replay.connections()[0]["path"] if replay.connections() else f"/{replay.venue}"
+    print(f"capture replay: serving ws://{bound[0]}:{bound[1]}{first} "
+          f"({len(replay.connections())} connections; GET / lists them)", file=sys.stderr,
+          flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+    return 0
+
+
+def _to_nats(args: argparse.Namespace, speed: float | None, start, end) -> int:
+    from capture.replay_nats import Republisher
+    from flusher.publisher.stream import parse_config
+    cfg: dict = {"servers": [args.to_nats]}
+    if args.prefix:
+        cfg["prefix"] = args.prefix
+    bus = parse_config(cfg)
+    paths = find_paths(args.data, args.venue, args.shard)
+    by_shard: dict[int, list[str]] = {}
+    for p in paths:
+        sn = parse_name(p)
+        by_shard.setdefault(sn.shard if sn else 0, []).append(p)
+    total = 0
+    ok = True
+    for shard, ps in sorted(by_shard.items()):
+        rp = Republisher(venue=args.venue, shard=shard, bus=bus, speed=speed)
+        msgs = walk(args.data, paths=ps, start=start, end=end, skip_corrupt=args.skip_corrupt,
+                    on_skip=lambda sk: print(f"capture replay: skipped a corrupt record: {sk}",
+                                             file=sys.stderr))
+        ok = asyncio.run(rp.republish(msgs)) and ok
+        s = rp.summary()
+        total += s["messages"]
+        print(f"capture replay: shard {shard}: {s['messages']} messages to {args.to_nats}, "
+              f"{s['acked']} acknowledged, {s['already_in_stream']} already in the stream",
+              file=sys.stderr)
+    if not total:
+        raise no_data_in_range(paths, start, end)
+    return 0 if ok else 1
+
+
+__all__ = ["Replay", "Selection", "parse_speed", "main", "DEFAULT_PORT"]
