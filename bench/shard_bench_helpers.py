@@ -530,6 +530,10 @@ P99_LIMIT_S = 0.010
 BEHIND = 0.05
 
 
+def _p99(s: float | None) -> str:
+    return "-" if s is None else f"{s * 1e3:.1f} ms"
+
+
 def capture_sustained(r: dict) -> tuple[bool, str]:
     if not r.get("complete"):
         return False, "did not finish"
@@ -537,7 +541,7 @@ def capture_sustained(r: dict) -> tuple[bool, str]:
         return False, f"{r['ring']['drops']} dropped"
     p99 = r["latency"]["recv_to_ack"]["p99"]
     if p99 is None or p99 > P99_LIMIT_S:
-        return False, f"recv->ack p99 {p99}"
+        return False, f"recv->ack p99 {_p99(p99)}"
     got = r["disk"].get("recv_rate")
     if got is not None and got < (1 - BEHIND) * r["rate"]:
         return False, f"received {got:.0f}/s"
@@ -549,7 +553,7 @@ def peer_sustained(r: dict) -> tuple[bool, str]:
         return False, f"acked {r['acked']} of {r['received']} received of {r['frames']}"
     p99 = r["recv_to_ack"]["p99"]
     if p99 is None or p99 > P99_LIMIT_S:
-        return False, f"recv->ack p99 {p99}"
+        return False, f"recv->ack p99 {_p99(p99)}"
     got = r.get("recv_rate")
     if got is not None and got < (1 - BEHIND) * r["rate"]:
         return False, f"received {got:.0f}/s"

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
 
 TARGET_SUSTAINED = 100_000
 TARGET_PEER_X = 5.0
@@ -41,6 +40,10 @@ def _fmt_s(s: float | None) -> str:
     if s is None:
         return "-"
     return f"{s * 1e6:.0f} us" if s < 1e-3 else f"{s * 1e3:.1f} ms"
+
+
+def _fill(ring: dict) -> str:
+    return f"{ring['fill_max'] >> 10}K/{int(ring['fill_mean']) >> 10}K"
 
 
 def sustained(rows: list[dict], size: int) -> float | None:
@@ -63,21 +66,27 @@ def live_publish_rate(results: dict) -> tuple[float | None, str]:
 def summary_lines(results: dict) -> list[str]:
     out: list[str] = []
     steps, peers = results.get("steps", []), results.get("peer", [])
-    out.append(f"{'who':8s} {'offered/s':>10s} {'size':>5s} {'recv/s':>9s} {'disk':>9s} {'stream':>9s} "
-               f"{'drops':>7s} {'disk p50/p99/p99.9':>26s} {'ack p50/p99/p99.9':>26s} {'CPU us/msg':>10s}  sustained")
+    out.append(f"{'who':8s} {'offered/s':>9s} {'size':>5s} {'sent/s':>8s} {'recv/s':>8s} {'offered':>8s} "
+               f"{'in ring':>8s} {'on disk':>8s} {'stream':>8s} {'dropped':>7s} {'records':>7s} "
+               f"{'disk p50/p99/p99.9':>24s} {'ack p50/p99/p99.9':>26s} {'CPU us':>7s} {'fill max/mean':>15s}  sustained")
     for r in steps:
-        lat = r["latency"]
-        out.append(f"{'capture':8s} {r['rate']:10.0f} {r['size']:5d} {(r['disk']['recv_rate'] or 0):9.0f} "
-                   f"{r['disk']['blast']:9d} {r['stream'] or 0:9d} {r['ring']['drops']:7d} "
-                   f"{'/'.join(_fmt_s(lat['recv_to_disk'][q]) for q in ('p50', 'p99', 'p99.9')):>26s} "
+        lat, d = r["latency"], r["disk"]
+        out.append(f"{'capture':8s} {r['rate']:9.0f} {r['size']:5d} {r['sender'].get('achieved_rate', 0):8.0f} "
+                   f"{(d['recv_rate'] or 0):8.0f} {r['frames']:8d} {r['ring']['frames']:8d} {d['blast']:8d} "
+                   f"{r['stream'] or 0:8d} {r['ring']['drops']:7d} {d['drop_records']:3d}/{d['dropped_in_records']:<3d} "
+                   f"{'/'.join(_fmt_s(lat['recv_to_disk'][q]) for q in ('p50', 'p99', 'p99.9')):>24s} "
                    f"{'/'.join(_fmt_s(lat['recv_to_ack'][q]) for q in ('p50', 'p99', 'p99.9')):>26s} "
-                   f"{r['cpu_us']['capture_total']:10.2f}  {r['sustained'][0]} ({r['sustained'][1]})")
+                   f"{r['cpu_us']['capture_total']:7.2f} {_fill(r['ring']):>15s}"
+                   f"  {r['sustained'][0]} ({r['sustained'][1]})")
     for p in peers:
-        out.append(f"{'peer':8s} {p['rate']:10.0f} {p['size']:5d} {(p['recv_rate'] or 0):9.0f} "
-                   f"{p['received']:9d} {p['stream'] or 0:9d} {p['received'] - p['acked']:7d} "
-                   f"{'/'.join(_fmt_s(p['recv_to_disk'][q]) for q in ('p50', 'p99', 'p99.9')):>26s} "
+        out.append(f"{'peer':8s} {p['rate']:9.0f} {p['size']:5d} {p['sender'].get('achieved_rate', 0):8.0f} "
+                   f"{(p['recv_rate'] or 0):8.0f} {p['frames']:8d} {'-':>8s} {p['received']:8d} "
+                   f"{p['stream'] or 0:8d} {p['received'] - p['acked']:7d} {'-':>7s} "
+                   f"{'/'.join(_fmt_s(p['recv_to_disk'][q]) for q in ('p50', 'p99', 'p99.9')):>24s} "
                    f"{'/'.join(_fmt_s(p['recv_to_ack'][q]) for q in ('p50', 'p99', 'p99.9')):>26s} "
-                   f"{p['cpu_us']['peer']:10.2f}  {p['sustained'][0]} ({p['sustained'][1]})")
+                   f"{p['cpu_us']['peer']:7.2f} {'-':>15s}  {p['sustained'][0]} ({p['sustained'][1]})")
+    out.append("(CPU us: per message, all of capture's processes, not nats-server; records: drop records on "
+               "disk / the frames they account for; recv/s: from the receive stamps)")
     for size in sorted({r["size"] for r in steps}):
         c, p = sustained(steps, size), sustained(peers, size)
         line = f"sustained at {size} B: capture {c or 'none'}/s, peer {p or 'none'}/s"
@@ -101,7 +110,8 @@ def summary_lines(results: dict) -> list[str]:
                    f"{(rate or 0):.0f} frames/s = {ratio}; stream == disk after {t if t is None else round(t, 2)} s"
                    + (f" (a live publish of that lag would take {cu['lag_at_start'] / live:.2f} s: "
                       f"{(cu['lag_at_start'] / live) / t:.2f}x)" if t and live and cu.get("lag_at_start") else "")
-                   + f"; drops {drops} of {offered} ({100 * drops / max(1, offered):.2f}%)")
+                   + f"; drops {drops} of {offered} ({100 * drops / max(1, offered):.2f}%), "
+                   f"{r['disk']['drop_records']} drop record(s) on disk for {r['disk']['dropped_in_records']}")
     cpu = [r["cpu_us"]["capture_total"] for r in steps if r["size"] == 256 and r.get("sustained", [False])[0]]
     if cpu:
         out.append(f"capture CPU per 256 B message (all capture processes, not nats-server) at the sustained "
@@ -229,6 +239,31 @@ def plots(results: dict, ring: dict | None, outdir: str) -> list[tuple[str, str]
         fig.savefig(os.path.join(outdir, "ring_latency.png"), dpi=110)
         plt.close(fig)
         made.append(("The ring's one-way latency, by reader kind", "ring_latency.png"))
+        with_hist = {n: rs for n, rs in lat.items() if any(r.get("hist_log2_ns") for r in rs)}
+        if with_hist:
+            fig, ax = plt.subplots(figsize=(9, 4.5))
+            lo, hi = 1 << 40, 1
+            for n, rs in with_hist.items():
+                width = max(len(r.get("hist_log2_ns") or []) for r in rs)
+                tot = [0] * width
+                for r in rs:           # the rounds pooled
+                    for i, c in enumerate(r.get("hist_log2_ns") or []):
+                        tot[i] += c
+                total = sum(tot) or 1
+                xs = [2 ** i / 1e3 for i in range(width)]
+                ax.step(xs, [c / total for c in tot], where="post", label=n)
+                used = [i for i, c in enumerate(tot) if c]
+                lo, hi = min(lo, 2 ** used[0] / 1e3), max(hi, 2 ** (used[-1] + 1) / 1e3)
+            ax.set_xlim(lo / 2, hi * 2)
+            ax.set_xscale("log")
+            ax.set_xlabel("one-way latency, us (log2 buckets)")
+            ax.set_ylabel("fraction of frames")
+            ax.set_title("Ring one-way latency histograms (bench/test_ring_bench.py, rounds pooled)")
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            fig.savefig(os.path.join(outdir, "ring_latency_hist.png"), dpi=110)
+            plt.close(fig)
+            made.append(("The ring's one-way latency histograms", "ring_latency_hist.png"))
     return made
 
 

@@ -8,6 +8,9 @@ measures) and publishes it with nats-py's JetStream ``publish_async``
 semaphore), recording the time each ack arrives.  It stops at the blast's
 end marker, waits for every ack, and writes its figures as JSON.
 
+``publish_async`` with ``publish_async_max_pending`` came with nats.py
+pull request #569 (github.com/nats-io/nats.py/pull/569, read 2026-12-06).
+
 Latencies here are exact (every message), not log2 buckets.  Run by
 bench/shard_bench_helpers.py in its own process, so psutil sees its CPU
 alone.
