@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: all install test soak bench demo lint clean
+.PHONY: all install test soak bench bench-shard demo lint clean
 
 all: test
 
@@ -29,8 +29,22 @@ test: $(STAMP)
 soak: $(STAMP)
 	$(PYTEST) -q -m slow --timeout=3600 tests
 
+# Benchmarks: numbers printed, never asserted.  The whole-shard run takes
+# minutes; its figures, the ring's and the report: bench/results/, bench/plots/,
+# bench/SHARD_RESULTS.md (QUIET=1: the run was on a quiet machine).
+BENCH_RESULTS := bench/results
+BENCH_ENV := CAPTURE_RING_RESULTS_JSON=$(BENCH_RESULTS)/ring.json CAPTURE_SHARD_RESULTS_JSON=$(BENCH_RESULTS)/shard.json
+SHARD_REPORT := $(BIN)/python bench/shard_bench_report.py $(if $(QUIET),--quiet-machine)
+
 bench: $(STAMP)
-	$(PYTEST) -q bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds -s
+	mkdir -p $(BENCH_RESULTS)
+	$(BENCH_ENV) $(PYTEST) -q bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds -s
+	$(SHARD_REPORT)
+
+bench-shard: $(STAMP)
+	mkdir -p $(BENCH_RESULTS)
+	$(BENCH_ENV) $(PYTEST) -q bench/test_shard_bench.py --benchmark-only --benchmark-columns=min,median,mean,ops,rounds -s
+	$(SHARD_REPORT)
 
 demo: $(STAMP)
 	$(BIN)/python -m capture.demo

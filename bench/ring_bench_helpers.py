@@ -65,8 +65,11 @@ def percentiles(values: list[int] | Any) -> dict[str, float]:
 
     a = np.asarray(values, dtype=np.float64)
     p50, p90, p99, p999 = np.percentile(a, [50, 90, 99, 99.9])
+    # The distribution too, for plots: bucket i counts values in [2**i, 2**(i+1)) ns.
+    hist = np.bincount(np.floor(np.log2(np.maximum(a, 1))).astype(np.int64), minlength=40)
     return {"n": int(a.size), "p50_us": p50 / 1e3, "p90_us": p90 / 1e3, "p99_us": p99 / 1e3,
-            "p999_us": p999 / 1e3, "max_us": float(a.max()) / 1e3, "mean_us": float(a.mean()) / 1e3}
+            "p999_us": p999 / 1e3, "max_us": float(a.max()) / 1e3, "mean_us": float(a.mean()) / 1e3,
+            "hist_log2_ns": hist.tolist()}
 
 
 def median(xs: list[float]) -> float:

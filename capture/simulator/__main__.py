@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, help="data messages/s per connection")
     p.add_argument("--blast", type=int, metavar="N", help="blast N frames after subscribing")
     p.add_argument("--blast-size", type=int, default=256)
+    p.add_argument("--blast-rate", type=float, default=0.0,
+                   help="blast frames/s per connection (0: as fast as the socket takes them)")
     p.add_argument("--record", choices=("frames", "digest", "count"))
     p.add_argument("--kalshi-public-key", help="PEM file Kalshi handshakes must verify against")
     p.add_argument("--kalshi-private-key-out",
@@ -65,7 +67,7 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
     if args.record:
         changes["record"] = args.record
     if args.blast is not None:
-        changes["blast"] = Blast(frames=args.blast, size=args.blast_size)
+        changes["blast"] = Blast(frames=args.blast, size=args.blast_size, rate=args.blast_rate)
     return sc.replace(**changes) if changes else sc
 
 

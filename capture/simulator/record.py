@@ -61,6 +61,8 @@ class ConnectionRecord:
     closed: bool = False
     close_code: int | None = None
     opened_at: float = field(default_factory=time.time)
+    #: A paced blast's schedule report (``BlastPlan.stats``), else None.
+    blast: dict | None = None
     _hash: object = field(default_factory=_hasher, repr=False)
 
     def add(self, payload: bytes, data: bool) -> None:
@@ -96,7 +98,8 @@ class ConnectionRecord:
         return {"venue": self.venue, "index": self.index, "path": self.path,
                 "count": self.count, "nbytes": self.nbytes,
                 "data_count": self.data_count, "digest": self.digest(),
-                "closed": self.closed, "close_code": self.close_code}
+                "closed": self.closed, "close_code": self.close_code,
+                **({"blast": self.blast} if self.blast is not None else {})}
 
 
 def write_frames(path: str, frames: Iterable[bytes]) -> None:

@@ -38,11 +38,16 @@ class Blast:
     ``distinct`` frames are pre-built and pre-framed once and then cycled
     (frame i is frame ``i % distinct``), so the sender costs one
     ``transport.write`` per block rather than Python work per frame.
+
+    ``rate`` paces the blast: frames per second on each connection, written
+    as slices of the pre-built block every tick; 0 sends as fast as the
+    socket takes them.
     """
 
     frames: int
     size: int = 256
     distinct: int = 4096
+    rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,8 @@ class Scenario:
             raise bad("heartbeat_interval", "must be > 0")
         if self.blast is not None and (self.blast.frames < 0 or self.blast.distinct < 1):
             raise bad("blast", "frames must be >= 0 and distinct >= 1")
+        if self.blast is not None and not 0 <= self.blast.rate < float("inf"):
+            raise bad("blast.rate", "must be a finite number >= 0 (0: unpaced)")
         # JSON object keys are strings: accept them back from from_json().
         object.__setattr__(self, "page_failures",
                            {int(k): int(v) for k, v in self.page_failures.items()})

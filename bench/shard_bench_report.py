@@ -1,0 +1,345 @@
+"""The whole-shard benchmark's verdicts, plots and Markdown report.
+
+``summary_lines(results)`` is plain text for the end of the pytest run (no
+matplotlib).  Run on its own it writes the PNG plots and the report::
+
+    python bench/shard_bench_report.py [--results bench/results/shard.json]
+        [--ring bench/results/ring.json] [--plots bench/plots] [--out bench/SHARD_RESULTS.md]
+
+``--ring`` is the ring benchmark's saved rounds (CAPTURE_RING_RESULTS_JSON
+of bench/test_ring_bench.py): its one-way latency figures are plotted as
+they are, nothing is re-measured here.
+
+Definitions used in the report:
+
+* sustained rate: the highest offered rate whose step finished with zero
+  drops (ring refusals and drop records), receive-to-ack p99 <= 10 ms, and
+  a receive rate (first-to-last receive stamp of the blast frames) within 5%
+  of the offered rate; the peer by the same rule (acks for everything).
+* live publish rate: the stream's growth rate (acked frames/s, sampled from
+  the server) in the highest step where the publisher was never lapped.
+* catch-up rate: the stream's growth from the start of catch-up (NATS back;
+  or the end of a lapping blast) until the stream holds what the flusher has
+  read, less one publish window; time until the stream equals the disk: the
+  length of that interval.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+TARGET_SUSTAINED = 100_000
+TARGET_PEER_X = 5.0
+TARGET_CATCHUP_X = 0.8
+TARGET_CPU_US = 5.0
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s * 1e6:.0f} us" if s < 1e-3 else f"{s * 1e3:.1f} ms"
+
+
+def _fill(ring: dict) -> str:
+    return f"{ring['fill_max'] >> 10}K/{int(ring['fill_mean']) >> 10}K"
+
+
+def sustained(rows: list[dict], size: int) -> float | None:
+    ok = [r["rate"] for r in rows if r["size"] == size and r.get("sustained", [False])[0]]
+    return max(ok) if ok else None
+
+
+def live_publish_rate(results: dict) -> tuple[float | None, str]:
+    best = None
+    for r in results.get("steps", []):
+        rate = r.get("events", {}).get("stream_rate")
+        if rate and r["ring"]["publisher_lapped"] == 0 and r.get("complete"):
+            if best is None or r["rate"] > best[1]["rate"]:
+                best = (rate, r)
+    if best is None:
+        return None, "no step without a lap"
+    return best[0], f"the {best[1]['rate']:.0f}/s step at {best[1]['size']} B"
+
+
+def summary_lines(results: dict) -> list[str]:
+    out: list[str] = []
+    steps, peers = results.get("steps", []), results.get("peer", [])
+    out.append(f"{'who':8s} {'offered/s':>9s} {'size':>5s} {'sent/s':>8s} {'recv/s':>8s} {'offered':>8s} "
+               f"{'in ring':>8s} {'on disk':>8s} {'stream':>8s} {'dropped':>7s} {'records':>7s} "
+               f"{'disk p50/p99/p99.9':>24s} {'ack p50/p99/p99.9':>26s} {'CPU us':>7s} {'fill max/mean':>15s}  sustained")
+    for r in steps:
+        lat, d = r["latency"], r["disk"]
+        out.append(f"{'capture':8s} {r['rate']:9.0f} {r['size']:5d} {r['sender'].get('achieved_rate', 0):8.0f} "
+                   f"{(d['recv_rate'] or 0):8.0f} {r['frames']:8d} {r['ring']['frames']:8d} {d['blast']:8d} "
+                   f"{r['stream'] or 0:8d} {r['ring']['drops']:7d} {d['drop_records']:3d}/{d['dropped_in_records']:<3d} "
+                   f"{'/'.join(_fmt_s(lat['recv_to_disk'][q]) for q in ('p50', 'p99', 'p99.9')):>24s} "
+                   f"{'/'.join(_fmt_s(lat['recv_to_ack'][q]) for q in ('p50', 'p99', 'p99.9')):>26s} "
+                   f"{r['cpu_us']['capture_total']:7.2f} {_fill(r['ring']):>15s}"
+                   f"  {r['sustained'][0]} ({r['sustained'][1]})")
+    for p in peers:
+        out.append(f"{'peer':8s} {p['rate']:9.0f} {p['size']:5d} {p['sender'].get('achieved_rate', 0):8.0f} "
+                   f"{(p['recv_rate'] or 0):8.0f} {p['frames']:8d} {'-':>8s} {p['received']:8d} "
+                   f"{p['stream'] or 0:8d} {p['received'] - p['acked']:7d} {'-':>7s} "
+                   f"{'/'.join(_fmt_s(p['recv_to_disk'][q]) for q in ('p50', 'p99', 'p99.9')):>24s} "
+                   f"{'/'.join(_fmt_s(p['recv_to_ack'][q]) for q in ('p50', 'p99', 'p99.9')):>26s} "
+                   f"{p['cpu_us']['peer']:7.2f} {'-':>15s}  {p['sustained'][0]} ({p['sustained'][1]})")
+    out.append("(CPU us: per message, all of capture's processes, not nats-server; records: drop records on "
+               "disk / the frames they account for; recv/s: from the receive stamps)")
+    for size in sorted({r["size"] for r in steps}):
+        c, p = sustained(steps, size), sustained(peers, size)
+        line = f"sustained at {size} B: capture {c or 'none'}/s, peer {p or 'none'}/s"
+        if c and p:
+            line += f"; capture / peer {c / p:.2f}x (target >= {TARGET_PEER_X:.0f}x)"
+        if size == 256:
+            line += f"; capture vs the {TARGET_SUSTAINED}/s target: {(c or 0) / TARGET_SUSTAINED:.2f}x"
+        out.append(line)
+    live, where = live_publish_rate(results)
+    out.append(f"live publish rate: {live:.0f} frames/s ({where})" if live else f"live publish rate: - ({where})")
+    cases = ([("outage", results["outage"])] if results.get("outage") else []) + \
+            [(f"blast, {r['capacity'] >> 20} MiB ring", r) for r in results.get("blast", [])]
+    for name, r in cases:
+        cu = r.get("catchup") or {}
+        rate = cu.get("rate")
+        ratio = f"{rate / live:.2f}x live (target >= {TARGET_CATCHUP_X}x)" if rate and live else "-"
+        t = cu.get("seconds")
+        drops = r["ring"]["drops"]
+        offered = r["frames"]
+        out.append(f"catch-up, {name}: lag {cu.get('lag_at_start', '-')} frames, "
+                   f"{(rate or 0):.0f} frames/s = {ratio}; stream == disk after {t if t is None else round(t, 2)} s"
+                   + (f" (a live publish of that lag would take {cu['lag_at_start'] / live:.2f} s: "
+                      f"{(cu['lag_at_start'] / live) / t:.2f}x)" if t and live and cu.get("lag_at_start") else "")
+                   + f"; drops {drops} of {offered} ({100 * drops / max(1, offered):.2f}%), "
+                   f"{r['disk']['drop_records']} drop record(s) on disk for {r['disk']['dropped_in_records']}")
+    cpu = [r["cpu_us"]["capture_total"] for r in steps if r["size"] == 256 and r.get("sustained", [False])[0]]
+    if cpu:
+        out.append(f"capture CPU per 256 B message (all capture processes, not nats-server) at the sustained "
+                   f"steps: {min(cpu):.2f} .. {max(cpu):.2f} us (aim <= {TARGET_CPU_US} us: "
+                   f"{min(cpu) / TARGET_CPU_US:.2f}x of it at best)")
+    return out
+
+
+# -- plots -----------------------------------------------------------------------------------------
+def plots(results: dict, ring: dict | None, outdir: str) -> list[tuple[str, str]]:
+    """Write the PNGs; returns (title, file name) pairs."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(outdir, exist_ok=True)
+    made: list[tuple[str, str]] = []
+    steps, peers = results.get("steps", []), results.get("peer", [])
+    sizes = sorted({r["size"] for r in steps})
+
+    if steps:
+        fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
+        for ax, size in zip(axes[0], sizes):
+            for who, rows, style in (("capture", steps, "-"), ("peer", peers, "--")):
+                rs = sorted((r for r in rows if r["size"] == size), key=lambda r: r["rate"])
+                if not rs:
+                    continue
+                for q, mark in (("p50", "o"), ("p99", "s"), ("p99.9", "^")):
+                    lat = [(r["latency"]["recv_to_ack"] if who == "capture" else r["recv_to_ack"])[q] for r in rs]
+                    ax.plot([r["rate"] for r in rs], [x * 1e3 if x is not None else float("nan") for x in lat],
+                            style, marker=mark, label=f"{who} ack {q}")
+            ax.axhline(10, color="grey", lw=0.8)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("offered messages/s")
+            ax.set_ylabel("receive -> JetStream ack, ms")
+            ax.set_title(f"{size} B (capture: log2 bucket upper bounds; peer: exact)")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "shard_latency.png"), dpi=110)
+        plt.close(fig)
+        made.append(("Receive-to-ack percentiles against offered rate, capture and peer", "shard_latency.png"))
+
+        fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
+        for ax, size in zip(axes[0], sizes):
+            rs = sorted((r for r in steps if r["size"] == size), key=lambda r: r["rate"])
+            roles = ["receiver", "flusher", "publisher", "integrity", "supervisor", "nats-server"]
+            x = range(len(rs))
+            bottom = [0.0] * len(rs)
+            for role in roles:
+                v = [r["cpu_us"].get(role, 0.0) for r in rs]
+                ax.bar(x, v, bottom=bottom, label=role)
+                bottom = [b + y for b, y in zip(bottom, v)]
+            ps = sorted((p for p in peers if p["size"] == size), key=lambda p: p["rate"])
+            if ps:
+                ax.plot([i for i, r in enumerate(rs) if any(p["rate"] == r["rate"] for p in ps)],
+                        [p["cpu_us"]["peer"] for p in ps], "k--o", label="peer (its own process)")
+            ax.set_xticks(list(x), [f"{r['rate'] / 1e3:.0f}k" for r in rs])
+            ax.set_xlabel("offered messages/s")
+            ax.set_ylabel("CPU us per message")
+            ax.set_title(f"CPU per message by process, {size} B")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "shard_cpu.png"), dpi=110)
+        plt.close(fig)
+        made.append(("CPU per message by process", "shard_cpu.png"))
+
+    cases = ([("NATS outage", results["outage"])] if results.get("outage") else []) + \
+            [(f"lapping blast, {r['capacity'] >> 20} MiB ring", r) for r in results.get("blast", [])]
+    for i, (name, r) in enumerate(cases):
+        tl = r.get("timeline") or []
+        if len(tl) < 3:
+            continue
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        t = [s["t"] for s in tl]
+
+        def rate(key: str) -> list[float]:
+            out = [float("nan")]
+            for a, b in zip(tl, tl[1:]):
+                va, vb = a.get(key), b.get(key)
+                out.append((vb - va) / (b["t"] - a["t"]) if va is not None and vb is not None and b["t"] > a["t"]
+                           else float("nan"))
+            return out
+        ax.plot(t, rate("ring_frames"), label="into the ring, frames/s")
+        ax.plot(t, rate("flusher"), label="flusher, frames/s")
+        ax.plot(t, rate("stream"), label="stream (acked), frames/s")
+        ax.set_xlabel("s")
+        ax.set_ylabel("frames/s")
+        ax2 = ax.twinx()
+        ax2.plot(t, [s["fill"] / r["capacity"] * 100 for s in tl], "k:", label="ring fill (flusher) %")
+        ax2.plot(t, [s["publisher_lag"] / r["capacity"] * 100 for s in tl], "m:",
+                 label="publisher behind the head, % (> 100: lapped)")
+        ax2.set_ylabel("% of ring capacity")
+        for key, label in (("nats_stopped_t", "NATS down"), ("nats_started_t", "NATS up")):
+            if key in r.get("events", {}):
+                ax.axvline(r["events"][key], color="red", lw=0.8)
+                ax.text(r["events"][key], ax.get_ylim()[1] * 0.95, label, fontsize=7, color="red")
+        ax.legend(loc="upper left", fontsize=7)
+        ax2.legend(loc="upper right", fontsize=7)
+        ax.set_title(f"Catch-up: {name}")
+        fig.tight_layout()
+        fn = f"shard_catchup_{i}.png"
+        fig.savefig(os.path.join(outdir, fn), dpi=110)
+        plt.close(fig)
+        made.append((f"Throughput and ring fill over time: {name}", fn))
+
+    lat = (ring or {}).get("lat") or {}
+    if lat:
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        qs = ("p50_us", "p90_us", "p99_us", "p999_us", "max_us")
+        names = list(lat)
+        width = 0.8 / len(qs)
+        for j, q in enumerate(qs):
+            vals = []
+            for n in names:
+                rounds = [r[q] for r in lat[n] if q in r]
+                vals.append(sorted(rounds)[len(rounds) // 2] if rounds else float("nan"))
+            ax.bar([k + j * width for k in range(len(names))], vals, width, label=q.replace("_us", ""))
+        ax.set_yscale("log")
+        ax.set_xticks([k + 0.4 for k in range(len(names))], names, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("one-way latency, us (median of rounds)")
+        ax.set_title("Ring one-way latency (bench/test_ring_bench.py)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "ring_latency.png"), dpi=110)
+        plt.close(fig)
+        made.append(("The ring's one-way latency, by reader kind", "ring_latency.png"))
+        with_hist = {n: rs for n, rs in lat.items() if any(r.get("hist_log2_ns") for r in rs)}
+        if with_hist:
+            fig, ax = plt.subplots(figsize=(9, 4.5))
+            lo, hi = 1 << 40, 1
+            for n, rs in with_hist.items():
+                width = max(len(r.get("hist_log2_ns") or []) for r in rs)
+                tot = [0] * width
+                for r in rs:           # the rounds pooled
+                    for i, c in enumerate(r.get("hist_log2_ns") or []):
+                        tot[i] += c
+                total = sum(tot) or 1
+                xs = [2 ** i / 1e3 for i in range(width)]
+                ax.step(xs, [c / total for c in tot], where="post", label=n)
+                used = [i for i, c in enumerate(tot) if c]
+                lo, hi = min(lo, 2 ** used[0] / 1e3), max(hi, 2 ** (used[-1] + 1) / 1e3)
+            ax.set_xlim(lo / 2, hi * 2)
+            ax.set_xscale("log")
+            ax.set_xlabel("one-way latency, us (log2 buckets)")
+            ax.set_ylabel("fraction of frames")
+            ax.set_title("Ring one-way latency histograms (bench/test_ring_bench.py, rounds pooled)")
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            fig.savefig(os.path.join(outdir, "ring_latency_hist.png"), dpi=110)
+            plt.close(fig)
+            made.append(("The ring's one-way latency histograms", "ring_latency_hist.png"))
+    return made
+
+
+# -- report ---------------------------------------------------------------------------------------
+RING_SIZING = """\
+## Choosing a ring capacity
+
+The ring absorbs a burst that arrives faster than the slowest tethered
+reader (the flusher) drains it; the publisher is not tethered and reads the
+frames it missed back from the segment files.  A burst of rate R messages/s
+lasting T seconds, of frames of S bytes each (payload plus the ring's 32-byte
+record header, rounded up to 8), against a drain rate D frames/s, leaves
+
+    backlog = (R - D) x T x S  bytes
+
+in the ring at its end.  The capacity must exceed that backlog, with room for
+the largest single message (max_frame).  Example: a venue that bursts to
+300,000 messages/s of 300 B for 0.5 s against a flusher that drains 150,000/s
+needs (300,000 - 150,000) x 0.5 x 336 B = 25 MB: a 32 MiB ring, where the
+default 4 MiB (12,483 such frames) would refuse about 83% of the burst's excess (and record every
+refusal).  When D >= R no backlog builds and any capacity above max_frame
+holds; size from the worst burst rate and duration observed on the venue
+(a status message storm, an open, a market event), and measure D with this
+benchmark on the target host (the flusher's drain rate is the "flusher" line
+of the blast runs).  The blast runs above show the drop rate of a 4 MiB ring
+against a larger one under the same unpaced blast.
+"""
+
+
+def markdown(results: dict, made: list[tuple[str, str]], plots_rel: str, quiet: bool) -> str:
+    host = results.get("host", {})
+    lines = ["# Whole-shard capacity: results", ""]
+    if not quiet:
+        lines += ["**Not produced on a quiet machine yet.** The figures below come from a smoke run "
+                  "(small step counts on a shared machine) that only shows the harness works; they are "
+                  "not capacity figures.", ""]
+    lines += [f"Produced by `make bench-shard` (bench/test_shard_bench.py, bench/shard_bench_report.py) on "
+              f"{host.get('date', '?')}, git commit {host.get('commit', '?')}.", "",
+              "| host | |", "|---|---|",
+              f"| CPU | {host.get('cpu', '?')} |", f"| cores | {host.get('cores', '?')} |",
+              f"| kernel | {host.get('kernel', '?')} |", f"| Python | {host.get('python', '?')} |",
+              f"| nats-server | {host.get('nats_server', '?')} |",
+              f"| load average at start | {host.get('loadavg', '?')} |", "",
+              f"Parameters: `{json.dumps(results.get('params', {}))}`", "",
+              "## Summary (targets are reported as measured ratios, never asserted)", "", "```"]
+    lines += summary_lines(results)
+    lines += ["```", ""]
+    for title, fn in made:
+        lines += [f"## {title}", "", f"![{title}]({plots_rel}/{fn})", ""]
+    lines += [RING_SIZING, "", "## Definitions", "", (__doc__ or "").split("Definitions used in the report:")[1].strip(), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", default=os.path.join(here, "results", "shard.json"))
+    ap.add_argument("--ring", default=os.path.join(here, "results", "ring.json"))
+    ap.add_argument("--plots", default=os.path.join(here, "plots"))
+    ap.add_argument("--out", default=os.path.join(here, "SHARD_RESULTS.md"))
+    ap.add_argument("--quiet-machine", action="store_true",
+                    help="the run was made on a quiet machine with the full steps: drop the smoke-run warning")
+    a = ap.parse_args(argv)
+    with open(a.results) as f:
+        results = json.load(f)
+    ring = None
+    if os.path.exists(a.ring):
+        with open(a.ring) as f:
+            ring = json.load(f)
+    made = plots(results, ring, a.plots)
+    rel = os.path.relpath(a.plots, os.path.dirname(os.path.abspath(a.out)))
+    with open(a.out, "w") as f:
+        f.write(markdown(results, made, rel, a.quiet_machine))
+    print(f"wrote {a.out} and {len(made)} plot(s) in {a.plots}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
