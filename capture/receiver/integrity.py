@@ -51,8 +51,9 @@ import ring
 from common.errors import CaptureError, ConfigError, CorruptFrame, Lapped
 from ring.frame import FrameType
 
-from capture.receiver.repair import CHECKSUM_VENUES, ChannelClient, channel_path
+from capture.receiver.repair import ChannelClient, channel_path
 from common.status import write_status
+from capture.venues import checksum_venues
 from capture.venues.kraken.checksum import DEPTHS, BookFormatError, Books
 
 log = logging.getLogger("capture.receiver.integrity")
@@ -87,9 +88,10 @@ class Validator:
     def __init__(self, ring_path: str, venue: str = "kraken", depth: int = 10, *,
                  socket_path: str | None = None, name: str = "integrity",
                  status_file: str | None = None, max_frames: int = 4096) -> None:
-        if venue not in CHECKSUM_VENUES:
+        known = checksum_venues()
+        if venue not in known:
             raise ConfigError(None, "venue", f"{venue!r} has no book checksums "
-                                             f"(only {', '.join(sorted(CHECKSUM_VENUES))})")
+                                             f"(only {', '.join(sorted(known))})")
         if depth not in DEPTHS:
             raise ConfigError(None, "depth", f"book depth {depth} not one of {DEPTHS}")
         self.venue, self.depth = venue, depth
