@@ -172,6 +172,8 @@ class Venue(Protocol):
     #: ``signer(key_id, key_file)`` -> an object whose ``headers()`` sign a
     #: handshake (venues with ``needs_key``)
     signer: ClassVar[Callable[[str, str], Any] | None]
+    #: how the validator checks this venue's book checksums (with ``checksum_validator``)
+    checksums: ClassVar[ChecksumSpec | None]
 
     @staticmethod
     def classify(raw: bytes) -> Classified: ...
@@ -205,6 +207,25 @@ class SeqLayout:
     key_bytes: Callable[[Hashable], bytes]
 
 
+@dataclass(frozen=True, slots=True)
+class ChecksumSpec:
+    """What the book-checksum validator process needs from a venue whose
+    ``checksum_validator`` trait is true.
+
+    ``books(depth)`` builds the per-symbol book keeper (``feed(raw)`` ->
+    results with ``symbol``, ``expected``, ``computed``; ``drop(symbol)``;
+    ``books`` the dict of books); ``depths`` are the book depths it accepts;
+    ``is_book_frame(payload)`` picks the frames to feed, cheaply;
+    ``format_error`` is what ``feed`` raises for an unusable frame (with a
+    ``symbol`` attribute).
+    """
+
+    books: Callable[[int], Any]
+    depths: tuple[int, ...]
+    is_book_frame: Callable[[bytes | memoryview], bool]
+    format_error: type[Exception]
+
+
 class VenueDefaults:
     """The optional traits' defaults; a venue class derives from this and
     states what differs (see :class:`Venue` for what each trait means)."""
@@ -219,6 +240,7 @@ class VenueDefaults:
     seq_layout: ClassVar[SeqLayout | None] = None
     auth_error_code: ClassVar[int | None] = None
     signer: ClassVar[Callable[[str, str], Any] | None] = None
+    checksums: ClassVar[ChecksumSpec | None] = None
 
 
 # --------------------------------------------------------------------------

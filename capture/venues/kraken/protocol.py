@@ -29,6 +29,7 @@ from common.errors import ConfigError
 from capture.venues.base import (CONTROL_MAX, Classified, HEAD, Keepalive, Kind, RouteKey, SeqInfo, VenueDefaults, as_list, dumps, loads_small, lstrip_ws, rfc3339_to_ns, scan_str, scan_str_head_tail, value_at)
 from capture.venues.kraken import discovery
 from capture.venues.kraken.subscriber import KrakenSubscriber
+from capture.venues.kraken import checksum
 from capture.venues.kraken.checksum import DEPTHS
 
 URL = "wss://ws.kraken.com/v2"
@@ -159,6 +160,7 @@ class KrakenSpot(VenueDefaults):
     subscriber = KrakenSubscriber
     discover = staticmethod(discovery.discover)
     rest_url = discovery.REST
+    checksums = checksum.SPEC
 
     classify = staticmethod(classify)
     route = staticmethod(route)
