@@ -84,9 +84,11 @@ class Subscriber:
     def acked(self, r: Request | None, sid: int | None, channel: str | None) -> None:
         """An ack matched request ``r`` (Kalshi keeps the sids)."""
 
-    def repair(self, symbol: str, stream_key: object = None) -> tuple[str, list[bytes], list[Request]]:
-        """``(action, plain payloads, requests)`` that re-sync ``symbol``'s book
-        on the live connection; action "" when the venue has no such repair."""
+    def repair(self, symbol: str, stream_key: object = None
+               ) -> tuple[str, list[tuple[str, bytes]], list[Request]]:
+        """``(action, [(channel, unsubscribe payload)], requests)`` that
+        re-sync ``symbol``'s book on the live connection; action "" when the
+        venue has no such repair."""
         return "", [], []
 
     def symbol_of(self, stream_key: object) -> str | None:

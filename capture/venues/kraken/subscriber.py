@@ -36,4 +36,4 @@ class KrakenSubscriber(Subscriber):
         rid = self.builder.next_req_id()
         req = Request(self.builder.subscribe("book", [symbol], depth=depth, snapshot=True, req_id=rid),
                       "book", (symbol,), rid, {("book", symbol)})
-        return "resubscribe", [unsub], [req]
+        return "resubscribe", [("book", unsub)], [req]

@@ -20,7 +20,7 @@ class FuturesSubscriber(Subscriber):
             return "", [], []
         req = Request(self.builder.subscribe("book", [symbol]), "book", (symbol,), None,
                       {("book", symbol)})
-        return "resubscribe", [self.builder.unsubscribe("book", [symbol])], [req]
+        return "resubscribe", [("book", self.builder.unsubscribe("book", [symbol]))], [req]
 
     def symbol_of(self, stream_key: object) -> str | None:
         if isinstance(stream_key, tuple) and len(stream_key) == 2:
