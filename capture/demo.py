@@ -28,15 +28,17 @@ import ring
 from common.histogram import log2_percentile
 from capture.simulator import Scenario
 from capture.simulator.runner import SimulatorProcess
+from capture.venues import VENUES as REGISTRY, get as get_venue
 from common.status import read_status, status_path
 from flusher.publisher.nats_embedded import NatsServer
 from flusher.publisher.stream import stream_name
 
-VENUES = ("kraken", "polymarket", "kraken_futures", "kalshi")
+#: Every registered venue (the simulator speaks each of them).
+VENUES = tuple(REGISTRY)
 
 
 def _config(workdir: str, ring_dir: str, data_dir: str, nats_url: str, sim: SimulatorProcess,
-            venues: tuple[str, ...], kalshi_key: str | None) -> str:
+            venues: tuple[str, ...], key_file: str | None) -> str:
     lines = [
         "# written by capture.demo",
         "[ring]", f'dir = "{ring_dir}"', 'capacity = "4MiB"',
@@ -45,12 +47,12 @@ def _config(workdir: str, ring_dir: str, data_dir: str, nats_url: str, sim: Simu
         "[nats]", f'servers = ["{nats_url}"]', 'prefix = "demo"',
         "[metrics]", 'bind = "127.0.0.1"', "port_base = 0",
     ]
-    # The venues' REST bases include a path prefix (capture.receiver.discovery).
-    rest_path = {"kraken_futures": "/derivatives/api/v3", "kalshi": "/trade-api/v2"}
+    # Some venues' REST bases include a path prefix (their rest_path trait).
     for v in venues:
-        lines += [f"[venues.{v}]", f'url = "{sim.url(v)}"', f'rest_url = "{sim.rest_url(v)}{rest_path.get(v, "")}"']
-        if v == "kalshi":
-            lines += ['key_id = "demo-key"', f'key_file = "{kalshi_key}"']
+        lines += [f"[venues.{v}]", f'url = "{sim.url(v)}"',
+                  f'rest_url = "{sim.rest_url(v)}{get_venue(v).rest_path}"']
+        if get_venue(v).needs_key:
+            lines += ['key_id = "demo-key"', f'key_file = "{key_file}"']
     for i, v in enumerate(venues):
         lines += ["[[shard]]", f"id = {i}", f'venue = "{v}"', "discovery = true",
                   "max_instruments = 40", 'silence_timeout = "30s"']
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         nats_srv = NatsServer(os.path.join(data_dir, "nats")).start()
         print(f"demo: embedded nats-server at {nats_srv.url}", flush=True)
         kalshi_pub = kalshi_priv = None
-        if "kalshi" in venues:
+        if any(get_venue(v).needs_key for v in venues):   # the simulator checks Kalshi's signatures
             from cryptography.hazmat.primitives import serialization
             from cryptography.hazmat.primitives.asymmetric import rsa
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -53,6 +53,7 @@ import ring
 from capture.config import Config
 from capture.metrics import MetricsServer, ShardView
 from capture.sdnotify import Notifier, watchdog_interval
+from capture.venues import checksum_venues
 from common.status import read_status, status_path
 from common.errors import CaptureError, RingExists
 
@@ -418,7 +419,7 @@ def integrity_command(sup: Supervisor, role: str) -> list[str]:
 
 
 #: Venues whose books carry a checksum the validator checks off the hot path.
-INTEGRITY_VENUES = frozenset({"kraken"})
+INTEGRITY_VENUES = checksum_venues()
 
 DEFAULT_COMMANDS: dict[str, CommandBuilder] = {
     "flusher": flusher_command,

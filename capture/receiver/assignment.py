@@ -8,6 +8,7 @@ from common.errors import ConfigError
 
 from capture.receiver import sharding
 from capture.receiver.settings import ReceiverConfig
+from capture.venues import get as get_venue
 
 def explicit_assignment(cfg: ReceiverConfig) -> dict[str, list[str]]:
     """Connection name -> instruments, from the explicit lists (no discovery)."""
@@ -27,24 +28,17 @@ def plan_assignment(cfg: ReceiverConfig, units: list[sharding.Unit]) -> dict[str
 
 
 async def discover_units(cfg: ReceiverConfig) -> list[sharding.Unit]:
-    """Fetch the venue's instruments and turn them into placement units.
+    """Fetch the venue's instruments (its ``discover`` trait) and turn them
+    into placement units.
 
     Raises:
         DiscoveryError: a page kept failing (nothing partial is returned).
+        ConfigError: the venue has no discovery.
     """
-    from capture.receiver import discovery as d
-    base = cfg.discovery_url
-    kw = {"base_url": base} if base else {}
-    if cfg.venue == "kraken":
-        return sharding.symbol_units(p.symbol for p in await d.fetch_kraken_pairs(**kw))
-    if cfg.venue == "polymarket":
-        ms = await d.fetch_gamma_markets(**kw)
-        return sharding.group_units((m.condition_id, m.token_ids) for m in ms)
-    if cfg.venue == "kraken_futures":
-        return sharding.symbol_units(i.symbol for i in await d.fetch_futures_instruments(**kw))
-    if cfg.venue == "kalshi":
-        return sharding.symbol_units(m.ticker for m in await d.fetch_kalshi_markets(**kw))
-    raise ConfigError(None, "venue", f"no discovery for {cfg.venue!r}")
+    venue = get_venue(cfg.venue)
+    if venue.discover is None:
+        raise ConfigError(None, "venue", f"no discovery for {cfg.venue!r}")
+    return sharding.group_units(await venue.discover(cfg.discovery_url or None))
 
 
 def cap_units(units: list[sharding.Unit], limit: int) -> list[sharding.Unit]:

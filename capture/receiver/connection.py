@@ -76,13 +76,13 @@ from ring.producer import Producer
 from capture.receiver.lifecycle import RECORD_KIND, TRANSITIONS, ConnectionStateError, Event, State, Timing  # noqa: F401
 
 S, E = State, Event
-from capture.receiver.repair import SEQUENCE_VENUES, Integrity, SeqScanner
+from capture.receiver.repair import Integrity, SeqScanner
 from capture.receiver.replies import SubscriptionReplies
 from capture.receiver.sequence_checks import SequenceChecks
-from capture.receiver.subscriptions import SUBSCRIBERS, Request
 from capture.receiver import transport as _transport
 from capture.receiver.transport import ConnectFailed, Transport, make_transport
 from capture.venues.base import CONTROL_MAX, Kind
+from capture.venues.subscribe import Request
 
 log = logging.getLogger("capture.receiver.connection")
 
@@ -118,7 +118,7 @@ class Connection(SubscriptionReplies, SequenceChecks):
         index: position in the shard, for the staggered start.
         rng: randomness for jitter (seed it in tests).
         integrity: the receiver's integrity state; enables sequence-gap
-            checking (Kalshi, Kraken Futures) and per-symbol repairs.
+            checking (venues with a ``seq_layout``) and per-symbol repairs.
     """
 
     # The attributes the hot path touches for every frame live in slots
@@ -144,7 +144,7 @@ class Connection(SubscriptionReplies, SequenceChecks):
         self.index = index
         self.rng = rng or random.Random()
         self.max_message = max_message
-        self.subscriber = SUBSCRIBERS[venue_cls.name](venue_cls, dict(options or {}))
+        self.subscriber = venue_cls.subscriber(venue_cls, dict(options or {}))
         ka = venue_cls.keepalive
         self.ping_interval = ka.client_ping_interval if timing.ping_interval is None \
             else (timing.ping_interval or None)
@@ -184,7 +184,7 @@ class Connection(SubscriptionReplies, SequenceChecks):
         self._last_close: Any = None
         # integrity
         self.integrity = integrity
-        seq_on = integrity is not None and venue_cls.name in SEQUENCE_VENUES
+        seq_on = integrity is not None and venue_cls.seq_layout is not None
         self._scan = SeqScanner(venue_cls) if seq_on else None
         self._seq_match = self._scan.match if self._scan is not None else None
         # The compiled hot path (picows only): complete data messages above

@@ -1,17 +1,21 @@
-"""The book checksum validator: Kraken spot v2 checksums, off the receive path.
+"""The book checksum validator, off the receive path, for venues whose
+``checksum_validator`` trait is true (Kraken spot v2 checksums; the venue's
+``checksums`` trait, a :class:`capture.venues.base.ChecksumSpec`, says how).
 
-One process per Kraken shard, started by the supervisor beside the drains::
+One process per such shard, started by the supervisor beside the drains::
 
-    python -m capture.receiver.integrity --ring PATH --venue kraken --depth 10 \\
+    python -m capture.receiver.integrity --ring PATH --venue VENUE --depth 10 \\
         --status-file PATH [--socket PATH] [--name integrity]
 
 Theory of operation
 -------------------
 It is an *untethered* reader of the shard's ring (name ``integrity``): it
 never holds the receiver back, and may be lapped.  For every data frame whose
-head says ``"channel":"book"`` it copies the payload, confirms with
+head says it is a book frame (the spec's ``is_book_frame``; Kraken:
+``"channel":"book"``) it copies the payload, confirms with
 ``Reader.check`` that the bytes were not overwritten meanwhile, and feeds it
-to :class:`capture.venues.kraken.checksum.Books`, which keeps one book per symbol from
+to the spec's books (Kraken: :class:`capture.venues.kraken.checksum.Books`),
+which keep one book per symbol from
 the exact digits received (a snapshot resets that symbol's book) and compares
 the CRC32 of the top 10 levels with the frame's ``checksum``.
 
@@ -28,7 +32,7 @@ ring.
 
 Status file (``write_status`` style, about once a second)::
 
-    {"role": "integrity", "venue": "kraken", "books": N, "updates": checked,
+    {"role": "integrity", "venue": VENUE, "books": N, "updates": checked,
      "updates_per_s": rate over the last interval, "mismatches": N,
      "reported": N, "undelivered": N, "unchecked": N, "unusable": N,
      "lapped": N, "frames": N}
@@ -40,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import signal
 import sys
 import threading
@@ -51,29 +54,20 @@ import ring
 from common.errors import CaptureError, ConfigError, CorruptFrame, Lapped
 from ring.frame import FrameType
 
-from capture.receiver.repair import CHECKSUM_VENUES, ChannelClient, channel_path
+from capture.receiver.repair import ChannelClient, channel_path
 from common.status import write_status
-from capture.venues.kraken.checksum import DEPTHS, BookFormatError, Books
+from capture.venues import checksum_venues, get as get_venue
 
 log = logging.getLogger("capture.receiver.integrity")
 
 _DATA = int(FrameType.DATA)
 _FRAGS = {int(FrameType.FRAG_BEGIN), int(FrameType.FRAG_MIDDLE), int(FrameType.FRAG_END)}
-#: A Kraken v2 book frame names its channel first; search only the head.
-_BOOK_HEAD = re.compile(rb'"channel"[ \t\r\n]*:[ \t\r\n]*"book"')
-_HEAD = 64
-
-
-def is_book_frame(payload: bytes | memoryview) -> bool:
-    return _BOOK_HEAD.search(payload[:_HEAD]) is not None
-
-
 class Validator:
     """The validator's state and one step of its loop (usable in-process).
 
     Args:
         ring_path: the shard's ring.
-        venue: ``kraken`` (the only venue with book checksums).
+        venue: a venue whose ``checksum_validator`` trait is true.
         depth: the subscribed book depth (books are truncated to it).
         socket_path: the receiver's integrity channel (default: next to the ring).
         name: the reader name.
@@ -84,16 +78,20 @@ class Validator:
         RingError: the ring cannot be attached / the name is held.
     """
 
-    def __init__(self, ring_path: str, venue: str = "kraken", depth: int = 10, *,
+    def __init__(self, ring_path: str, venue: str, depth: int = 10, *,
                  socket_path: str | None = None, name: str = "integrity",
                  status_file: str | None = None, max_frames: int = 4096) -> None:
-        if venue not in CHECKSUM_VENUES:
+        known = checksum_venues()
+        spec = get_venue(venue).checksums if venue in known else None
+        if spec is None:
             raise ConfigError(None, "venue", f"{venue!r} has no book checksums "
-                                             f"(only {', '.join(sorted(CHECKSUM_VENUES))})")
-        if depth not in DEPTHS:
-            raise ConfigError(None, "depth", f"book depth {depth} not one of {DEPTHS}")
+                                             f"(only {', '.join(sorted(known))})")
+        if depth not in spec.depths:
+            raise ConfigError(None, "depth", f"book depth {depth} not one of {spec.depths}")
         self.venue, self.depth = venue, depth
-        self.books = Books(depth)
+        self.books = spec.books(depth)
+        self._is_book = spec.is_book_frame
+        self._format_error = spec.format_error
         self.reader = ring.Reader(ring_path, name, tethered=False, start="oldest",
                                   max_frames=max_frames)
         self.asm = ring.Assembler()
@@ -121,11 +119,11 @@ class Validator:
             books = []
             for f in batch:
                 if f.type == _DATA:
-                    if is_book_frame(f.payload):
+                    if self._is_book(f.payload):
                         books.append((f.seq, f.conn, bytes(f.payload)))
                 elif f.type in _FRAGS:
                     m = self.asm.feed(f.seq, f.ts, f.type, f.flags, f.conn, f.payload)
-                    if m is not None and m.type == _DATA and is_book_frame(m.payload):
+                    if m is not None and m.type == _DATA and self._is_book(m.payload):
                         books.append((m.seq, m.conn, bytes(m.payload)))
             rd.check(batch)   # the copies above are what the receiver wrote
         except Lapped as exc:
@@ -145,9 +143,9 @@ class Validator:
         """Feed one book frame; report mismatches.  Returns mismatches found."""
         try:
             results = self.books.feed(raw)
-        except BookFormatError as exc:
+        except self._format_error as exc:
             self.counts["unusable"] += 1
-            if exc.symbol:
+            if getattr(exc, "symbol", None):
                 self.books.drop(exc.symbol)   # wrong from here on: wait for a snapshot
             if self.counts["unusable"] <= 10 or self.counts["unusable"] % 10_000 == 0:
                 log.warning("unusable book frame (seq %d): %s", frame_seq, exc)
@@ -221,9 +219,9 @@ class Validator:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m capture.receiver.integrity",
-                                description="Validate Kraken spot book checksums from a ring.")
+                                description="Validate the book checksums of a venue that has them, from a ring.")
     p.add_argument("--ring", required=True, help="the shard's ring file")
-    p.add_argument("--venue", required=True, help="kraken (the only venue with book checksums)")
+    p.add_argument("--venue", required=True, help="a venue with book checksums: " + ", ".join(sorted(checksum_venues())))
     p.add_argument("--depth", type=int, default=10, help="subscribed book depth")
     p.add_argument("--socket", help="integrity channel (default: <ring>.integrity.sock)")
     p.add_argument("--name", default="integrity", help="ring reader name")

@@ -70,7 +70,7 @@ from capture import __version__
 from capture.receiver import transport as _transport
 from capture.receiver.connection import Connection
 from capture.receiver.pinning import lock_memory, pin
-from capture.receiver.repair import CHECKSUM_VENUES, ChannelServer, Integrity, channel_path, valid_report
+from capture.receiver.repair import ChannelServer, Integrity, channel_path, valid_report
 from common.status import write_status
 from capture.venues import get as get_venue
 # The config and assignment live in their own modules; re-exported here
@@ -109,9 +109,8 @@ class Receiver:
         self.options: dict[str, Any] = {"depth": cfg.depth}
         if cfg.channels:
             self.options["channels"] = list(cfg.channels)
-        if cfg.kalshi_key_id and cfg.kalshi_key_file:
-            from capture.venues.kalshi.protocol import KalshiSigner
-            self.options["signer"] = KalshiSigner.from_file(cfg.kalshi_key_id, cfg.kalshi_key_file)
+        if cfg.kalshi_key_id and cfg.kalshi_key_file and self.venue.signer is not None:
+            self.options["signer"] = self.venue.signer(cfg.kalshi_key_id, cfg.kalshi_key_file)
         self._stop: asyncio.Event | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stop_reason = "stop requested"
@@ -193,7 +192,7 @@ class Receiver:
     def _open_channel(self) -> None:
         """Bind the validator's channel (Kraken spot); a failure is recorded
         and logged, never fatal: capture goes on without checksum repairs."""
-        if self.integrity is None or self.cfg.venue not in CHECKSUM_VENUES:
+        if self.integrity is None or not self.venue.checksum_validator:
             return
         path = self.cfg.integrity_socket or channel_path(self.cfg.ring)
         try:

@@ -37,7 +37,6 @@ counted as a bad report and ignored.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import stat
 import time
@@ -49,40 +48,11 @@ import orjson
 REPORT_KINDS = frozenset({"checksum_mismatch"})
 #: Largest datagram accepted (reports are ~200 bytes).
 MAX_DATAGRAM = 4096
-#: Venues whose books carry checksums (validated by capture.receiver.integrity).
-CHECKSUM_VENUES = frozenset({"kraken"})
-#: Venues whose book messages carry sequence numbers (checked in the receiver).
-SEQUENCE_VENUES = frozenset({"kalshi", "kraken_futures"})
 
 
 # --------------------------------------------------------------------------
 # Sequence numbers on the hot path
 # --------------------------------------------------------------------------
-
-#: A frame without this byte string carries no book sequence number: the
-#: venue module's ``sequence()`` returns None for it (checked by the tests
-#: over the simulator's frames).
-SEQ_HINTS: dict[str, bytes] = {"kalshi": b'"orderbook_', "kraken_futures": b'"book'}
-
-#: The documented head of a frame, matched at offset 0 in one regex call:
-#: either a sequenced book frame (groups: snapshot marker or None, stream
-#: key, seq) or, in the same layout, a frame of another type (groups all
-#: None: it carries no book sequence).  Kalshi
-#: ``{"type":"orderbook_delta","sid":N,"seq":N,...``; Futures
-#: ``{"feed":"book[_snapshot]","product_id":"..",`` then scalar members
-#: (``side``, ``timestamp``; no nested object or array, so the ``"seq":``
-#: found is a top-level key: inside a JSON string every quote is escaped)
-#: within 96 bytes before ``"seq":N``.
-_HEADS: dict[str, re.Pattern[bytes]] = {
-    "kalshi": re.compile(
-        rb'\{"type":"(?:orderbook_(?:(snapshot)|delta)","sid":([0-9]{1,19}),'
-        rb'"seq":([0-9]{1,19})[,}]|(?!orderbook_))'),
-    "kraken_futures": re.compile(
-        rb'\{(?:"time":[0-9]{1,19},)?"feed":"(?:book(_snapshot)?",'
-        rb'"product_id":"([A-Za-z0-9_:.\-]{1,64})",[^{}\[\]]{0,96}?'
-        rb'"seq":([0-9]{1,19})[,}]|(?!book))'),
-}
-
 
 class SeqScanner:
     """Book sequence numbers for the receive path: ``match(raw)`` at offset 0,
@@ -95,22 +65,26 @@ class SeqScanner:
     few bytes); anything else that could be a book frame (it contains the
     venue's hint) goes through ``venue.sequence()``.
 
-    Stream keys on the hot path are the raw bytes of the sid / product id;
-    :meth:`canonical` turns one into the venue module's key (Kalshi: the sid
-    as an int; Futures: ``("book", product_id)``).  Measured in
+    The layout is the venue's ``seq_layout`` trait
+    (:class:`capture.venues.base.SeqLayout`).  Stream keys on the hot path
+    are the raw bytes of the sid / product id; ``canonical`` turns one into
+    the venue module's key (Kalshi: the sid as an int; Futures:
+    ``("book", product_id)``).  Measured in
     bench/test_integrity_bench.py.
     """
 
-    __slots__ = ("venue", "hint", "slow", "match")
+    __slots__ = ("venue", "hint", "slow", "match", "canonical", "_key_bytes")
 
     def __init__(self, venue_cls: type) -> None:
-        name = venue_cls.name
-        if name not in SEQ_HINTS:
-            raise ValueError(f"venue {name!r} has no sequence numbers")
-        self.venue = name
-        self.hint = SEQ_HINTS[name]
+        layout = getattr(venue_cls, "seq_layout", None)
+        if layout is None:
+            raise ValueError(f"venue {venue_cls.name!r} has no sequence numbers")
+        self.venue = venue_cls.name
+        self.hint = layout.hint
         self.slow = venue_cls.sequence
-        self.match = _HEADS[name].match
+        self.match = layout.head.match
+        self.canonical = layout.canonical
+        self._key_bytes = layout.key_bytes
 
     def fallback(self, raw: bytes) -> tuple[bytes, int, bool] | None:
         """``(key bytes, seq, snapshot)`` by the venue module, for frames the
@@ -120,9 +94,7 @@ class SeqScanner:
         info = self.slow(raw)
         if info is None:
             return None
-        k = info.stream_key
-        key = str(k).encode() if isinstance(k, int) else str(k[1]).encode()
-        return key, info.seq, info.snapshot
+        return self._key_bytes(info.stream_key), info.seq, info.snapshot
 
     def __call__(self, raw: bytes) -> tuple[bytes, int, bool] | None:
         """The whole answer (the connection inlines this)."""
@@ -133,10 +105,6 @@ class SeqScanner:
         if seq is None:
             return None
         return key, int(seq), snap is not None
-
-    def canonical(self, key: bytes) -> Any:
-        """The venue module's stream key for a hot-path key."""
-        return int(key) if self.venue == "kalshi" else ("book", key.decode())
 
 
 def channel_path(ring_path: str) -> str:

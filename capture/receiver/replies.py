@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 
 from capture.receiver.lifecycle import Event, State
-from capture.receiver.subscriptions import Request
 from capture.venues.base import Classified, Kind
+from capture.venues.subscribe import Request
 
 S, E = State, Event
 

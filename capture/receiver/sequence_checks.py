@@ -101,8 +101,8 @@ class SequenceChecks:
         self.repairs += 1
         integ.count("repair")
         self._record("repair", venue=integ.venue, symbol=symbol, reason=reason, action=action)
-        for p in payloads:
-            self._record("unsubscribe_sent", channel="book", symbols=[symbol], reason="repair")
+        for channel, p in payloads:
+            self._record("unsubscribe_sent", channel=channel, symbols=[symbol], reason="repair")
             t.send_text(p)
         if reqs:
             self._send_requests(reqs, "repair")

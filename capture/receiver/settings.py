@@ -16,9 +16,9 @@ from capture.receiver.connection import Timing
 from capture.receiver.transport import DEFAULT_MAX_MESSAGE, TRANSPORTS, default_transport
 from capture.venues import VENUES, get as get_venue
 
-#: Instruments per connection when not configured (Polymarket: the venue's
-#: ~500 tokens; others: a count that keeps subscribe bursts under rate limits).
-DEFAULT_PER_CONNECTION = {"kraken": 50, "polymarket": 500, "kraken_futures": 50, "kalshi": 100}
+#: Instruments per connection when not configured, by venue (each venue's
+#: ``per_connection`` trait; this table is for callers that list them).
+DEFAULT_PER_CONNECTION = {name: v.per_connection for name, v in VENUES.items()}
 
 
 @dataclass
@@ -28,7 +28,7 @@ class ReceiverConfig:
     Attributes:
         ring: path of the ring file (created by the supervisor, or here if
             ``ring_capacity`` is set and the file is missing).
-        venue: ``kraken``, ``polymarket``, ``kraken_futures`` or ``kalshi``.
+        venue: a name in :data:`capture.venues.VENUES`.
         url: WebSocket URL (default: the venue's production URL).
         symbols: explicit instruments (symbols / token ids / tickers); split
             into connections of ``per_connection`` in the given order.
@@ -59,7 +59,8 @@ class ReceiverConfig:
         max_instruments: discovery only: keep at most this many instruments
             (the first by key, so every host keeps the same ones); 0: all.
         seed: seed of the jitter randomness (None: from the OS).
-        kalshi_key_id, kalshi_key_file: Kalshi handshake credentials.
+        kalshi_key_id, kalshi_key_file: handshake credentials of a venue
+            that ``needs_key`` (Kalshi; the names are the command line's).
         integrity: check sequence numbers, accept the checksum validator's
             reports, repair per symbol.
         repair_burst, repair_window: per-symbol repair limit: at most
@@ -115,7 +116,7 @@ class ReceiverConfig:
             raise ConfigError(None, "per_connection", "must be >= 1")
         if self.poll_interval <= 0:
             raise ConfigError(None, "poll_interval", "must be > 0")
-        if self.venue == "kalshi" and bool(self.kalshi_key_id) != bool(self.kalshi_key_file):
+        if get_venue(self.venue).needs_key and bool(self.kalshi_key_id) != bool(self.kalshi_key_file):
             raise ConfigError(None, "kalshi_key_file", "give both the key id and the key file")
         if self.repair_burst < 0:
             raise ConfigError(None, "repair_burst", "must be >= 0")
@@ -165,7 +166,7 @@ class ReceiverConfig:
 
     @property
     def capacity(self) -> int:
-        return self.per_connection or DEFAULT_PER_CONNECTION.get(self.venue, 50)
+        return self.per_connection or get_venue(self.venue).per_connection
 
 
 
@@ -192,7 +193,7 @@ def from_capture_config(conf: Any, shard_id: int, *, ring_path: str | None = Non
     per = None
     if explicit and sh.connections:
         per = -(-len(explicit) // sh.connections)   # ceil: spread over that many connections
-    channels = list(sh.channels) if sh.venue != "polymarket" else None
+    channels = list(sh.channels) if venue_cls.channels_configurable else None
     return ReceiverConfig(
         ring=ring_path or conf.ring_path(shard_id), venue=sh.venue, url=url,
         symbols=explicit or None, discover=bool(sh.discovery), discovery_url=vc.rest_url,
@@ -203,8 +204,8 @@ def from_capture_config(conf: Any, shard_id: int, *, ring_path: str | None = Non
         transport=sh.transport, cores=list(sh.cores) or None, mlock=bool(sh.lock_memory),
         channels=channels, depth=sh.book_depth, timing=Timing(**tkw),
         max_instruments=sh.max_instruments, status_file=status_file, seed=seed,
-        kalshi_key_id=vc.key_id if sh.venue == "kalshi" else None,
-        kalshi_key_file=vc.key_file if sh.venue == "kalshi" else None)
+        kalshi_key_id=vc.key_id if venue_cls.needs_key else None,
+        kalshi_key_file=vc.key_file if venue_cls.needs_key else None)
 
 
 def _list(s: str) -> list[str]:

@@ -1,10 +1,18 @@
-"""Venue protocol modules (sans-I/O) and their registry.
+"""The venues, one folder each, and their registry.
 
-Each venue module offers the same pure functions (``classify``, ``route``,
-``sequence``, ``exchange_ts_ns``) and a class with the message builders and
-keepalive facts; :data:`VENUES` maps the configured venue name to that class.
-The receiver and the publisher both use these, so a frame is interpreted the
-same way everywhere.
+A venue is one folder ``capture/venues/<venue>/``: ``protocol.py`` (the pure
+functions ``classify``, ``route``, ``sequence``, ``exchange_ts_ns`` and a
+class with the message builders, keepalive facts and the venue's traits:
+see :class:`capture.venues.base.Venue`), ``subscriber.py`` (subscription
+planning, replies and repairs) and ``discovery.py`` (REST discovery).
+:data:`VENUES` maps the configured venue name to that class; it is the one
+place that names the venues.  Everything above asks a venue's traits, never
+its name.  The receiver and the publisher both use these, so a frame is
+interpreted the same way everywhere.
+
+Adding a venue: a new folder, and its class in :data:`VENUES` (or, for a
+venue defined outside this package such as a test's, one :func:`register`
+call).
 
 Exceptions raised here (one tree, rooted in :mod:`common.errors`)::
 
@@ -12,8 +20,8 @@ Exceptions raised here (one tree, rooted in :mod:`common.errors`)::
     ├── ConfigError                  bad builder arguments (unknown channel, depth, ...)
     └── VenueError
         ├── BookFormatError          checksum.py: a book frame unusable for checksumming
-        ├── KeyFileError             kalshi.py: private key file refused (path, reason)
-        └── DiscoveryError           capture.receiver.discovery: a page kept failing (url, attempts)
+        ├── KeyFileError             kalshi/protocol.py: private key file refused (path, reason)
+        └── DiscoveryError           capture.venues.discovery: a page kept failing (url, attempts)
 """
 from __future__ import annotations
 
@@ -22,7 +30,7 @@ from typing import Any, Callable
 from common.errors import ConfigError
 
 from flusher.publisher import subjects
-from capture.venues.base import (CONTROL_KINDS, Classified, Gap, GapDetector, Keepalive, Kind, RouteKey, SeqInfo, Venue)
+from capture.venues.base import (CONTROL_KINDS, Classified, Gap, GapDetector, Keepalive, Kind, RouteKey, SeqInfo, Venue, VenueDefaults)
 from capture.venues.kalshi.protocol import Kalshi
 from capture.venues.kraken.protocol import KrakenSpot
 from capture.venues.kraken_futures.protocol import KrakenFutures
@@ -34,6 +42,30 @@ VENUES: dict[str, type] = {
     Polymarket.name: Polymarket,
     Kalshi.name: Kalshi,
 }
+
+
+def register(venue_cls: type) -> type:
+    """Add a venue class under its ``name`` (returns it, so it can decorate).
+
+    Raises:
+        ConfigError: the name is taken by another class, or the class lacks
+            a trait of :class:`capture.venues.base.Venue`.
+    """
+    name = getattr(venue_cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(None, "venue", f"{venue_cls!r} has no name")
+    missing = [t for t in _TRAITS if not hasattr(venue_cls, t)]
+    if missing:
+        raise ConfigError(None, f"venue {name}", f"missing traits: {', '.join(missing)}")
+    if VENUES.get(name, venue_cls) is not venue_cls:
+        raise ConfigError(None, "venue", f"venue {name!r} is already registered")
+    VENUES[name] = venue_cls
+    return venue_cls
+
+
+def checksum_venues() -> frozenset[str]:
+    """The venues whose books the checksum validator process checks."""
+    return frozenset(n for n, v in VENUES.items() if v.checksum_validator)
 
 
 def get(name: str) -> type:
@@ -82,6 +114,12 @@ def subject(prefix: str, venue: str, raw: bytes, shard: int | None = None) -> st
     return subject_fn(prefix, venue, shard)(raw) or subjects.unrouted_subject(prefix, venue)
 
 
-__all__ = ["VENUES", "get", "subject", "subject_fn", "Classified", "Gap", "GapDetector", "Keepalive", "Kind",
+#: What :func:`register` checks a venue class for (the optional ones come
+#: from :class:`capture.venues.base.VenueDefaults`).
+_TRAITS = ("url", "keepalive", "channels", "default_channels", "per_connection", "subscriber",
+           "classify", "route", "sequence", "exchange_ts_ns", *(
+               t for t in vars(VenueDefaults) if not t.startswith("_")))
+
+__all__ = ["VENUES", "checksum_venues", "get", "register", "subject", "subject_fn", "Classified", "Gap", "GapDetector", "Keepalive", "Kind",
            "RouteKey", "SeqInfo", "Venue", "CONTROL_KINDS", "KrakenSpot", "KrakenFutures",
            "Polymarket", "Kalshi"]

@@ -35,7 +35,7 @@ import re
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Callable, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import orjson
 
@@ -154,6 +154,27 @@ class Venue(Protocol):
     #: books carry a checksum that the validator process checks off the hot path
     checksum_validator: ClassVar[bool]
 
+    #: the :class:`capture.venues.subscribe.Subscriber` subclass that plans
+    #: this venue's subscriptions and repairs (built once per connection)
+    subscriber: ClassVar[type]
+    #: ``async discover(base_url or None) -> [(unit key, members)]``, the
+    #: venue's REST discovery (``None``: instruments must be listed)
+    discover: ClassVar[Callable[..., Any] | None]
+    #: the REST base URL discovery uses when the config names none
+    rest_url: ClassVar[str | None]
+    #: the path prefix of the REST base under a host (the simulator's)
+    rest_path: ClassVar[str]
+    #: book frames carry sequence numbers: the hot path's layout of them
+    #: (``None``: no sequence checks)
+    seq_layout: ClassVar[SeqLayout | None]
+    #: the venue's error code for refused credentials (Kalshi: 9)
+    auth_error_code: ClassVar[int | None]
+    #: ``signer(key_id, key_file)`` -> an object whose ``headers()`` sign a
+    #: handshake (venues with ``needs_key``)
+    signer: ClassVar[Callable[[str, str], Any] | None]
+    #: how the validator checks this venue's book checksums (with ``checksum_validator``)
+    checksums: ClassVar[ChecksumSpec | None]
+
     @staticmethod
     def classify(raw: bytes) -> Classified: ...
 
@@ -165,6 +186,61 @@ class Venue(Protocol):
 
     @staticmethod
     def exchange_ts_ns(raw: bytes) -> int | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SeqLayout:
+    """How the receiver finds a book frame's sequence number on its hot path.
+
+    ``head`` is matched at offset 0 of every frame: for a sequenced book
+    frame in the venue's documented layout its groups are (snapshot marker
+    or None, stream key bytes, seq digits); for a frame of another type in
+    the same layout they are all None.  A frame it does not match goes to
+    the venue's ``sequence()`` (the reference) if it contains ``hint``: a
+    frame without ``hint`` carries no book sequence.  ``canonical`` turns
+    the key bytes into ``sequence()``'s stream key, ``key_bytes`` back.
+    """
+
+    head: re.Pattern[bytes]
+    hint: bytes
+    canonical: Callable[[bytes], Hashable]
+    key_bytes: Callable[[Hashable], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ChecksumSpec:
+    """What the book-checksum validator process needs from a venue whose
+    ``checksum_validator`` trait is true.
+
+    ``books(depth)`` builds the per-symbol book keeper (``feed(raw)`` ->
+    results with ``symbol``, ``expected``, ``computed``; ``drop(symbol)``;
+    ``books`` the dict of books); ``depths`` are the book depths it accepts;
+    ``is_book_frame(payload)`` picks the frames to feed, cheaply;
+    ``format_error`` is what ``feed`` raises for an unusable frame (with a
+    ``symbol`` attribute).
+    """
+
+    books: Callable[[int], Any]
+    depths: tuple[int, ...]
+    is_book_frame: Callable[[bytes | memoryview], bool]
+    format_error: type[Exception]
+
+
+class VenueDefaults:
+    """The optional traits' defaults; a venue class derives from this and
+    states what differs (see :class:`Venue` for what each trait means)."""
+
+    demo_url: ClassVar[str | None] = None
+    channels_configurable: ClassVar[bool] = True
+    needs_key: ClassVar[bool] = False
+    checksum_validator: ClassVar[bool] = False
+    discover: ClassVar[Callable[..., Any] | None] = None
+    rest_url: ClassVar[str | None] = None
+    rest_path: ClassVar[str] = ""
+    seq_layout: ClassVar[SeqLayout | None] = None
+    auth_error_code: ClassVar[int | None] = None
+    signer: ClassVar[Callable[[str, str], Any] | None] = None
+    checksums: ClassVar[ChecksumSpec | None] = None
 
 
 # --------------------------------------------------------------------------

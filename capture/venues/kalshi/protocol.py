@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import stat
 import time
 from collections.abc import Iterable
@@ -40,7 +41,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from common.errors import ConfigError, VenueError
 
-from capture.venues.base import (CONTROL_MAX, HEAD, Classified, Keepalive, Kind, RouteKey, SeqInfo, as_list, dumps, epoch_to_ns, loads_small, lstrip_ws, rfc3339_to_ns, scan_int, scan_str, value_at)
+from capture.venues.base import (CONTROL_MAX, Classified, HEAD, Keepalive, Kind, RouteKey, SeqInfo, SeqLayout, VenueDefaults, as_list, dumps, epoch_to_ns, loads_small, lstrip_ws, rfc3339_to_ns, scan_int, scan_str, value_at)
+from capture.venues.kalshi import discovery
+from capture.venues.kalshi.subscriber import KalshiSubscriber
 
 URL = "wss://api.elections.kalshi.com/trade-api/ws/v2"
 DEMO_URL = "wss://demo-api.kalshi.co/trade-api/ws/v2"
@@ -298,7 +301,22 @@ def exchange_ts_ns(raw: bytes) -> int | None:
 # Commands
 # --------------------------------------------------------------------------
 
-class Kalshi:
+#: The receiver's hot-path form of :func:`sequence` (see
+#: :class:`capture.venues.base.SeqLayout`): the documented head
+#: ``{"type":"orderbook_delta","sid":N,"seq":N,...`` in one anchored match;
+#: a frame without ``"orderbook_`` carries no book sequence.  Stream key: the
+#: sid.  The tests compare it with :func:`sequence` over the simulator's
+#: frames and odd layouts.
+SEQ_LAYOUT = SeqLayout(
+    head=re.compile(
+        rb'\{"type":"(?:orderbook_(?:(snapshot)|delta)","sid":([0-9]{1,19}),'
+        rb'"seq":([0-9]{1,19})[,}]|(?!orderbook_))'),
+    hint=b'"orderbook_',
+    canonical=int,
+    key_bytes=lambda k: str(k).encode())
+
+
+class Kalshi(VenueDefaults):
     """Command builders for one connection (holds the command ``id`` counter)."""
 
     name = "kalshi"
@@ -312,6 +330,14 @@ class Kalshi:
     demo_url: str | None = DEMO_URL
     #: The server pings every 10 s; the WebSocket library pongs.  No client ping.
     keepalive = Keepalive(client_ping_interval=None, app_ping=False, server_heartbeat=10.0)
+
+    subscriber = KalshiSubscriber
+    discover = staticmethod(discovery.discover)
+    rest_url = discovery.REST
+    rest_path = "/trade-api/v2"
+    seq_layout = SEQ_LAYOUT
+    auth_error_code = AUTH_ERROR_CODE
+    signer = staticmethod(KalshiSigner.from_file)
 
     classify = staticmethod(classify)
     route = staticmethod(route)

@@ -24,6 +24,7 @@ clarity beats speed here.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from bisect import bisect_left, insort
 from collections.abc import Iterable
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from common.errors import VenueError
+
+from capture.venues.base import ChecksumSpec
 
 CHECKSUM_LEVELS = 10
 DEPTHS = (10, 25, 100, 500, 1000)
@@ -278,3 +281,17 @@ class Books:
     def drop(self, symbol: str) -> None:
         self.books.pop(symbol, None)
 
+
+#: A Kraken v2 book frame names its channel first; search only the head.
+_BOOK_HEAD = re.compile(rb'"channel"[ \t\r\n]*:[ \t\r\n]*"book"')
+_HEAD = 64
+
+
+def is_book_frame(payload: bytes | memoryview) -> bool:
+    """A book frame (snapshot or update), by its head alone."""
+    return _BOOK_HEAD.search(payload[:_HEAD]) is not None
+
+
+#: The venue's ``checksums`` trait: what the validator process runs.
+SPEC = ChecksumSpec(books=Books, depths=DEPTHS, is_book_frame=is_book_frame,
+                    format_error=BookFormatError)

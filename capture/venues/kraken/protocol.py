@@ -26,7 +26,10 @@ from collections.abc import Iterable
 
 from common.errors import ConfigError
 
-from capture.venues.base import (CONTROL_MAX, HEAD, Classified, Keepalive, Kind, RouteKey, SeqInfo, as_list, dumps, loads_small, lstrip_ws, rfc3339_to_ns, scan_str, scan_str_head_tail, value_at)
+from capture.venues.base import (CONTROL_MAX, Classified, HEAD, Keepalive, Kind, RouteKey, SeqInfo, VenueDefaults, as_list, dumps, loads_small, lstrip_ws, rfc3339_to_ns, scan_str, scan_str_head_tail, value_at)
+from capture.venues.kraken import discovery
+from capture.venues.kraken.subscriber import KrakenSubscriber
+from capture.venues.kraken import checksum
 from capture.venues.kraken.checksum import DEPTHS
 
 URL = "wss://ws.kraken.com/v2"
@@ -138,7 +141,7 @@ def exchange_ts_ns(raw: bytes) -> int | None:
     return None if ts is None else rfc3339_to_ns(ts)
 
 
-class KrakenSpot:
+class KrakenSpot(VenueDefaults):
     """Message builders for one connection (holds the ``req_id`` counter)."""
 
     name = "kraken"
@@ -153,6 +156,11 @@ class KrakenSpot:
     #: Server heartbeats about once a second while subscribed; an app-level
     #: ping is optional, we send one every 30 s to measure round trips.
     keepalive = Keepalive(client_ping_interval=30.0, app_ping=True, server_heartbeat=1.0)
+
+    subscriber = KrakenSubscriber
+    discover = staticmethod(discovery.discover)
+    rest_url = discovery.REST
+    checksums = checksum.SPEC
 
     classify = staticmethod(classify)
     route = staticmethod(route)

@@ -24,11 +24,14 @@ something at least every 60 s; WebSocket ping frames are enough.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from common.errors import ConfigError
 
-from capture.venues.base import (CONTROL_MAX, HEAD, Classified, Keepalive, Kind, RouteKey, SeqInfo, as_list, dumps, epoch_to_ns, loads_small, lstrip_ws, scan_int, scan_str, value_at)
+from capture.venues.base import (CONTROL_MAX, Classified, HEAD, Keepalive, Kind, RouteKey, SeqInfo, SeqLayout, VenueDefaults, as_list, dumps, epoch_to_ns, loads_small, lstrip_ws, scan_int, scan_str, value_at)
+from capture.venues.kraken_futures import discovery
+from capture.venues.kraken_futures.subscriber import FuturesSubscriber
 
 URL = "wss://futures.kraken.com/ws/v1"
 DEMO_URL = "wss://demo-futures.kraken.com/ws/v1"
@@ -122,7 +125,24 @@ def exchange_ts_ns(raw: bytes) -> int | None:
     return None if v is None else epoch_to_ns(v)
 
 
-class KrakenFutures:
+#: The receiver's hot-path form of :func:`sequence` (see
+#: :class:`capture.venues.base.SeqLayout`): the documented head
+#: ``{"feed":"book[_snapshot]","product_id":"..",`` then scalar members
+#: (``side``, ``timestamp``; no nested object or array, so the ``"seq":``
+#: found is a top-level key: inside a JSON string every quote is escaped)
+#: within 96 bytes before ``"seq":N``; a frame without ``"book`` carries no
+#: book sequence.  Stream key: ``("book", product_id)``.
+SEQ_LAYOUT = SeqLayout(
+    head=re.compile(
+        rb'\{(?:"time":[0-9]{1,19},)?"feed":"(?:book(_snapshot)?",'
+        rb'"product_id":"([A-Za-z0-9_:.\-]{1,64})",[^{}\[\]]{0,96}?'
+        rb'"seq":([0-9]{1,19})[,}]|(?!book))'),
+    hint=b'"book',
+    canonical=lambda k: ("book", k.decode()),
+    key_bytes=lambda k: str(k[1]).encode())  # type: ignore[index]
+
+
+class KrakenFutures(VenueDefaults):
     """Message builders for one connection (the protocol has no request ids)."""
 
     name = "kraken_futures"
@@ -137,6 +157,12 @@ class KrakenFutures:
     #: The venue closes a connection silent for 60 s; WebSocket pings every 30 s.
     keepalive = Keepalive(client_ping_interval=30.0, app_ping=False, server_heartbeat=None,
                           must_send_within=60.0)
+
+    subscriber = FuturesSubscriber
+    discover = staticmethod(discovery.discover)
+    rest_url = discovery.REST
+    rest_path = "/derivatives/api/v3"
+    seq_layout = SEQ_LAYOUT
 
     classify = staticmethod(classify)
     route = staticmethod(route)

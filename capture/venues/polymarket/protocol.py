@@ -33,7 +33,9 @@ from collections.abc import Iterable
 
 from common.errors import ConfigError
 
-from capture.venues.base import (CONTROL_MAX, Classified, Keepalive, Kind, RouteKey, SeqInfo, as_list, dumps, epoch_to_ns, loads_small, lstrip_ws, scan_str, scan_str_head_tail)
+from capture.venues.base import (CONTROL_MAX, Classified, Keepalive, Kind, RouteKey, SeqInfo, VenueDefaults, as_list, dumps, epoch_to_ns, loads_small, lstrip_ws, scan_str, scan_str_head_tail)
+from capture.venues.polymarket import discovery
+from capture.venues.polymarket.subscriber import PolymarketSubscriber
 
 URL = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
 #: Above ~500 tokens on one connection updates silently stop (observed).
@@ -141,7 +143,7 @@ def exchange_ts_ns(raw: bytes) -> int | None:
     return epoch_to_ns(int(ts))
 
 
-class Polymarket:
+class Polymarket(VenueDefaults):
     """Message builders (stateless: the market channel has no request ids)."""
 
     name = "polymarket"
@@ -157,6 +159,10 @@ class Polymarket:
     #: only, not of the data: a silence watchdog is still needed.
     keepalive = Keepalive(client_ping_interval=10.0, app_ping=True, server_heartbeat=None)
     max_tokens = MAX_TOKENS_PER_CONNECTION
+
+    subscriber = PolymarketSubscriber
+    discover = staticmethod(discovery.discover)
+    rest_url = discovery.REST
 
     classify = staticmethod(classify)
     route = staticmethod(route)

@@ -431,7 +431,7 @@ def test_kraken_app_ping_is_answered_and_keeps_the_connection(ring_path, transpo
 
 
 def test_a_bug_inside_an_attempt_costs_one_reconnect(ring_path, monkeypatch):
-    from capture.receiver import subscriptions as cmod
+    from capture.venues.kraken import subscriber as cmod
     calls = []
     real = cmod.KrakenSubscriber.subscribe
 

@@ -19,7 +19,8 @@ import pytest
 
 
 import ring  # noqa: E402
-from capture.receiver.integrity import Validator, is_book_frame  # noqa: E402
+from capture.receiver.integrity import Validator  # noqa: E402
+from capture.venues.kraken.checksum import is_book_frame  # noqa: E402
 from capture.receiver.process import ReceiverConfig  # noqa: E402
 from capture.receiver.repair import ChannelClient, ChannelServer, RepairLimiter, TokenBucket, channel_path  # noqa: E402
 from capture.simulator import Scenario, SimulatorThread  # noqa: E402

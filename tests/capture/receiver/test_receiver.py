@@ -13,7 +13,9 @@ import pytest
 
 
 import ring  # noqa: E402
-from capture.receiver import discovery, sharding  # noqa: E402
+from capture.receiver import sharding  # noqa: E402
+from capture.venues import discovery  # noqa: E402
+from capture.venues.kraken import discovery as kraken_discovery  # noqa: E402
 from capture.receiver.connection import State, Timing  # noqa: E402
 from capture.receiver.process import (SHARD_CONN, ReceiverConfig, explicit_assignment, parse_args, plan_assignment)  # noqa: E402
 from capture.simulator import Scenario, SimulatorThread  # noqa: E402
@@ -184,7 +186,7 @@ def test_discovery_gives_this_shards_slice_of_the_plan(ring_path):
                              discover=True, discovery_url=st.rest_url("kraken"), shard=1,
                              shards=2, per_connection=4, channels=["trade"], timing=FAST,
                              transport="picows", seed=1)
-        pairs = discovery.parse_kraken_asset_pairs(st.sim.rest.asset_pairs())
+        pairs = kraken_discovery.parse_kraken_asset_pairs(st.sim.rest.asset_pairs())
         want = plan_assignment(cfg, sharding.symbol_units(p.symbol for p in pairs))
         assert want and len(want) < len(sharding.plan(
             "kraken", sharding.symbol_units(p.symbol for p in pairs), shards=2,

@@ -138,7 +138,7 @@ def test_subject_helper():
 
 
 def test_errors_share_one_tree():
-    from capture.receiver.discovery import DiscoveryError
+    from capture.venues.discovery import DiscoveryError
     from capture.venues.kraken.checksum import BookFormatError
     from capture.venues.kalshi.protocol import KeyFileError
     for cls in (DiscoveryError, BookFormatError, KeyFileError, ConfigError):

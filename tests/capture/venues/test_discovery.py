@@ -11,8 +11,12 @@ from collections import defaultdict
 import orjson
 import pytest
 
-from capture.receiver import discovery as d
-from capture.receiver.discovery import BadPage, CursorPager, DiscoveryError, RetryPolicy
+from capture.venues import discovery as d
+from capture.venues.discovery import BadPage, CursorPager, DiscoveryError, RetryPolicy
+from capture.venues.kalshi import discovery as kalshi
+from capture.venues.kraken import discovery as kraken
+from capture.venues.kraken_futures import discovery as futures
+from capture.venues.polymarket import discovery as polymarket
 
 FAST = RetryPolicy(attempts=4, base_delay=0.0, max_delay=0.0, timeout=10.0)
 
@@ -39,17 +43,17 @@ def _gm(cid, tokens, active=True, closed=False, **kw):
 # --------------------------------------------------------------------------- parsers
 
 def test_kraken_pairs():
-    pairs = d.parse_kraken_asset_pairs(orjson.dumps(ASSET_PAIRS))
+    pairs = kraken.parse_kraken_asset_pairs(orjson.dumps(ASSET_PAIRS))
     assert [p.symbol for p in pairs] == ["BTC/USD", "DOGE/USD", "ETH/BTC"]
     btc = pairs[0]
     assert (btc.wsname, btc.altname, btc.pair_decimals, btc.lot_decimals) == ("XBT/USD", "XBTUSD", 1, 8)
-    more = d.parse_kraken_asset_pairs(ASSET_PAIRS, statuses=("online", "cancel_only"))
+    more = kraken.parse_kraken_asset_pairs(ASSET_PAIRS, statuses=("online", "cancel_only"))
     assert "ADA/EUR" in [p.symbol for p in more]
-    assert d.kraken_symbol("XBT/XDG") == "BTC/DOGE"
+    assert kraken.kraken_symbol("XBT/XDG") == "BTC/DOGE"
     with pytest.raises(BadPage):
-        d.parse_kraken_asset_pairs(b'{"error":["EGeneral:Temporary lockout"]}')
+        kraken.parse_kraken_asset_pairs(b'{"error":["EGeneral:Temporary lockout"]}')
     with pytest.raises(BadPage):
-        d.parse_kraken_asset_pairs(b"<html>")
+        kraken.parse_kraken_asset_pairs(b"<html>")
 
 
 def test_kraken_instrument_snapshot():
@@ -60,11 +64,11 @@ def test_kraken_instrument_snapshot():
                   {"symbol": "ADA/EUR", "status": "maintenance"},
                   {"symbol": "DOGE/USD", "status": "online", "price_precision": 7,
                    "qty_precision": 8}]}}
-    pairs = d.parse_kraken_instrument_snapshot(orjson.dumps(frame))
+    pairs = kraken.parse_kraken_instrument_snapshot(orjson.dumps(frame))
     assert [(p.symbol, p.pair_decimals, p.lot_decimals) for p in pairs] == [
         ("BTC/USD", 1, 8), ("DOGE/USD", 7, 8)]
     with pytest.raises(BadPage):
-        d.parse_kraken_instrument_snapshot(b'{"channel":"book","data":{}}')
+        kraken.parse_kraken_instrument_snapshot(b'{"channel":"book","data":{}}')
 
 
 def test_gamma_page_and_filter():
@@ -79,29 +83,29 @@ def test_gamma_page_and_filter():
         {"conditionId": "0x7", "clobTokenIds": "not json", "active": True, "closed": False},
         _gm("0x8", ["81", "82"], active="true", closed="false"),
     ], "next_cursor": "abc"}
-    markets, cursor = d.parse_gamma_page(orjson.dumps(page))
+    markets, cursor = polymarket.parse_gamma_page(orjson.dumps(page))
     assert cursor == "abc"
-    got = d.gamma_markets(markets)
+    got = polymarket.gamma_markets(markets)
     assert [(m.condition_id, m.token_ids) for m in got] == [
         ("0x1", ("11", "12")), ("0x5", ("52",)), ("0x6", ("61",)), ("0x8", ("81", "82"))]
     assert got[0].outcomes == ("Yes", "No")
-    assert d.parse_gamma_page(b'{"markets":[]}') == ([], None)
-    assert d.parse_gamma_page(b'{"markets":[],"next_cursor":""}') == ([], None)
-    assert d.parse_gamma_page(b'{"markets":[],"next_cursor":"LTE="}') == ([], None)
+    assert polymarket.parse_gamma_page(b'{"markets":[]}') == ([], None)
+    assert polymarket.parse_gamma_page(b'{"markets":[],"next_cursor":""}') == ([], None)
+    assert polymarket.parse_gamma_page(b'{"markets":[],"next_cursor":"LTE="}') == ([], None)
     for bad in (b"[]", b'{"data":[]}', b'{"markets":[],"next_cursor":5}', b"oops"):
         with pytest.raises(BadPage):
-            d.parse_gamma_page(bad)
+            polymarket.parse_gamma_page(bad)
 
 
 def test_kalshi_page():
     body = {"markets": [{"ticker": "A", "event_ticker": "E", "status": "active"},
                         {"ticker": "B"}, {"ticker": "A"}, {"nope": 1}], "cursor": ""}
-    markets, cursor = d.parse_kalshi_page(orjson.dumps(body))
+    markets, cursor = kalshi.parse_kalshi_page(orjson.dumps(body))
     assert cursor is None
-    assert [(m.ticker, m.event_ticker, m.status) for m in d.kalshi_markets(markets)] == [
+    assert [(m.ticker, m.event_ticker, m.status) for m in kalshi.kalshi_markets(markets)] == [
         ("A", "E", "active"), ("B", None, None)]
     with pytest.raises(BadPage):
-        d.parse_kalshi_page(b'{"cursor":"x"}')
+        kalshi.parse_kalshi_page(b'{"cursor":"x"}')
 
 
 def test_futures_instruments():
@@ -110,11 +114,11 @@ def test_futures_instruments():
         {"symbol": "pi_ethusd", "type": "futures_inverse", "tradeable": True},
         {"symbol": "PF_OLD", "tradeable": False},
         {"symbol": "PF_XBTUSD", "tradeable": True}]}
-    got = d.parse_futures_instruments(orjson.dumps(body))
+    got = futures.parse_futures_instruments(orjson.dumps(body))
     assert [(i.symbol, i.type) for i in got] == [("PF_XBTUSD", "flexible_futures"),
                                                  ("PI_ETHUSD", "futures_inverse")]
     with pytest.raises(BadPage):
-        d.parse_futures_instruments(b'{"result":"error","error":"x","instruments":[]}')
+        futures.parse_futures_instruments(b'{"result":"error","error":"x","instruments":[]}')
 
 
 def test_changes():
@@ -124,7 +128,7 @@ def test_changes():
 # --------------------------------------------------------------------------- pager
 
 def test_cursor_pager_states():
-    p = CursorPager("http://h/markets", {"limit": 2}, "cursor", d.parse_kalshi_page)
+    p = CursorPager("http://h/markets", {"limit": 2}, "cursor", kalshi.parse_kalshi_page)
     assert p.next_url() == "http://h/markets?limit=2"
     p.feed(b'{"markets":[{"ticker":"A"}],"cursor":"c1"}')
     assert p.next_url() == "http://h/markets?limit=2&cursor=c1"
@@ -139,7 +143,7 @@ def test_cursor_pager_states():
 
 
 def test_cursor_pager_refuses_loops():
-    p = CursorPager("http://h/m", {}, "cursor", d.parse_kalshi_page)
+    p = CursorPager("http://h/m", {}, "cursor", kalshi.parse_kalshi_page)
     p.feed(b'{"markets":[{"ticker":"A"}],"cursor":"c1"}')
     p.feed(b'{"markets":[{"ticker":"B"}],"cursor":"c2"}')
     with pytest.raises(DiscoveryError, match="repeated"):
@@ -220,7 +224,7 @@ def test_gamma_pages_retried_not_truncated(server):
                (500, b"boom"), (200, b'{"markets":[{"conditionId":'), (429, b"slow down", {"Retry-After": "0"}),
                (200, _gamma_page(3, 3, "c2")))
     script.add("/markets/keyset?limit=3&after_cursor=c2", (200, _gamma_page(6, 2, None)))
-    got = asyncio.run(d.fetch_gamma_markets(base, limit=3, policy=FAST))
+    got = asyncio.run(polymarket.fetch_gamma_markets(base, limit=3, policy=FAST))
     assert [m.condition_id for m in got] == [f"0x{i:x}" for i in range(8)]
     assert script.hits["/markets/keyset?limit=3&after_cursor=c1"] == 4
 
@@ -230,7 +234,7 @@ def test_gamma_page_that_keeps_failing_raises(server):
     script.add("/markets/keyset?limit=3", (200, _gamma_page(0, 3, "c1")))
     script.add("/markets/keyset?limit=3&after_cursor=c1", (503, b"down"))
     with pytest.raises(DiscoveryError) as ei:
-        asyncio.run(d.fetch_gamma_markets(base, limit=3, policy=FAST))
+        asyncio.run(polymarket.fetch_gamma_markets(base, limit=3, policy=FAST))
     assert "after_cursor=c1" in ei.value.url
     assert ei.value.attempts == FAST.attempts and "503" in ei.value.reason
     assert script.hits["/markets/keyset?limit=3&after_cursor=c1"] == FAST.attempts
@@ -239,14 +243,14 @@ def test_gamma_page_that_keeps_failing_raises(server):
 def test_non_retryable_status_fails_at_once(server):
     base, script = server
     with pytest.raises(DiscoveryError) as ei:
-        asyncio.run(d.fetch_kraken_pairs(base, policy=FAST))
+        asyncio.run(kraken.fetch_kraken_pairs(base, policy=FAST))
     assert ei.value.attempts == 1 and "404" in ei.value.reason
 
 
 def test_kraken_pairs_fetch(server):
     base, script = server
     script.add("/0/public/AssetPairs", (502, b"bad gateway"), (200, orjson.dumps(ASSET_PAIRS)))
-    pairs = asyncio.run(d.fetch_kraken_pairs(base + "/", policy=FAST))
+    pairs = asyncio.run(kraken.fetch_kraken_pairs(base + "/", policy=FAST))
     assert [p.symbol for p in pairs] == ["BTC/USD", "DOGE/USD", "ETH/BTC"]
 
 
@@ -256,7 +260,7 @@ def test_kalshi_cursor_loop(server):
     script.add(q, (200, b'{"markets":[{"ticker":"A"},{"ticker":"B"}],"cursor":"x1"}'))
     script.add(q + "&cursor=x1", (500, b""), (200, b'{"markets":[{"ticker":"C"}],"cursor":"x2"}'))
     script.add(q + "&cursor=x2", (200, b'{"markets":[],"cursor":""}'))
-    got = asyncio.run(d.fetch_kalshi_markets(base + "/trade-api/v2", limit=2, policy=FAST))
+    got = asyncio.run(kalshi.fetch_kalshi_markets(base + "/trade-api/v2", limit=2, policy=FAST))
     assert [m.ticker for m in got] == ["A", "B", "C"]
 
 
@@ -264,7 +268,7 @@ def test_futures_fetch(server):
     base, script = server
     script.add("/derivatives/api/v3/instruments",
                (200, b'{"result":"success","instruments":[{"symbol":"PF_XBTUSD","tradeable":true}]}'))
-    got = asyncio.run(d.fetch_futures_instruments(base + "/derivatives/api/v3", policy=FAST))
+    got = asyncio.run(futures.fetch_futures_instruments(base + "/derivatives/api/v3", policy=FAST))
     assert [i.symbol for i in got] == ["PF_XBTUSD"]
 
 
@@ -276,7 +280,7 @@ def test_unreachable_host_raises_typed_error():
     port = s.getsockname()[1]
     s.close()
     with pytest.raises(DiscoveryError) as ei:
-        asyncio.run(d.fetch_futures_instruments(f"http://127.0.0.1:{port}",
+        asyncio.run(futures.fetch_futures_instruments(f"http://127.0.0.1:{port}",
                                                 policy=RetryPolicy(attempts=2, base_delay=0,
                                                                    max_delay=0, timeout=5)))
     assert ei.value.attempts == 2

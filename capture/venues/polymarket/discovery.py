@@ -1,0 +1,87 @@
+"""Polymarket instrument discovery: Gamma ``markets/keyset`` pages; a market
+(condition id) is one placement unit holding its outcome tokens."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from capture.venues.discovery import (BadPage, RetryPolicy, Units, json_list, loads, paginate, CursorPager, truthy)
+
+REST = "https://gamma-api.polymarket.com"
+
+_END_CURSOR = "LTE="
+
+
+@dataclass(frozen=True, slots=True)
+class PolymarketMarket:
+    condition_id: str              # 0x hex; the routing key
+    token_ids: tuple[str, ...]     # in the order of outcomes
+    outcomes: tuple[str, ...]
+    slug: str | None = None
+
+
+def parse_gamma_page(body: bytes | dict) -> tuple[list[dict], str | None]:
+    """One ``markets/keyset`` page -> ``(markets, next_cursor or None)``.
+
+    ``next_cursor`` is absent on the last page; an empty string, null, or
+    the CLOB API's end marker ``LTE=`` (base64 of -1) are treated the same.
+
+    Raises:
+        BadPage: not the keyset shape.
+    """
+    doc = loads(body)
+    if not isinstance(doc, dict) or not isinstance(doc.get("markets"), list):
+        raise BadPage("Gamma keyset page without a markets list")
+    cursor = doc.get("next_cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise BadPage(f"Gamma next_cursor is not a string: {cursor!r}")
+    if cursor == _END_CURSOR:
+        cursor = None
+    return [m for m in doc["markets"] if isinstance(m, dict)], (cursor or None)
+
+
+
+def gamma_markets(markets: Iterable[dict]) -> list[PolymarketMarket]:
+    """Active, not closed markets with an order book; token ids de-duplicated.
+
+    A token id already seen (pages can overlap, markets can repeat) is
+    dropped from later markets; a market left without tokens is dropped.
+    ``enableOrderBook: false`` markets have no CLOB book and are skipped.
+    """
+    seen_tokens: set[str] = set()
+    seen_markets: set[str] = set()
+    out = []
+    for m in markets:
+        if not truthy(m.get("active")) or truthy(m.get("closed")):
+            continue
+        if "enableOrderBook" in m and not truthy(m.get("enableOrderBook")):
+            continue
+        cid = m.get("conditionId")
+        if not isinstance(cid, str) or not cid or cid in seen_markets:
+            continue
+        tokens = tuple(str(t) for t in json_list(m.get("clobTokenIds"))
+                       if isinstance(t, (str, int)) and str(t) not in seen_tokens)
+        tokens = tuple(dict.fromkeys(tokens))
+        if not tokens:
+            continue
+        seen_markets.add(cid)
+        seen_tokens.update(tokens)
+        outcomes = tuple(str(o) for o in json_list(m.get("outcomes")))
+        slug = m.get("slug") if isinstance(m.get("slug"), str) else None
+        out.append(PolymarketMarket(cid, tokens, outcomes, slug))
+    return out
+
+
+async def fetch_gamma_markets(base_url: str = REST, *, limit: int = 100,
+                              policy: RetryPolicy = RetryPolicy()) -> list[PolymarketMarket]:
+    """Every active, open Polymarket market via Gamma keyset pages.  Raises DiscoveryError."""
+    pager = CursorPager(f"{base_url.rstrip('/')}/markets/keyset", {"limit": limit},
+                        "after_cursor", parse_gamma_page)
+    return gamma_markets(await paginate(pager, policy))
+
+
+
+async def discover(base_url: str | None = None) -> Units:
+    """One unit per market: its token ids.  Raises DiscoveryError."""
+    return [(m.condition_id, tuple(dict.fromkeys(m.token_ids)))
+            for m in await fetch_gamma_markets(base_url or REST)]
