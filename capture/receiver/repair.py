@@ -59,15 +59,17 @@ SEQUENCE_VENUES = frozenset({"kalshi", "kraken_futures"})
 # Sequence numbers on the hot path
 # --------------------------------------------------------------------------
 
-#: A frame without this byte string carries no book sequence number: the
-#: venue module's ``sequence()`` returns None for it (checked by the tests
-#: over the simulator's frames).
-SEQ_HINTS: dict[str, bytes] = {"kalshi": b'"orderbook_', "kraken_futures": b'"book'}
+#: A frame without this byte string carries no sequence number: the venue
+#: module's ``sequence()`` returns None for it (checked by the tests over the
+#: simulator's frames).  Kalshi: ``"seq"``, since replies (``ok``,
+#: ``unsubscribed``) carry one too and take a slot in their sid's numbering.
+SEQ_HINTS: dict[str, bytes] = {"kalshi": b'"seq"', "kraken_futures": b'"book'}
 
 #: The documented head of a frame, matched at offset 0 in one regex call:
 #: either a sequenced book frame (groups: snapshot marker or None, stream
 #: key, seq) or, in the same layout, a frame of another type (groups all
-#: None: it carries no book sequence).  Kalshi
+#: None: it carries no book sequence; Kalshi ``ok`` / ``unsubscribed``
+#: replies are left to the fallback, as they may carry a ``seq``).  Kalshi
 #: ``{"type":"orderbook_delta","sid":N,"seq":N,...``; Futures
 #: ``{"feed":"book[_snapshot]","product_id":"..",`` then scalar members
 #: (``side``, ``timestamp``; no nested object or array, so the ``"seq":``
@@ -76,7 +78,7 @@ SEQ_HINTS: dict[str, bytes] = {"kalshi": b'"orderbook_', "kraken_futures": b'"bo
 _HEADS: dict[str, re.Pattern[bytes]] = {
     "kalshi": re.compile(
         rb'\{"type":"(?:orderbook_(?:(snapshot)|delta)","sid":([0-9]{1,19}),'
-        rb'"seq":([0-9]{1,19})[,}]|(?!orderbook_))'),
+        rb'"seq":([0-9]{1,19})[,}]|(?!orderbook_|ok"|unsubscribed"))'),
     "kraken_futures": re.compile(
         rb'\{(?:"time":[0-9]{1,19},)?"feed":"(?:book(_snapshot)?",'
         rb'"product_id":"([A-Za-z0-9_:.\-]{1,64})",[^{}\[\]]{0,96}?'

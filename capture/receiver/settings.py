@@ -16,9 +16,10 @@ from capture.receiver.connection import Timing
 from capture.receiver.transport import DEFAULT_MAX_MESSAGE, TRANSPORTS, default_transport
 from capture.venues import VENUES, get as get_venue
 
-#: Instruments per connection when not configured (Polymarket: the venue's
-#: ~500 tokens; others: a count that keeps subscribe bursts under rate limits).
-DEFAULT_PER_CONNECTION = {"kraken": 50, "polymarket": 500, "kraken_futures": 50, "kalshi": 100}
+#: Instruments per connection when not configured (Polymarket: 450 tokens, a
+#: margin below the ~500 where the venue silently stops updates; others: a
+#: count that keeps subscribe bursts under rate limits).
+DEFAULT_PER_CONNECTION = {"kraken": 50, "polymarket": 450, "kraken_futures": 50, "kalshi": 100}
 
 
 @dataclass
@@ -113,6 +114,11 @@ class ReceiverConfig:
             raise ConfigError(None, "shard", f"shard {self.shard} not in 0..{self.shards - 1}")
         if self.per_connection is not None and self.per_connection < 1:
             raise ConfigError(None, "per_connection", "must be >= 1")
+        ceiling = getattr(get_venue(self.venue), "max_per_connection", None)
+        if ceiling and self.capacity > ceiling:
+            raise ConfigError(None, "per_connection",
+                              f"{self.capacity} exceeds {self.venue}'s {ceiling} per connection "
+                              "(above it the venue silently stops updates)")
         if self.poll_interval <= 0:
             raise ConfigError(None, "poll_interval", "must be > 0")
         if self.venue == "kalshi" and bool(self.kalshi_key_id) != bool(self.kalshi_key_file):

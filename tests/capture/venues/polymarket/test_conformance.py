@@ -79,3 +79,18 @@ def test_gamma_page():
     got = gamma_markets(markets)
     assert [m.condition_id for m in got] == doc["expect"]["markets"]
     assert list(got[0].token_ids) == doc["expect"]["tokens"]
+
+
+def test_a_configured_cap_above_the_venue_ceiling_is_refused():
+    from capture.receiver.process import ReceiverConfig
+    from capture.receiver.subscriptions import PolymarketSubscriber
+    ok = ReceiverConfig(ring="/nonexistent/r", venue="polymarket", symbols=["1"], per_connection=500)
+    ok.validate()
+    assert ReceiverConfig(ring="r", venue="polymarket", symbols=["1"]).capacity == \
+        pm.DEFAULT_TOKENS_PER_CONNECTION
+    with pytest.raises(pm.ConfigError, match="per_connection|500"):
+        ReceiverConfig(ring="r", venue="polymarket", symbols=["1"], per_connection=501).validate()
+    # the subscriber chunks by the configured cap, not by the default
+    sub = PolymarketSubscriber(pm.Polymarket, {"max_tokens": 480})
+    reqs = sub.subscribe([str(i) for i in range(960)])
+    assert [len(r.symbols) for r in reqs] == [480, 480]
