@@ -31,7 +31,15 @@ record - and, for transitions, ``from``)::
                                     (retry_in_s: refused for the venue's request rate; sent
                                     again on this connection then, subscribe_sent reason
                                     "rate_limit_retry", the delay doubling per refusal)
-    subscribe_timeout {pending}     venue_error {error, code}  live {acked, failed, timed_out}
+    subscribe_timeout {pending[, retry_in_s]}   venue_error {error, code[, rate_limited]}
+                                    (a rate refusal naming no request, Kraken's bare
+                                    {"Error": "Exceeded msg rate"}: the next request to time
+                                    out with acks pending is retried like a named refusal)
+    live {acked, failed, timed_out}
+    subscription_lost {venue, sid, channel, markets, code, error}   the venue ended a
+                                    subscription (Kalshi 25, buffer overflow: messages were
+                                    lost); its markets are subscribed again at once, reason
+                                    "subscription_lost"; counted in stats and status
     keepalive_timeout {waited_s}    silence_timeout {silent_s, last_data_ns}
     closed {code, reason, by}       reconnect {attempt, delay, failures, cap}
     unsubscribe_sent {channel, symbols}           stopped {frames, malformed, refused, reconnects}
@@ -172,9 +180,13 @@ class Connection(SubscriptionReplies, SequenceChecks):
         # per-attempt reply tracking
         self._requests: list[Request] = []
         # subscriptions refused for the venue's request rate: (due monotonic, channel, symbols)
-        self._sub_retries: list[tuple[float, str | None, list[str]]] = []
+        # (due monotonic, channel, symbols, kind): kind "subscribe" sends the
+        # subscribe again, "repair" the whole repair (unsubscribe + subscribe)
+        self._sub_retries: list[tuple[float, str | None, list[str], str]] = []
         self._sub_retry_n = 0     # consecutive rate refusals: the retry delay doubles
         self.subscribe_retries = 0
+        self._rate_refused = 0    # rate refusals naming no request (retried at the reply timeout)
+        self.subscriptions_lost = 0   # subscriptions the venue ended (resubscribed)
         self._acked = self._failed = self._timed_out = 0
         self._ping_sent_at: float | None = None
         self._next_ping = 0.0
@@ -462,6 +474,7 @@ class Connection(SubscriptionReplies, SequenceChecks):
         self._requests = []
         self._sub_retries = []    # a new connection subscribes everything afresh
         self._sub_retry_n = 0
+        self._rate_refused = 0
         self._acked = self._failed = self._timed_out = 0
         self._ping_sent_at = None
         self.live_since = 0.0
@@ -551,8 +564,15 @@ class Connection(SubscriptionReplies, SequenceChecks):
                 for r in self._requests:
                     if r.pending and time.time_ns() - r.sent_ns > tm.subscribe_timeout * 1e9:
                         self._timed_out += len(r.pending)
+                        pending = sorted(s for _, s in r.pending)
+                        retry = None
+                        if self._rate_refused:   # a refusal that named no request: this one
+                            self._rate_refused -= 1
+                            syms = list(r.symbols) if "*" in pending else pending
+                            retry = self._schedule_retry(r.channel, syms, None, None, True)
                         self._record("subscribe_timeout", channel=r.channel,
-                                     pending=sorted(s for _, s in r.pending), req_id=r.req_id)
+                                     pending=pending, req_id=r.req_id,
+                                     **({"retry_in_s": retry} if retry is not None else {}))
                         r.pending.clear()
                         self._maybe_live()
                 # keepalive
@@ -610,5 +630,6 @@ class Connection(SubscriptionReplies, SequenceChecks):
                 "seq_gaps": self.seq_gaps, "repairs": self.repairs,
                 "repairs_suppressed": self.suppressed, "auth_failures": self.auth_failures,
                 "subscribe_retries": self.subscribe_retries,
+                "subscriptions_lost": self.subscriptions_lost,
                 "last_data_ns": self.last_data_ns, "live_since_ns": self.live_ns,
                 "silence_timeout": (self.silence_ns / 1e9) or None}

@@ -109,6 +109,8 @@ class Receiver:
         self.options: dict[str, Any] = {"depth": cfg.depth}
         if cfg.channels:
             self.options["channels"] = list(cfg.channels)
+        if getattr(self.venue, "max_per_connection", None):
+            self.options["max_tokens"] = cfg.capacity   # Polymarket: the token cap per connection
         if cfg.kalshi_key_id and cfg.kalshi_key_file and self.venue.signer is not None:
             self.options["signer"] = self.venue.signer(cfg.kalshi_key_id, cfg.kalshi_key_file)
         self._stop: asyncio.Event | None = None
@@ -233,7 +235,12 @@ class Receiver:
             return "bad"
         fields = {k: msg.get(k) for k in ("expected", "computed", "frame_seq")
                   if isinstance(msg.get(k), int)}
-        return conn.integrity_failure(msg["kind"], msg["symbol"], None, **fields)
+        # Keyed by the symbol: while its repair is in flight, further reports
+        # for it are recorded ("pending") but send nothing, so a pair that
+        # keeps mismatching cannot spend the connection's request budget that
+        # other pairs' repairs need (and the per-symbol bucket caps the rest).
+        return conn.integrity_failure(msg["kind"], msg["symbol"], ("checksum", msg["symbol"]),
+                                      **fields)
 
     # -- tasks --------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -249,7 +256,9 @@ class Receiver:
                           "silence_timeout": st["silence_timeout"],
                           "malformed": st["malformed"], "refused": st["refused"]})
         gaps = {"malformed": sum(c["malformed"] for c in conns),
-                "silence": sum(c["reconnects"].get("silence", 0) for c in conns)}
+                "silence": sum(c["reconnects"].get("silence", 0) for c in conns),
+                # subscriptions the venue ended (messages lost; resubscribed)
+                "subscription_lost": sum(c.subscriptions_lost for c in self.connections.values())}
         integrity: dict[str, Any] = {"enabled": self.integrity is not None}
         if self.integrity is not None:
             counts = self.integrity.counts

@@ -44,10 +44,21 @@ class SequenceChecks:
 
     def _seq_event(self, payload: bytes | memoryview, key: bytes, last: int | None, seq: int,
                    snapshot: bool) -> None:
-        """A snapshot (the baseline moves; a repair of that stream is done) or a gap."""
+        """A snapshot (the baseline moves; a repair of that stream is done) or a gap.
+
+        A snapshot re-bases a stream that numbers one market.  On a stream
+        that numbers several (a Kalshi sid shared by markets) it continues the
+        shared numbering, so it is checked like any other message: one
+        market's snapshot must not hide a message lost by another."""
         if snapshot:
+            canon = self._scan.canonical(key)  # type: ignore[union-attr]
+            if (last is not None and seq != last + 1
+                    and len(self.subscriber.markets_of(canon)) > 1):
+                raw = payload if payload.__class__ is bytes else bytes(payload)
+                self._on_gap(raw, canon, last + 1, seq)
+                return
             if self._repairing:
-                self._repairing.pop(self._scan.canonical(key), None)  # type: ignore[union-attr]
+                self._repairing.pop(canon, None)
             return
         assert last is not None
         raw = payload if payload.__class__ is bytes else bytes(payload)
@@ -60,6 +71,9 @@ class SequenceChecks:
             info = self.venue.sequence(raw)
             symbol = info.symbol if info is not None else None
         where = {"sid": key} if isinstance(key, int) else {"feed": key[0] if isinstance(key, tuple) else key}
+        markets = self.subscriber.markets_of(key)
+        if len(markets) > 1:   # a shared sid: every market of it is repaired
+            where["markets"] = markets
         self.integrity_failure("seq_gap", symbol, key, **where, expected=expected, got=got,
                                missing=max(0, got - expected))
 

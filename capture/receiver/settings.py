@@ -114,6 +114,11 @@ class ReceiverConfig:
             raise ConfigError(None, "shard", f"shard {self.shard} not in 0..{self.shards - 1}")
         if self.per_connection is not None and self.per_connection < 1:
             raise ConfigError(None, "per_connection", "must be >= 1")
+        ceiling = getattr(get_venue(self.venue), "max_per_connection", None)
+        if ceiling and self.capacity > ceiling:
+            raise ConfigError(None, "per_connection",
+                              f"{self.capacity} exceeds {self.venue}'s {ceiling} per connection "
+                              "(above it the venue silently stops updates)")
         if self.poll_interval <= 0:
             raise ConfigError(None, "poll_interval", "must be > 0")
         if get_venue(self.venue).needs_key and bool(self.kalshi_key_id) != bool(self.kalshi_key_file):

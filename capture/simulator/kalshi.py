@@ -10,6 +10,17 @@ channel), ``unsubscribe`` (``sids``), ``update_subscription`` (``add_markets``,
 ``{"id":N,"type":"error","msg":{"code":..,"msg":..}}``.  ``orderbook_delta``
 sends ``orderbook_snapshot`` then ``orderbook_delta`` with a signed
 ``delta_fp``; ``seq`` runs per ``sid`` across snapshots and deltas.
+
+The alternatives the live venue is reported to show (``Scenario``):
+
+* ``kalshi_sid_model="shared"``: every ``subscribe`` for ``orderbook_delta``
+  joins one sid (acked with that sid), and its ``seq`` numbers all of its
+  markets' snapshots and deltas; "per_command" opens a sid per command;
+* ``kalshi_reply_seq``: ``ok`` / ``unsubscribed`` replies on a book sid carry
+  the sid's next ``seq``;
+* :meth:`KalshiSession.terminal_error`: code 25 (subscription buffer
+  overflow) on the book sid carrying a market: the sid is gone, its markets
+  get nothing until subscribed again.
 """
 from __future__ import annotations
 
@@ -33,6 +44,7 @@ CHANNELS = ("ticker", "trade", "orderbook_delta", "market_lifecycle_v2")
 E_UNPROCESSABLE, E_PARAMS, E_CHANNELS, E_SIDS, E_COMMAND = 1, 2, 3, 4, 5
 E_ALREADY, E_SID, E_CHANNEL, E_PARAM, E_ONE_SID = 6, 7, 8, 11, 12
 E_ACTION, E_TICKER, E_NO_ACTION, E_MARKET = 13, 14, 15, 16
+E_BUFFER_OVERFLOW, E_TOO_MANY = 25, 27
 #: Markets a ticker/trade subscription without market_tickers streams.
 ALL_MARKETS = 5
 
@@ -118,7 +130,8 @@ class KBook:
             side.pop(p, None)
         return {"market_ticker": self.m.ticker, "market_id": self.market_id,
                 "price_dollars": _dollars(p), "delta_fp": fixed(delta, 2),
-                "side": "yes" if yes else "no", "ts": rfc3339_s(ts_ns)}
+                "side": "yes" if yes else "no", "ts": rfc3339_s(ts_ns),
+                "ts_ms": ts_ns // 1_000_000}
 
 
 class Sub:
@@ -154,6 +167,8 @@ class KalshiSession(Session):
                 {"channel": s.channel, "sid": s.sid} for s in self.subs.values()]})]
         if not isinstance(params, dict):
             return [self._err(cid, E_PARAMS, "Params required")]
+        if not self._rate_ok():
+            return [self._err(cid, E_TOO_MANY, "Too many requests")]
         return getattr(self, "_" + cmd)(cid, params)
 
     @staticmethod
@@ -191,6 +206,14 @@ class KalshiSession(Session):
             if self._already(ch, tickers):
                 out.append(self._err(cid, E_ALREADY, "Already subscribed"))
                 continue
+            shared = self._shared_book_sub() if ch == "orderbook_delta" else None
+            if shared is not None:   # the "shared" sid model: join the one book sid
+                assert tickers is not None and shared.tickers is not None
+                shared.tickers.extend(tickers)
+                out.append(ctl({"id": cid, "type": "subscribed",
+                                "msg": {"channel": ch, "sid": shared.sid}}))
+                out.extend(self._start(shared, tickers))
+                continue
             sub = Sub(self.next_sid, ch, None if ch == "market_lifecycle_v2" else tickers,
                       self.sc.gap_every)
             self.next_sid += 1
@@ -200,6 +223,36 @@ class KalshiSession(Session):
             self.subscribed_once = True
             out.extend(self._start(sub, sub.tickers))
         return out
+
+    def _shared_book_sub(self) -> Sub | None:
+        if self.sc.kalshi_sid_model != "shared":
+            return None
+        return next((s for s in self.subs.values() if s.channel == "orderbook_delta"), None)
+
+    def _reply(self, cid: object, sub: Sub | None, sid: int, typ: str, **extra: object) -> Out:
+        """An ``ok`` / ``unsubscribed`` reply; with ``kalshi_reply_seq`` a book
+        sid's reply takes the sid's next ``seq``."""
+        msg: dict = {"id": cid, "sid": sid}
+        if self.sc.kalshi_reply_seq and sub is not None and sub.seq is not None:
+            msg["seq"] = sub.seq.next()
+        msg["type"] = typ
+        msg.update(extra)
+        return ctl(msg)
+
+    def terminal_error(self, symbol: str | None = None, with_sid: bool = True) -> list[bytes]:
+        """End the book sid carrying ``symbol`` (or the first) with code 25:
+        its streams stop, as the venue's subscription buffer overflowed."""
+        sub = next((s for s in self.subs.values() if s.channel == "orderbook_delta"
+                    and (symbol is None or symbol in (s.tickers or ()))), None)
+        if sub is None:
+            return []
+        del self.subs[sub.sid]
+        self._stop(sub.sid, None)
+        msg: dict = {"type": "error"}
+        if with_sid:
+            msg["sid"] = sub.sid
+        msg["msg"] = {"code": E_BUFFER_OVERFLOW, "msg": "Subscription buffer overflow"}
+        return [orjson.dumps(msg)]
 
     def _already(self, ch: str, tickers: list[str] | None) -> bool:
         for s in self.subs.values():
@@ -246,9 +299,9 @@ class KalshiSession(Session):
             if sid not in self.subs:
                 out.append(self._err(cid, E_SID, "Unknown subscription ID"))
                 continue
-            del self.subs[sid]
+            sub = self.subs.pop(sid)
             self._stop(sid, None)
-            out.append(ctl({"id": cid, "sid": sid, "type": "unsubscribed"}))
+            out.append(self._reply(cid, sub, sid, "unsubscribed"))
         return out
 
     def _update_subscription(self, cid: object, params: dict) -> list[Out]:
@@ -272,7 +325,7 @@ class KalshiSession(Session):
             if sub.channel != "orderbook_delta":
                 return [self._err(cid, E_ACTION, "Unsupported action")]
             want = tickers or list(sub.tickers or ())
-            out = [ctl({"id": cid, "sid": sid, "type": "ok", "msg": {"market_tickers": want}})]
+            out = [self._reply(cid, sub, sid, "ok", msg={"market_tickers": want})]
             for t in want:
                 book = self.books.get((sid, t))
                 if book is not None:
@@ -287,13 +340,11 @@ class KalshiSession(Session):
             if len(new) < len(tickers):
                 return [self._err(cid, E_ALREADY, "Already subscribed")]
             sub.tickers.extend(new)
-            ok = ctl({"id": cid, "sid": sid, "type": "ok",
-                      "msg": {"market_tickers": list(sub.tickers)}})
+            ok = self._reply(cid, sub, sid, "ok", msg={"market_tickers": list(sub.tickers)})
             return [ok, *self._start(sub, new)]
         sub.tickers[:] = [t for t in sub.tickers if t not in tickers]
         self._stop(sid, tickers)
-        return [ctl({"id": cid, "sid": sid, "type": "ok",
-                     "msg": {"market_tickers": list(sub.tickers)}})]
+        return [self._reply(cid, sub, sid, "ok", msg={"market_tickers": list(sub.tickers)})]
 
     # -- data -----------------------------------------------------------
     def inject_gap(self, symbol: str | None = None) -> None:
@@ -326,7 +377,7 @@ class KalshiSession(Session):
             "yes_ask_dollars": fixed(ask, 2), "volume": vol, "volume_fp": fixed(vol * 100, 2),
             "open_interest": oi, "open_interest_fp": fixed(oi * 100, 2),
             "dollar_volume": vol // 2, "dollar_open_interest": oi // 2,
-            "ts": ns // 1_000_000_000, "time": rfc3339_s(ns)}})
+            "ts": ns // 1_000_000_000, "ts_ms": ns // 1_000_000, "time": rfc3339_s(ns)}})
 
     def _trade(self, sub: Sub, m: KalshiMarket) -> bytes:
         r, ns = self.r, self.clock.tick()

@@ -10,7 +10,6 @@ from the receiver's validator, so the two cross-check each other.
 """
 from __future__ import annotations
 
-import time
 import zlib
 
 import orjson
@@ -199,8 +198,6 @@ class KrakenSession(Session):
         self.num = _Num(self.sc.kraken_decimal_strings)
         self.books: dict[str, Book] = {}
         self.trades: dict[str, Trades] = {}
-        self._tokens = float(self.sc.subscribe_burst or 0)
-        self._refilled = time.monotonic()
 
     def on_open(self) -> list[Out]:
         return [ctl({"channel": "status", "type": "update", "data": [{
@@ -209,19 +206,6 @@ class KrakenSession(Session):
 
     def heartbeat(self) -> bytes:
         return b'{"channel":"heartbeat"}'
-
-    def _rate_ok(self) -> bool:
-        """Token bucket over subscribe/unsubscribe requests, per connection."""
-        if self.sc.subscribe_burst is None:
-            return True
-        now = time.monotonic()
-        self._tokens = min(float(self.sc.subscribe_burst),
-                           self._tokens + (now - self._refilled) * self.sc.subscribe_refill)
-        self._refilled = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
 
     def on_message(self, message: str | bytes) -> list[Out]:
         time_in = wall_rfc3339()
@@ -244,6 +228,8 @@ class KrakenSession(Session):
         if method not in ("subscribe", "unsubscribe"):
             return [err(f"Method not found {method}" if method else "Method field missing")]
         if not self._rate_ok():
+            if self.sc.kraken_bare_rate_limit:   # the bare form: no method, no req_id
+                return [ctl({"Error": "Exceeded msg rate"})]
             return [err("Exceeded msg rate")]
         params = req.get("params")
         if not isinstance(params, dict):

@@ -88,15 +88,25 @@ class Scenario:
             one sequence number.
         corrupt_checksum_every: Kraken spot: every N-th book message carries a
             wrong checksum.
-        subscribe_burst, subscribe_refill: Kraken spot "Exceeded msg rate":
-            a token bucket per connection over subscribe/unsubscribe requests
-            (capacity, tokens per second); None disables the limit.
+        subscribe_burst, subscribe_refill: a token bucket per connection over
+            subscription commands (capacity, tokens per second); None disables
+            the limit.  Kraken spot refuses with "Exceeded msg rate", Kalshi
+            with error code 27 "Too many requests".
+        kraken_bare_rate_limit: Kraken spot refuses with the bare frame
+            ``{"Error": "Exceeded msg rate"}`` (no method, no req_id, capital
+            E) instead of the request's error reply.
         heartbeat_interval: Kraken spot idle heartbeat and Futures heartbeat
             feed period, seconds.
         kalshi_ping_interval: Kalshi WebSocket protocol ping period, seconds.
         kalshi_max_skew: Kalshi handshake timestamp tolerance, seconds.
         polymarket_max_assets: tokens per connection that get updates; the
             excess is accepted but silently gets nothing, like the venue.
+        kalshi_sid_model: how ``subscribe`` commands for ``orderbook_delta``
+            get their sid, the two readings of the live venue: "per_command"
+            (each command opens its own sid) or "shared" (every command for
+            the channel joins the one sid, and its ``seq`` numbers them all).
+        kalshi_reply_seq: ``ok`` and ``unsubscribed`` replies on a book sid
+            carry a ``seq`` that takes a slot in the sid's numbering.
         instruments: instruments per venue in the discovery universe.
         book_depth: default book depth (levels per side).
         page_failures: REST pagination faults, ``{page_index: n}``: page k
@@ -133,10 +143,13 @@ class Scenario:
     corrupt_checksum_every: int = 0
     subscribe_burst: int | None = None
     subscribe_refill: float = 1.0
+    kraken_bare_rate_limit: bool = False
     heartbeat_interval: float = 1.0
     kalshi_ping_interval: float | None = 10.0
     kalshi_max_skew: float = 30.0
     polymarket_max_assets: int = 500
+    kalshi_sid_model: str = "per_command"
+    kalshi_reply_seq: bool = False
     instruments: int = 20
     book_depth: int = 10
     page_failures: dict[int, int] = field(default_factory=dict)
@@ -153,6 +166,8 @@ class Scenario:
             raise bad("rate", "must be >= 0")
         if self.disconnect_mode not in ("close", "drop"):
             raise bad("disconnect_mode", "must be 'close' or 'drop'")
+        if self.kalshi_sid_model not in ("per_command", "shared"):
+            raise bad("kalshi_sid_model", "must be 'per_command' or 'shared'")
         if self.clock not in ("sim", "wall"):
             raise bad("clock", "must be 'sim' or 'wall'")
         if self.record not in ("frames", "digest", "count"):

@@ -193,6 +193,9 @@ class _Conn:
             await self.send(s.malformed(), False)
         elif action == "gap" and hasattr(s, "inject_gap"):
             s.inject_gap(kw.get("symbol"))
+        elif action == "terminal_error" and hasattr(s, "terminal_error"):
+            for frame in s.terminal_error(kw.get("symbol"), bool(kw.get("with_sid", True))):
+                await self.send(frame, False)
         elif action == "corrupt_checksum" and hasattr(s, "corrupt_next_checksum"):
             s.corrupt_next_checksum(kw.get("symbol"))
         elif action == "send":

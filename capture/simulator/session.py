@@ -8,6 +8,8 @@ decides *what*.  Keeping time out of here is what makes content deterministic.
 """
 from __future__ import annotations
 
+import time
+
 from typing import Callable, NamedTuple
 
 import orjson
@@ -91,6 +93,22 @@ class Session:
         self.last_data = b"{}"
         #: Set when the first subscription succeeded (blast mode starts then).
         self.subscribed_once = False
+        self._tokens = float(scenario.subscribe_burst or 0)
+        self._refilled = time.monotonic()
+
+    def _rate_ok(self) -> bool:
+        """Token bucket over subscription commands, per connection
+        (``Scenario.subscribe_burst`` / ``subscribe_refill``)."""
+        if self.sc.subscribe_burst is None:
+            return True
+        now = time.monotonic()
+        self._tokens = min(float(self.sc.subscribe_burst),
+                           self._tokens + (now - self._refilled) * self.sc.subscribe_refill)
+        self._refilled = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
 
     # -- I/O-free protocol surface -------------------------------------
     def on_open(self) -> list[Out]:

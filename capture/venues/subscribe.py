@@ -27,6 +27,7 @@ class Request:
     req_id: int | None
     pending: set[tuple[str | None, str]] = field(default_factory=set)
     sent_ns: int = 0
+    reason: str = ""    # why it was sent ("connect", "repair", ...)
 
 
 def chunks(items: list[str], n: int) -> list[list[str]]:
@@ -77,6 +78,13 @@ class Subscriber:
     def rate_limited(self, detail: str | None) -> bool:
         return detail is not None and any(e in detail for e in self.rate_limit_errors)
 
+    #: Error details meaning "this subscription exists already": after a
+    #: repair's resubscribe, the repair's unsubscribe was not carried out.
+    already_errors: tuple[str, ...] = ("Already subscribed",)
+
+    def already(self, detail: str | None) -> bool:
+        return detail is not None and any(e in detail for e in self.already_errors)
+
     def resubscribe(self, channel: str | None, symbols: list[str]) -> list[Request]:
         """Requests for these instruments on this channel only (a retry)."""
         return [r for r in self.subscribe(symbols) if r.channel == channel]
@@ -94,3 +102,24 @@ class Subscriber:
     def symbol_of(self, stream_key: object) -> str | None:
         """The instrument a sequence stream belongs to, if known."""
         return None
+
+    def markets_of(self, stream_key: object) -> list[str]:
+        """Every instrument numbered by this sequence stream (Kalshi: a sid
+        may carry several markets)."""
+        s = self.symbol_of(stream_key)
+        return [] if s is None else [s]
+
+    #: Venue error codes meaning "too many requests" (Kalshi: 27).
+    rate_limit_codes: frozenset[int] = frozenset()
+
+    def rate_limited_code(self, code: int | None) -> bool:
+        return code is not None and code in self.rate_limit_codes
+
+    def terminal(self, code: int | None) -> bool:
+        """The venue error ``code`` ended a subscription (messages were lost)."""
+        return False
+
+    def lost(self, sid: int | None, r: Request | None) -> tuple[str | None, list[str] | None]:
+        """Forget a subscription the venue ended: ``(channel, instruments)``
+        to subscribe again (``None``: every member of the connection)."""
+        return None, []

@@ -10,15 +10,38 @@ Messages we send::
 Frames we receive::
 
     {"id":1,"type":"subscribed","msg":{"channel":"orderbook_delta","sid":1}}
-    {"id":2,"type":"unsubscribed","sid":1}
-    {"id":3,"type":"ok","sid":1,..}
-    {"id":4,"type":"error","msg":{"code":6,"msg":"Already subscribed"}}
+    {"id":2,"sid":1,"seq":7,"type":"unsubscribed"}
+    {"id":3,"sid":1,"seq":8,"type":"ok","msg":{"market_tickers":[..]}}
+    {"id":4,"type":"error","msg":{"code":8,"msg":"Unknown channel name"}}
     {"type":"orderbook_snapshot","sid":1,"seq":1,"msg":{"market_ticker":..,..}}
     {"type":"orderbook_delta","sid":1,"seq":2,"msg":{"market_ticker":..,"delta_fp":"-54.00",..}}
     {"type":"ticker"|"trade"|"market_lifecycle_v2","sid":..,"msg":{"market_ticker":..,..}}
 
 ``seq`` numbers one subscription (sid) across snapshots and deltas; a gap
-means ``get_snapshot`` (or resubscribe).  The server sends WebSocket protocol
+means ``get_snapshot`` (or resubscribe).  Replies to commands on a sid
+(``ok``, ``unsubscribed``) may carry a ``seq`` too: it takes a slot in that
+sid's numbering, so :func:`sequence` reports it (skipping it would look like
+a lost message).  Whether several ``subscribe`` commands for one channel share
+one sid or get one each is not settled (observations of the live venue
+disagree); nothing here assumes either: :func:`sequence` names the market of
+each book frame, and the receiver tracks the set of markets per sid.
+
+Errors (the code table of the AsyncAPI document, read 2026-12-06): code 25
+(subscription buffer overflow: messages were lost and the subscription is
+over) is *terminal* (:data:`TERMINAL_ERROR_CODES`): the markets it covers
+need a gap record and a fresh subscription.  Code 27 (too many requests) is
+a rate refusal (:data:`TOO_MANY_REQUESTS_CODES`): back off and send again.
+
+Timestamps: ``ts`` (seconds or RFC 3339, by channel) is deprecated in favour
+of ``ts_ms`` (epoch milliseconds); :func:`exchange_ts_ns` prefers ``ts_ms``
+and falls back to ``ts``, so frames of either vintage are read.
+
+Hosts: the documented production host is ``api.elections.kalshi.com``
+(quick start, read 2026-12-06); newer material names
+``external-api-ws.kalshi.com`` beside it.  The default stays on the
+documented host because that is the one the quick start, the API-key
+signing guide and the demo pairing (``demo-api.kalshi.co``) all name; the
+other is a config ``url`` away (``[venues.kalshi] url``).  The server sends WebSocket protocol
 pings every 10 s; the WebSocket library answers them, nothing to build here.
 
 Authentication happens at the handshake of *every* connection:
@@ -52,11 +75,18 @@ CHANNELS = frozenset({"ticker", "ticker_v2", "trade", "orderbook_delta", "market
 UPDATE_ACTIONS = frozenset({"add_markets", "delete_markets", "get_snapshot"})
 #: Error code the venue uses for authentication failures.
 AUTH_ERROR_CODE = 9
+#: Errors that end a subscription (messages were lost): record a gap and
+#: subscribe the affected markets again.  25 = subscription buffer overflow.
+TERMINAL_ERROR_CODES = frozenset({25})
+#: Errors that refuse a command for its rate: retry after a backoff.
+TOO_MANY_REQUESTS_CODES = frozenset({27})
 
 _CONTROL_TYPES = frozenset({"subscribed", "unsubscribed", "ok", "error"})
 #: Data frame types whose subject is their subscription channel's.
 _CHANNEL_OF = {"orderbook_snapshot": "orderbook_delta", "event_lifecycle": "market_lifecycle_v2"}
 _SEQ_TYPES = {"orderbook_snapshot": True, "orderbook_delta": False}
+#: Replies that take a slot in their sid's numbering when they carry ``seq``.
+_SEQ_REPLIES = frozenset({"ok", "unsubscribed"})
 
 _K_TYPE = b'"type"'
 _K_MARKET = b'"market_ticker"'
@@ -270,13 +300,22 @@ def route(raw: bytes) -> RouteKey | None:
 
 
 def sequence(raw: bytes) -> SeqInfo | None:
-    """``(sid, seq)`` of orderbook snapshots and deltas."""
+    """``(sid, seq)`` of orderbook snapshots and deltas, and of the ``ok`` /
+    ``unsubscribed`` replies that carry a ``seq`` (never a snapshot, no market)."""
     i = lstrip_ws(raw)
     if i >= len(raw) or raw[i] != 0x7B:
         return None
-    snapshot = _SEQ_TYPES.get(_type(raw, i))  # type: ignore[arg-type]
+    typ = _type(raw, i)
+    snapshot = _SEQ_TYPES.get(typ)  # type: ignore[arg-type]
     if snapshot is None:
-        return None
+        if typ not in _SEQ_REPLIES or len(raw) > CONTROL_MAX:
+            return None
+        # A reply: top-level sid and seq (its msg holds tickers, no numbers).
+        msg = loads_small(raw)
+        if not isinstance(msg, dict):
+            return None
+        sid, seq = _int(msg.get("sid")), _int(msg.get("seq"))
+        return None if sid is None or seq is None else SeqInfo(sid, seq, False, None)
     sid = scan_int(raw, _K_SID, i)
     seq = scan_int(raw, _K_SEQ, i)
     if sid is None or seq is None:
@@ -285,7 +324,11 @@ def sequence(raw: bytes) -> SeqInfo | None:
 
 
 def exchange_ts_ns(raw: bytes) -> int | None:
-    """``ts``: RFC 3339 text or epoch seconds, whichever the channel sends."""
+    """``ts_ms`` (epoch ms, the current field) if present, else the deprecated
+    ``ts``: RFC 3339 text or epoch seconds, whichever the channel sends."""
+    ms = scan_int(raw, b'"ts_ms"')
+    if ms is not None:
+        return ms * 1_000_000
     v = value_at(raw, b'"ts"')
     if v < 0:
         return None
@@ -307,11 +350,14 @@ def exchange_ts_ns(raw: bytes) -> int | None:
 #: a frame without ``"orderbook_`` carries no book sequence.  Stream key: the
 #: sid.  The tests compare it with :func:`sequence` over the simulator's
 #: frames and odd layouts.
+# Replies (``ok``, ``unsubscribed``) may carry a ``seq`` in their sid's
+# numbering: the hint is ``"seq"`` so they reach the sequence check, and the
+# head leaves them to the fallback parser.
 SEQ_LAYOUT = SeqLayout(
     head=re.compile(
         rb'\{"type":"(?:orderbook_(?:(snapshot)|delta)","sid":([0-9]{1,19}),'
-        rb'"seq":([0-9]{1,19})[,}]|(?!orderbook_))'),
-    hint=b'"orderbook_',
+        rb'"seq":([0-9]{1,19})[,}]|(?!orderbook_|ok"|unsubscribed"))'),
+    hint=b'"seq"',
     canonical=int,
     key_bytes=lambda k: str(k).encode())
 
@@ -343,6 +389,18 @@ class Kalshi(VenueDefaults):
     route = staticmethod(route)
     sequence = staticmethod(sequence)
     exchange_ts_ns = staticmethod(exchange_ts_ns)
+    terminal_error_codes = TERMINAL_ERROR_CODES
+    too_many_requests_codes = TOO_MANY_REQUESTS_CODES
+
+    @staticmethod
+    def terminal_error(c: Classified) -> bool:
+        """An error that ended a subscription (messages lost): resubscribe."""
+        return c.kind is Kind.ERROR and c.code in TERMINAL_ERROR_CODES
+
+    @staticmethod
+    def too_many_requests(c: Classified) -> bool:
+        """A command refused for its rate: back off, then send it again."""
+        return c.kind is Kind.ERROR and c.code in TOO_MANY_REQUESTS_CODES
 
     def __init__(self, first_id: int = 1) -> None:
         self._id = first_id

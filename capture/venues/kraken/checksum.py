@@ -18,6 +18,20 @@ checksum no longer matches.  So :func:`parse_book_frame` uses the stdlib
 literal text of every number; prices are compared as :class:`~decimal.Decimal`
 (exact) but stored and checksummed as the original strings.
 
+Precision: the venue checksums each number at the pair's fixed precision
+(``pair_decimals`` / ``lot_decimals`` of AssetPairs, ``price_precision`` /
+``qty_precision`` of the instrument channel).  Text that lost trailing zeros
+on the way (a float round trip: Kraken's own book documentation prints
+``0.566`` for ``0.5660``, and its example checksums only come out with the
+zeros put back) checksums falsely.  Given a pair's precision, :class:`Book`
+pads each number's fraction to it before taking the digits; without one the
+received text is used as is (Kraken sends full precision on the wire).
+
+Per-pair opt-out: other client libraries turned validation off by default
+after false mismatches on low-priced pairs.  We keep validating, but
+:class:`Books` takes the symbols not to validate (``skip``): their frames
+are not checked and never reported.
+
 This runs off the receive path (a separate ring reader keeps the books), so
 clarity beats speed here.
 """
@@ -61,18 +75,34 @@ def digits(text: str) -> str:
     return text.replace(".", "").lstrip("0")
 
 
-def checksum(asks: Iterable[Level], bids: Iterable[Level]) -> int:
+def pad(text: str, decimals: int | None) -> str:
+    """``text`` with its fraction padded with zeros to ``decimals`` digits
+    (``'0.566'``, 4 -> ``'0.5660'``).  Never rounds: text with more digits
+    than ``decimals`` is returned unchanged (it is the venue's exact text)."""
+    if decimals is None or decimals <= 0:
+        return text
+    dot = text.find(".")
+    have = 0 if dot < 0 else len(text) - dot - 1
+    if have >= decimals:
+        return text
+    return (text if dot >= 0 else text + ".") + "0" * (decimals - have)
+
+
+def checksum(asks: Iterable[Level], bids: Iterable[Level],
+             precision: tuple[int | None, int | None] = (None, None)) -> int:
     """CRC32 of the top levels; ``asks`` low->high, ``bids`` high->low.
 
     Only the first :data:`CHECKSUM_LEVELS` of each side are used.
+    ``precision``: the pair's ``(price decimals, qty decimals)`` when known.
     """
+    pd, qd = precision
     parts: list[str] = []
     for side in (asks, bids):
         for n, (price, qty) in enumerate(side):
             if n == CHECKSUM_LEVELS:
                 break
-            parts.append(digits(price))
-            parts.append(digits(qty))
+            parts.append(digits(pad(price, pd)))
+            parts.append(digits(pad(qty, qd)))
     return zlib.crc32("".join(parts).encode("ascii"))
 
 
@@ -137,13 +167,15 @@ class Book:
     its checksum.
     """
 
-    __slots__ = ("symbol", "depth", "asks", "bids")
+    __slots__ = ("symbol", "depth", "asks", "bids", "precision")
 
-    def __init__(self, symbol: str = "", depth: int = 10) -> None:
+    def __init__(self, symbol: str = "", depth: int = 10,
+                 precision: tuple[int | None, int | None] = (None, None)) -> None:
         if depth < CHECKSUM_LEVELS:
             raise ValueError(f"depth {depth} is below the {CHECKSUM_LEVELS} checksum levels")
         self.symbol = symbol
         self.depth = depth
+        self.precision = precision
         self.asks = _Side(descending=False)
         self.bids = _Side(descending=True)
 
@@ -165,7 +197,8 @@ class Book:
         return self.bids.top(n), self.asks.top(n)
 
     def checksum(self) -> int:
-        return checksum(self.asks.top(CHECKSUM_LEVELS), self.bids.top(CHECKSUM_LEVELS))
+        return checksum(self.asks.top(CHECKSUM_LEVELS), self.bids.top(CHECKSUM_LEVELS),
+                        self.precision)
 
 
 # --------------------------------------------------------------------------
@@ -253,9 +286,15 @@ class Books:
     not on every following update.
     """
 
-    def __init__(self, depth: int = 10) -> None:
+    def __init__(self, depth: int = 10,
+                 precisions: dict[str, tuple[int | None, int | None]] | None = None,
+                 skip: Iterable[str] = ()) -> None:
+        """``precisions``: symbol -> (price decimals, qty decimals) where known;
+        ``skip``: symbols whose checksums are not validated (the opt-out)."""
         self.depth = depth
         self.books: dict[str, Book] = {}
+        self.precisions = dict(precisions or {})
+        self.skip = frozenset(skip)
 
     def feed(self, raw: bytes) -> list[ChecksumResult]:
         items = parse_book_frame(raw)
@@ -263,9 +302,12 @@ class Books:
             return []
         results = []
         for it in items:
+            if it.symbol in self.skip:
+                continue
             book = self.books.get(it.symbol)
             if it.snapshot:
-                book = self.books[it.symbol] = Book(it.symbol, self.depth)
+                book = self.books[it.symbol] = Book(
+                    it.symbol, self.depth, self.precisions.get(it.symbol, (None, None)))
                 book.snapshot(it.bids, it.asks)
             elif book is None:
                 results.append(ChecksumResult(it.symbol, it.checksum, None))

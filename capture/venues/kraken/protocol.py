@@ -16,6 +16,8 @@ Frames we receive (one JSON object per frame)::
     {"channel":"status","type":"update","data":[{"system":"online",..}]}
     {"channel":"book"|"ticker"|"trade","type":"snapshot"|"update","data":[{"symbol":..,..}]}
 
+    {"Error":"Exceeded msg rate"}        the bare rate-limit refusal (capital E)
+
 Control replies carry a ``method`` key; data frames never do, and put
 ``channel`` first and ``symbol`` first in the data item.  That is what the
 cheap paths rely on; anything else that is small gets parsed.
@@ -33,6 +35,9 @@ from capture.venues.kraken import checksum
 from capture.venues.kraken.checksum import DEPTHS
 
 URL = "wss://ws.kraken.com/v2"
+#: Error texts meaning "too many requests on this connection, send it again
+#: later" (both the ``error`` and the bare ``Error`` form carry this text).
+RATE_LIMIT_ERRORS = ("Exceeded msg rate",)
 CHANNELS = frozenset({"ticker", "trade", "book", "instrument"})
 #: Channels whose frames are protocol chatter, not market data.
 _CONTROL_CHANNELS = {"heartbeat": Kind.HEARTBEAT, "status": Kind.INFO}
@@ -84,8 +89,11 @@ def _from_obj(msg: object) -> Classified:
             return Classified(_CONTROL_CHANNELS[channel], channel,
                               detail=_str(_first_item(msg).get("system")))
         return Classified(Kind.DATA, channel, _str(_first_item(msg).get("symbol")))
-    if "error" in msg:
-        return Classified(Kind.ERROR, req_id=req_id, detail=str(msg["error"]))
+    # The rate-limit refusal also comes bare and with a capital E,
+    # {"Error": "Exceeded msg rate"} (spot rate-limit guide, read 2026-12-06).
+    for key in ("error", "Error"):
+        if key in msg:
+            return Classified(Kind.ERROR, req_id=req_id, detail=str(msg[key]))
     return Classified(Kind.UNKNOWN)
 
 
@@ -166,6 +174,12 @@ class KrakenSpot(VenueDefaults):
     route = staticmethod(route)
     sequence = staticmethod(sequence)
     exchange_ts_ns = staticmethod(exchange_ts_ns)
+    rate_limit_errors = RATE_LIMIT_ERRORS
+
+    @staticmethod
+    def rate_limited(detail: str | None) -> bool:
+        """The venue refused a request for the connection's message rate."""
+        return detail is not None and any(e in detail for e in RATE_LIMIT_ERRORS)
 
     def __init__(self, first_req_id: int = 1) -> None:
         self._req_id = first_req_id

@@ -8,7 +8,10 @@ from capture.venues.subscribe import Request, Subscriber, chunks
 
 
 class KrakenSubscriber(Subscriber):
-    rate_limit_errors = ("Exceeded msg rate",)
+    def __init__(self, *a: object) -> None:
+        super().__init__(*a)  # type: ignore[arg-type]
+        # the venue's rate-limit error texts (a trait of the protocol class, which imports this module)
+        self.rate_limit_errors = self.venue_cls.rate_limit_errors
 
     def subscribe(self, members: list[str]) -> list[Request]:
         depth = int(self.options.get("depth", 10))

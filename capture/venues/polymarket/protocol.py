@@ -19,17 +19,33 @@ Frames we receive::
 
 There are no subscription acks and no sequence numbers.  Routing is by
 ``market`` (the condition id), so the Yes and No tokens of one market share a
-subject; an array frame routes by its first event.  Book events put
+subject; :func:`route` answers an array frame by its first event
+(:func:`split_events` by each event).  Book events put
 ``event_type`` *after* their level arrays, so the scanners look at the head,
 then the tail (:func:`.base.scan_str_head_tail`), before a full ``find``.
 
 Observed but undocumented: a malformed request is answered with a short
 plain-text frame (e.g. ``INVALID OPERATION``); :func:`classify` reports such
-text as :attr:`Kind.ERROR` with the text as detail.
+text as :attr:`Kind.ERROR` with the text as detail.  ``NO NEW ASSETS`` (a
+subscribe whose tokens were all subscribed already) is a notice, not a
+refusal: :attr:`Kind.INFO` (:data:`TEXT_NOTICES`).
+
+Arrays: the initial dump holds book events for *every* subscribed token, so
+one frame spans many markets.  :func:`route` names the first event's market
+(the cheap answer, right for single-market frames); :func:`split_events`
+gives each event its own route key and bytes, so the layers above can send
+each event where its market's subscribers listen while the frame on disk
+stays as received.
+
+Tokens per connection: above ~500 updates silently stop (observed), so the
+default cap (:data:`DEFAULT_TOKENS_PER_CONNECTION`) keeps a margin below it;
+a configured cap may not exceed :data:`MAX_TOKENS_PER_CONNECTION`.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+import orjson
 
 from common.errors import ConfigError
 
@@ -38,8 +54,14 @@ from capture.venues.polymarket import discovery
 from capture.venues.polymarket.subscriber import PolymarketSubscriber
 
 URL = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
-#: Above ~500 tokens on one connection updates silently stop (observed).
+#: Above ~500 tokens on one connection updates silently stop (observed): the
+#: hard ceiling a configured cap may reach.
 MAX_TOKENS_PER_CONNECTION = 500
+#: The default cap: 10% below the observed limit, so a limit that moves a
+#: little (or counts differently from us) does not silence a connection.
+DEFAULT_TOKENS_PER_CONNECTION = 450
+#: Plain-text frames that are notices, not errors.
+TEXT_NOTICES = frozenset({b"NO NEW ASSETS"})
 PING = b"PING"
 PONG = b"PONG"
 
@@ -109,6 +131,8 @@ def classify(raw: bytes) -> Classified:
     if c in (0x7B, 0x5B):
         return Classified(Kind.MALFORMED)
     text = raw.strip()
+    if text in TEXT_NOTICES:
+        return Classified(Kind.INFO, detail=text.decode("ascii"))
     if 0 < len(text) <= _TEXT_ERROR_MAX and all(0x20 <= b < 0x7F for b in text):
         return Classified(Kind.ERROR, detail=text.decode("ascii"))
     return Classified(Kind.MALFORMED)
@@ -125,6 +149,37 @@ def route(raw: bytes) -> RouteKey | None:
         return None
     et = _scan(raw, _K_EVENT_TYPE, j, is_array)
     return None if et is None else RouteKey(et, market)
+
+
+def split_events(raw: bytes) -> list[tuple[RouteKey, bytes]] | None:
+    """Each event of an array frame with its own route key, or ``None`` when
+    the frame is not an array of events for more than one route (then
+    :func:`route` is the whole answer).
+
+    The events' bytes are re-serialised (compact JSON of the same values);
+    the frame as received is what the disk keeps.  Cost: one orjson parse of
+    the array (C speed); only array frames pay it, and those are the initial
+    dumps and the rare batched updates.  Never raises on received bytes.
+    """
+    i, c = _body(raw)
+    if c != 0x5B:
+        return None
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, list) or len(doc) < 2:
+        return None
+    out: list[tuple[RouteKey, bytes]] = []
+    for ev in doc:
+        if not isinstance(ev, dict):
+            continue
+        et, market = ev.get("event_type"), ev.get("market")
+        if isinstance(et, str) and isinstance(market, str) and et and market:
+            out.append((RouteKey(et, market), orjson.dumps(ev)))
+    if len({k for k, _ in out}) < 2:
+        return None
+    return out
 
 
 def sequence(raw: bytes) -> SeqInfo | None:
@@ -150,7 +205,7 @@ class Polymarket(VenueDefaults):
     default_channels = ("market",)
     channels = frozenset({"market"})
     channels_configurable = False
-    per_connection = 500
+    per_connection = DEFAULT_TOKENS_PER_CONNECTION
     needs_key = False
     checksum_validator = False
     url = URL
@@ -158,7 +213,8 @@ class Polymarket(VenueDefaults):
     #: Client sends text PING every ~10 s; PONG proves liveness of the socket
     #: only, not of the data: a silence watchdog is still needed.
     keepalive = Keepalive(client_ping_interval=10.0, app_ping=True, server_heartbeat=None)
-    max_tokens = MAX_TOKENS_PER_CONNECTION
+    #: the venue's ceiling: a configured cap above it is refused
+    max_per_connection = MAX_TOKENS_PER_CONNECTION
 
     subscriber = PolymarketSubscriber
     discover = staticmethod(discovery.discover)
@@ -168,16 +224,29 @@ class Polymarket(VenueDefaults):
     route = staticmethod(route)
     sequence = staticmethod(sequence)
     exchange_ts_ns = staticmethod(exchange_ts_ns)
+    split_events = staticmethod(split_events)
 
-    @staticmethod
-    def _ids(asset_ids: Iterable[str] | str) -> list[str]:
+    def __init__(self, max_tokens: int = DEFAULT_TOKENS_PER_CONNECTION) -> None:
+        """``max_tokens``: the per-connection cap (1..500).
+
+        Raises:
+            ConfigError: a cap outside 1..MAX_TOKENS_PER_CONNECTION.
+        """
+        if not 1 <= max_tokens <= MAX_TOKENS_PER_CONNECTION:
+            raise ConfigError(None, "per_connection",
+                              f"Polymarket tokens per connection {max_tokens} not in "
+                              f"1..{MAX_TOKENS_PER_CONNECTION} (above it updates silently stop)")
+        self.max_tokens = max_tokens
+
+    def _ids(self, asset_ids: Iterable[str] | str) -> list[str]:
         ids = as_list(asset_ids)
         if not ids:
             raise ConfigError(None, "assets_ids", "no token ids")
-        if len(ids) > MAX_TOKENS_PER_CONNECTION:
+        if len(ids) > self.max_tokens:
             raise ConfigError(None, "assets_ids",
-                              f"{len(ids)} token ids exceed {MAX_TOKENS_PER_CONNECTION} "
-                              "per connection (updates would silently stop)")
+                              f"{len(ids)} token ids exceed the cap of {self.max_tokens} "
+                              f"per connection (the venue stops updates above "
+                              f"{MAX_TOKENS_PER_CONNECTION})")
         return ids
 
     def initial(self, asset_ids: Iterable[str] | str, custom_feature_enabled: bool = True) -> bytes:

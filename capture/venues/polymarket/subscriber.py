@@ -10,12 +10,15 @@ from capture.venues.subscribe import Request, Subscriber, chunks
 class PolymarketSubscriber(Subscriber):
     acks = False
 
-    def __init__(self, *a: Any) -> None:
-        super().__init__(*a)
+    def __init__(self, venue_cls: type, options: dict[str, Any]) -> None:
+        # the token cap per connection (the receiver passes its capacity)
+        self.max_tokens = int(options.get("max_tokens") or venue_cls.per_connection)
+        super().__init__(venue_cls, options)
+        self.builder = venue_cls(self.max_tokens)
         self.started = False
 
     def fresh(self) -> None:
-        super().fresh()
+        self.builder = self.venue_cls(self.max_tokens)
         self.started = False
 
     def subscribe(self, members: list[str]) -> list[Request]:

@@ -123,7 +123,10 @@ def test_type_after_a_big_msg_still_found():
 def test_sequence_per_sid():
     assert kalshi.sequence(SNAPSHOT) == SeqInfo(2, 2, True, "FED-23DEC-T3.00")
     assert kalshi.sequence(DELTA) == SeqInfo(2, 3, False, "FED-23DEC-T3.00")
-    for raw in (TICKER, TRADE, OK, UNSUBSCRIBED, b"{", b"\xff"):
+    # replies that carry seq take a slot in their sid's numbering (issue 14)
+    assert kalshi.sequence(OK) == SeqInfo(1, 8, False, None)
+    assert kalshi.sequence(UNSUBSCRIBED) == SeqInfo(1, 7, False, None)
+    for raw in (TICKER, TRADE, b'{"id":3,"type":"ok","msg":{}}', b"{", b"\xff"):
         assert kalshi.sequence(raw) is None
 
 
