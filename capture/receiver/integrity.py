@@ -86,14 +86,17 @@ class Validator:
 
     def __init__(self, ring_path: str, venue: str = "kraken", depth: int = 10, *,
                  socket_path: str | None = None, name: str = "integrity",
-                 status_file: str | None = None, max_frames: int = 4096) -> None:
+                 status_file: str | None = None, max_frames: int = 4096,
+                 skip: Sequence[str] = ()) -> None:
         if venue not in CHECKSUM_VENUES:
             raise ConfigError(None, "venue", f"{venue!r} has no book checksums "
                                              f"(only {', '.join(sorted(CHECKSUM_VENUES))})")
         if depth not in DEPTHS:
             raise ConfigError(None, "depth", f"book depth {depth} not one of {DEPTHS}")
         self.venue, self.depth = venue, depth
-        self.books = Books(depth)
+        # skip: the per-pair opt-out (pairs whose checksums are known to
+        # mismatch falsely are not validated, so never reported or repaired)
+        self.books = Books(depth, skip=skip)
         self.reader = ring.Reader(ring_path, name, tethered=False, start="oldest",
                                   max_frames=max_frames)
         self.asm = ring.Assembler()
@@ -229,6 +232,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default="integrity", help="ring reader name")
     p.add_argument("--status-file", help="write counters here about once a second")
     p.add_argument("--status-interval", type=float, default=1.0)
+    p.add_argument("--skip-checksum", action="append", default=[], metavar="SYMBOL",
+                   help="do not validate this pair's checksums (repeatable)")
     return p.parse_args(argv)
 
 
@@ -240,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         v = Validator(a.ring, a.venue, a.depth, socket_path=a.socket, name=a.name,
-                      status_file=a.status_file)
+                      status_file=a.status_file, skip=a.skip_checksum)
     except CaptureError as exc:
         print(f"capture.receiver.integrity: {exc}", file=sys.stderr)
         return 2
