@@ -367,7 +367,10 @@ class CursorPager:
         elif cursor in self._seen:
             raise DiscoveryError(url, 1, f"cursor {cursor!r} repeated: pagination loops")
         elif self.pages >= self._max_pages:
-            raise DiscoveryError(url, 1, f"more than {self._max_pages} pages")
+            raise DiscoveryError(url, 1, f"the listing is longer than max_pages={self._max_pages} "
+                                         f"pages ({len(self.items)} items so far): a bound was "
+                                         "hit, so no partial listing is returned; check the "
+                                         "server-side filters or raise max_pages")
         else:
             self._seen.add(cursor)
             self._cursor = cursor
@@ -451,22 +454,41 @@ async def fetch_kraken_pairs(base_url: str = KRAKEN_REST, *, statuses: Iterable[
                             lambda b: parse_kraken_asset_pairs(b, wanted), policy)
 
 
+#: Gamma's own filters (documented query parameters of the markets listing):
+#: the server drops closed and inactive markets, so the listing is the ~10^3
+#: tradeable markets, not the >10^6 markets Gamma has ever listed (ids passed
+#: one million in 2026; unfiltered that is >10,000 pages).  ``closed`` is
+#: sent explicitly: the keyset endpoint is reported to default it to false,
+#: the legacy one to return both.  :func:`gamma_markets` filters again.
+GAMMA_FILTERS: dict[str, str | int] = {"active": "true", "closed": "false"}
+
+
 async def fetch_gamma_markets(base_url: str = GAMMA_REST, *, limit: int = 100,
-                              policy: RetryPolicy = RetryPolicy()) -> list[PolymarketMarket]:
-    """Every active, open Polymarket market via Gamma keyset pages.  Raises DiscoveryError."""
-    pager = CursorPager(f"{base_url.rstrip('/')}/markets/keyset", {"limit": limit},
-                        "after_cursor", parse_gamma_page)
+                              max_pages: int = 1_000, policy: RetryPolicy = RetryPolicy()
+                              ) -> list[PolymarketMarket]:
+    """Every active, open Polymarket market via Gamma keyset pages, filtered by
+    the server (:data:`GAMMA_FILTERS`).
+
+    Raises:
+        DiscoveryError: a page kept failing, or the listing is longer than
+            ``max_pages`` (the message names the bound).
+    """
+    pager = CursorPager(f"{base_url.rstrip('/')}/markets/keyset",
+                        {"limit": limit, **GAMMA_FILTERS}, "after_cursor", parse_gamma_page,
+                        max_pages)
     return gamma_markets(await _paginate(pager, policy))
 
 
 async def fetch_kalshi_markets(base_url: str = KALSHI_REST, *, status: str | None = "open",
-                               limit: int = 1000, policy: RetryPolicy = RetryPolicy()
-                               ) -> list[KalshiMarket]:
-    """Kalshi markets with ``status`` (cursor loop until empty).  Raises DiscoveryError."""
+                               limit: int = 1000, max_pages: int = 1_000,
+                               policy: RetryPolicy = RetryPolicy()) -> list[KalshiMarket]:
+    """Kalshi markets with ``status``, filtered by the server (cursor loop
+    until empty).  Raises DiscoveryError (a failing page, or ``max_pages``)."""
     params: dict[str, str | int] = {"limit": limit}
     if status:
         params["status"] = status
-    pager = CursorPager(f"{base_url.rstrip('/')}/markets", params, "cursor", parse_kalshi_page)
+    pager = CursorPager(f"{base_url.rstrip('/')}/markets", params, "cursor", parse_kalshi_page,
+                        max_pages)
     return kalshi_markets(await _paginate(pager, policy))
 
 
