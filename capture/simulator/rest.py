@@ -15,11 +15,20 @@ venue's real paths):
 
 ``Scenario.page_failures`` makes page k answer HTTP 500 to its first n
 requests (per endpoint), so clients' retries are exercised.
+
+Scale: ``Scenario.listed_closed`` puts that many closed (Gamma) / settled
+(Kalshi) markets in front of the universe's.  They are generated per page
+from their index (:class:`Listing`), never as a list, and the server-side
+filters (Gamma ``closed`` / ``active``, Kalshi ``status``) answer from the
+universe alone, as an index would: a million closed markets cost a filtered
+listing nothing.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections import Counter
+from typing import Callable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -48,11 +57,31 @@ def _offset(cursor: str) -> int | None:
         return None
 
 
+class Listing:
+    """``extra`` generated entries (by index) followed by ``tail``; sliced lazily."""
+
+    def __init__(self, extra: int, make: Callable[[int], dict], tail: Sequence,
+                 conv: Callable[[object], dict]) -> None:
+        self.extra, self.make, self.tail, self.conv = extra, make, tail, conv
+
+    def __len__(self) -> int:
+        return self.extra + len(self.tail)
+
+    def page(self, offset: int, limit: int) -> list[dict]:
+        return [self.make(i) if i < self.extra else self.conv(self.tail[i - self.extra])
+                for i in range(offset, min(offset + limit, len(self)))]
+
+
+def _digest(*parts: object) -> bytes:
+    return hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+
+
 class Rest:
     """The discovery answers of one simulator (shared by its venue servers)."""
 
     def __init__(self, universe: Universe, scenario: Scenario) -> None:
         self.u, self.sc = universe, scenario
+        self._poly_index = {m.condition_id: i for i, m in enumerate(universe.poly)}
         self.attempts: Counter[tuple[str, int]] = Counter()
         #: Every request served, as (path, status), for tests.
         self.log: list[tuple[str, int]] = []
@@ -126,36 +155,45 @@ class Rest:
                                  "base": p.pair.split(":")[0], "quote": "USD"}
                                  for p in self.u.futures]})
 
-    def gamma_page(self, offset: int, limit: int, q: dict[str, str]) -> bytes:
-        markets = self.u.poly
-        # Optional Gamma filters, as strings "true"/"false".
-        for key, attr in (("closed", "closed"), ("active", "active")):
-            if key in q:
-                want = q[key].lower() == "true"
-                markets = [m for m in markets if getattr(m, attr) == want]
-        page = markets[offset:offset + limit]
-        body: dict = {"markets": [{
-            "id": str(500000 + self.u.poly.index(m)), "question": m.question,
-            "conditionId": m.condition_id, "slug": m.slug,
+    def _gamma_market(self, m) -> dict:
+        return {
+            "id": str(self.sc.listed_closed + 500000 + self._poly_index[m.condition_id]),
+            "question": m.question, "conditionId": m.condition_id, "slug": m.slug,
             "outcomes": orjson.dumps(list(m.outcomes)).decode(),
             "outcomePrices": '["0.5", "0.5"]',
             "clobTokenIds": orjson.dumps(list(m.token_ids)).decode(),
             "active": m.active, "closed": m.closed, "archived": False,
             "enableOrderBook": True, "acceptingOrders": m.active and not m.closed,
             "orderPriceMinTickSize": 10 ** -m.tick_decimals, "orderMinSize": 5,
-            "negRisk": False, "endDate": "2026-12-31T00:00:00Z"} for m in page]}
-        if offset + limit < len(markets):
+            "negRisk": False, "endDate": "2026-12-31T00:00:00Z"}
+
+    def _gamma_closed(self, i: int) -> dict:
+        """Generated closed market ``i`` (resolved long ago; never subscribable)."""
+        h = _digest(self.sc.seed, "gamma-closed", i)
+        toks = [str(int.from_bytes(h[:16], "big")), str(int.from_bytes(h[16:], "big"))]
+        return {"id": str(i + 1), "question": f"Closed simulated event {i}?",
+                "conditionId": "0x" + h.hex(), "slug": f"closed-{i}",
+                "outcomes": '["Yes", "No"]', "outcomePrices": '["1", "0"]',
+                "clobTokenIds": orjson.dumps(toks).decode(), "active": True, "closed": True,
+                "archived": False, "enableOrderBook": True, "acceptingOrders": False,
+                "endDate": "2024-01-01T00:00:00Z"}
+
+    def gamma_page(self, offset: int, limit: int, q: dict[str, str]) -> bytes:
+        want = {k: q[k].lower() == "true" for k in ("closed", "active") if k in q}
+        markets = [m for m in self.u.poly
+                   if all(getattr(m, k) == v for k, v in want.items())]
+        # The generated markets are closed and active: in only where the
+        # filters allow them, and then without being built until read.
+        extra = self.sc.listed_closed if want.get("closed", True) and want.get("active", True) else 0
+        listing = Listing(extra, self._gamma_closed, markets, self._gamma_market)
+        body: dict = {"markets": listing.page(offset, limit)}
+        if offset + limit < len(listing):
             body["next_cursor"] = _cursor(offset + limit)
         return orjson.dumps(body)
 
-    def kalshi_page(self, offset: int, limit: int, status: str | None) -> bytes:
-        markets = self.u.kalshi
-        if status:
-            want = {"open": "active"}.get(status, status)
-            markets = [m for m in markets if m.status == want]
-        page = markets[offset:offset + limit]
-        cursor = _cursor(offset + limit) if offset + limit < len(markets) else ""
-        return orjson.dumps({"cursor": cursor, "markets": [{
+    @staticmethod
+    def _kalshi_market(m) -> dict:
+        return {
             "ticker": m.ticker, "event_ticker": m.event_ticker, "market_type": "binary",
             "title": m.title, "yes_sub_title": "Yes", "no_sub_title": "No",
             "open_time": "2025-12-01T00:00:00Z", "close_time": "2026-01-01T23:59:00Z",
@@ -164,4 +202,19 @@ class Rest:
             "yes_bid_dollars": "0.4500", "yes_ask_dollars": "0.4700",
             "volume": 1000, "open_interest": 500, "tick_size": 1,
             "price_level_structure": "linear_cent", "response_price_units": "usd_cent"}
-            for m in page]})
+
+    def _kalshi_settled(self, i: int) -> dict:
+        ev = f"KXSETTLED{i // 10}-24JAN01"
+        return {"ticker": f"{ev}-T{i % 10}", "event_ticker": ev, "market_type": "binary",
+                "title": f"Settled simulated market {i}?", "status": "settled",
+                "result": "no", "close_time": "2024-01-01T23:59:00Z"}
+
+    def kalshi_page(self, offset: int, limit: int, status: str | None) -> bytes:
+        markets: Sequence = self.u.kalshi
+        if status:
+            want = {"open": "active"}.get(status, status)
+            markets = [m for m in markets if m.status == want]
+        extra = self.sc.listed_closed if status in (None, "settled") else 0
+        listing = Listing(extra, self._kalshi_settled, markets, self._kalshi_market)
+        cursor = _cursor(offset + limit) if offset + limit < len(listing) else ""
+        return orjson.dumps({"cursor": cursor, "markets": listing.page(offset, limit)})

@@ -108,6 +108,12 @@ class Scenario:
         kalshi_reply_seq: ``ok`` and ``unsubscribed`` replies on a book sid
             carry a ``seq`` that takes a slot in the sid's numbering.
         instruments: instruments per venue in the discovery universe.
+        listed_closed: closed markets the REST listings hold beyond the
+            universe (Gamma: closed markets; Kalshi: settled markets), listed
+            before the universe's and generated one page at a time, so a
+            listing of a million costs nothing until it is read.  Server-side
+            filters (Gamma ``closed``/``active``, Kalshi ``status``) leave them
+            out without touching them.
         book_depth: default book depth (levels per side).
         page_failures: REST pagination faults, ``{page_index: n}``: page k
             (0-based; the first page is 0) answers HTTP 500 to its first n
@@ -151,6 +157,7 @@ class Scenario:
     kalshi_sid_model: str = "per_command"
     kalshi_reply_seq: bool = False
     instruments: int = 20
+    listed_closed: int = 0
     book_depth: int = 10
     page_failures: dict[int, int] = field(default_factory=dict)
     clock: str = "sim"
@@ -172,6 +179,8 @@ class Scenario:
             raise bad("clock", "must be 'sim' or 'wall'")
         if self.record not in ("frames", "digest", "count"):
             raise bad("record", "must be 'frames', 'digest' or 'count'")
+        if self.listed_closed < 0:
+            raise bad("listed_closed", "must be >= 0")
         if self.instruments < 5:
             raise bad("instruments", "must be >= 5 (the well-known names come first)")
         if not 1 <= self.book_depth <= 1000:

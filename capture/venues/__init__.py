@@ -30,7 +30,8 @@ from typing import Any, Callable
 from common.errors import ConfigError
 
 from flusher.publisher import subjects
-from capture.venues.base import (CONTROL_KINDS, Classified, Gap, GapDetector, Keepalive, Kind, RouteKey, SeqInfo, Venue, VenueDefaults)
+from capture.venues.base import (CONTROL_KINDS, Classified, Gap, GapDetector, Keepalive, Kind, RouteKey, SeqInfo, Venue,
+                                 VenueDefaults, lstrip_ws)
 from capture.venues.kalshi.protocol import Kalshi
 from capture.venues.kraken.protocol import KrakenSpot
 from capture.venues.kraken_futures.protocol import KrakenFutures
@@ -108,6 +109,31 @@ def subject_fn(prefix: str, venue: str, shard: int | None = None) -> Callable[[b
     return fn
 
 
+def fanout_fn(prefix: str, venue: str) -> Callable[[bytes], list[tuple[str, bytes]] | None]:
+    """A function raw frame -> ``[(subject, event bytes), ...]`` for a frame
+    that holds events of several routes (Polymarket's initial dump: books of
+    many markets in one array), or None for any other frame, whose one
+    subject :func:`subject_fn` gives.
+
+    The frame on disk stays as received; this says where each of its events
+    belongs so that every market's subscribers get their own.  Only frames
+    that open with ``[`` are examined.
+    """
+    split = getattr(get(venue), "split_events", None)
+    if split is None:
+        return lambda raw: None
+
+    def fn(raw: bytes) -> list[tuple[str, bytes]] | None:
+        i = lstrip_ws(raw)
+        if raw[i:i + 1] != b"[":
+            return None
+        parts = split(raw)
+        if parts is None:
+            return None
+        return [(subjects.data_subject(prefix, venue, k.channel, k.symbol), b) for k, b in parts]
+    return fn
+
+
 def subject(prefix: str, venue: str, raw: bytes, shard: int | None = None) -> str:
     """The NATS subject of one received frame (``{prefix}.{venue}.unrouted``
     for what :func:`subject_fn` cannot route)."""
@@ -120,6 +146,6 @@ _TRAITS = ("url", "keepalive", "channels", "default_channels", "per_connection",
            "classify", "route", "sequence", "exchange_ts_ns", *(
                t for t in vars(VenueDefaults) if not t.startswith("_")))
 
-__all__ = ["VENUES", "checksum_venues", "get", "register", "subject", "subject_fn", "Classified", "Gap", "GapDetector", "Keepalive", "Kind",
+__all__ = ["VENUES", "checksum_venues", "get", "register", "subject", "subject_fn", "fanout_fn", "Classified", "Gap", "GapDetector", "Keepalive", "Kind",
            "RouteKey", "SeqInfo", "Venue", "CONTROL_KINDS", "KrakenSpot", "KrakenFutures",
            "Polymarket", "Kalshi"]

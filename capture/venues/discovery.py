@@ -151,7 +151,10 @@ class CursorPager:
         elif cursor in self._seen:
             raise DiscoveryError(url, 1, f"cursor {cursor!r} repeated: pagination loops")
         elif self.pages >= self._max_pages:
-            raise DiscoveryError(url, 1, f"more than {self._max_pages} pages")
+            raise DiscoveryError(url, 1, f"the listing is longer than max_pages={self._max_pages} "
+                                         f"pages ({len(self.items)} items so far): a bound was "
+                                         "hit, so no partial listing is returned; check the "
+                                         "server-side filters or raise max_pages")
         else:
             self._seen.add(cursor)
             self._cursor = cursor

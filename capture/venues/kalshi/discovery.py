@@ -45,15 +45,16 @@ def kalshi_markets(markets: Iterable[dict]) -> list[KalshiMarket]:
 
 
 async def fetch_kalshi_markets(base_url: str = REST, *, status: str | None = "open",
-                               limit: int = 1000, policy: RetryPolicy = RetryPolicy()
-                               ) -> list[KalshiMarket]:
-    """Kalshi markets with ``status`` (cursor loop until empty).  Raises DiscoveryError."""
+                               limit: int = 1000, max_pages: int = 1_000,
+                               policy: RetryPolicy = RetryPolicy()) -> list[KalshiMarket]:
+    """Kalshi markets with ``status``, filtered by the server (cursor loop
+    until empty).  Raises DiscoveryError (a failing page, or ``max_pages``)."""
     params: dict[str, str | int] = {"limit": limit}
     if status:
         params["status"] = status
-    pager = CursorPager(f"{base_url.rstrip('/')}/markets", params, "cursor", parse_kalshi_page)
+    pager = CursorPager(f"{base_url.rstrip('/')}/markets", params, "cursor", parse_kalshi_page,
+                        max_pages)
     return kalshi_markets(await paginate(pager, policy))
-
 
 
 async def discover(base_url: str | None = None) -> Units:

@@ -72,13 +72,29 @@ def gamma_markets(markets: Iterable[dict]) -> list[PolymarketMarket]:
     return out
 
 
-async def fetch_gamma_markets(base_url: str = REST, *, limit: int = 100,
-                              policy: RetryPolicy = RetryPolicy()) -> list[PolymarketMarket]:
-    """Every active, open Polymarket market via Gamma keyset pages.  Raises DiscoveryError."""
-    pager = CursorPager(f"{base_url.rstrip('/')}/markets/keyset", {"limit": limit},
-                        "after_cursor", parse_gamma_page)
-    return gamma_markets(await paginate(pager, policy))
+#: Gamma's own filters (documented query parameters of the markets listing):
+#: the server drops closed and inactive markets, so the listing is the ~10^3
+#: tradeable markets, not the >10^6 markets Gamma has ever listed (ids passed
+#: one million in 2026; unfiltered that is >10,000 pages).  ``closed`` is
+#: sent explicitly: the keyset endpoint is reported to default it to false,
+#: the legacy one to return both.  :func:`gamma_markets` filters again.
+GAMMA_FILTERS: dict[str, str | int] = {"active": "true", "closed": "false"}
 
+
+async def fetch_gamma_markets(base_url: str = REST, *, limit: int = 100,
+                              max_pages: int = 1_000, policy: RetryPolicy = RetryPolicy()
+                              ) -> list[PolymarketMarket]:
+    """Every active, open Polymarket market via Gamma keyset pages, filtered by
+    the server (:data:`GAMMA_FILTERS`).
+
+    Raises:
+        DiscoveryError: a page kept failing, or the listing is longer than
+            ``max_pages`` (the message names the bound).
+    """
+    pager = CursorPager(f"{base_url.rstrip('/')}/markets/keyset",
+                        {"limit": limit, **GAMMA_FILTERS}, "after_cursor", parse_gamma_page,
+                        max_pages)
+    return gamma_markets(await paginate(pager, policy))
 
 
 async def discover(base_url: str | None = None) -> Units:

@@ -219,25 +219,25 @@ def _gamma_page(tokens_from: int, n: int, cursor: str | None) -> bytes:
 
 def test_gamma_pages_retried_not_truncated(server):
     base, script = server
-    script.add("/markets/keyset?limit=3", (200, _gamma_page(0, 3, "c1")))
-    script.add("/markets/keyset?limit=3&after_cursor=c1",
+    script.add("/markets/keyset?limit=3&active=true&closed=false", (200, _gamma_page(0, 3, "c1")))
+    script.add("/markets/keyset?limit=3&active=true&closed=false&after_cursor=c1",
                (500, b"boom"), (200, b'{"markets":[{"conditionId":'), (429, b"slow down", {"Retry-After": "0"}),
                (200, _gamma_page(3, 3, "c2")))
-    script.add("/markets/keyset?limit=3&after_cursor=c2", (200, _gamma_page(6, 2, None)))
+    script.add("/markets/keyset?limit=3&active=true&closed=false&after_cursor=c2", (200, _gamma_page(6, 2, None)))
     got = asyncio.run(polymarket.fetch_gamma_markets(base, limit=3, policy=FAST))
     assert [m.condition_id for m in got] == [f"0x{i:x}" for i in range(8)]
-    assert script.hits["/markets/keyset?limit=3&after_cursor=c1"] == 4
+    assert script.hits["/markets/keyset?limit=3&active=true&closed=false&after_cursor=c1"] == 4
 
 
 def test_gamma_page_that_keeps_failing_raises(server):
     base, script = server
-    script.add("/markets/keyset?limit=3", (200, _gamma_page(0, 3, "c1")))
-    script.add("/markets/keyset?limit=3&after_cursor=c1", (503, b"down"))
+    script.add("/markets/keyset?limit=3&active=true&closed=false", (200, _gamma_page(0, 3, "c1")))
+    script.add("/markets/keyset?limit=3&active=true&closed=false&after_cursor=c1", (503, b"down"))
     with pytest.raises(DiscoveryError) as ei:
         asyncio.run(polymarket.fetch_gamma_markets(base, limit=3, policy=FAST))
     assert "after_cursor=c1" in ei.value.url
     assert ei.value.attempts == FAST.attempts and "503" in ei.value.reason
-    assert script.hits["/markets/keyset?limit=3&after_cursor=c1"] == FAST.attempts
+    assert script.hits["/markets/keyset?limit=3&active=true&closed=false&after_cursor=c1"] == FAST.attempts
 
 
 def test_non_retryable_status_fails_at_once(server):

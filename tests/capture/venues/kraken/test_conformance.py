@@ -76,3 +76,34 @@ def test_documented_example_as_printed_mismatches_without_precision():
     r = Books(depth=10).feed(snap)[0]
     assert r.computed is not None and not r.ok
     assert Books(depth=10, skip={"MATIC/USD"}).feed(snap) == []
+
+
+def test_opt_out_pair_is_never_reported_others_still_are(tmp_path):
+    """The per-pair opt-out, end to end through the validator's API: a
+    skipped pair's mismatch is not reported, another pair's is."""
+    from capture.receiver.integrity import Validator, parse_args
+    from capture.receiver.repair import ChannelServer
+    from integrity_helpers import cleanup, new_ring
+    from receiver_helpers import open_ring
+    from capture.receiver.process import ReceiverConfig
+    assert parse_args(["--ring", "r", "--venue", "kraken", "--skip-checksum", "MATIC/USD",
+                       "--skip-checksum", "ALGO/USD"]).skip_checksum == ["MATIC/USD", "ALGO/USD"]
+    d, path = new_ring()
+    try:
+        prod = open_ring(ReceiverConfig(ring=path, venue="kraken", symbols=["x"]))
+        sock = str(tmp_path / "ch.sock")
+        server = ChannelServer(sock)
+        v = Validator(path, "kraken", 10, socket_path=sock, skip=["MATIC/USD"])
+        try:
+            snap = next(raw for _, raw, e in CASES if e.get("checksum") == 2439117997)
+            assert v.validate(snap) == 0                     # skipped: as printed it mismatches
+            other = snap.replace(b"MATIC/USD", b"ALGO/USD")
+            assert v.validate(other) == 1
+            reports = server.receive()
+            assert [r["symbol"] for r in reports] == ["ALGO/USD"]
+        finally:
+            v.close()
+            server.close()
+            prod.close()
+    finally:
+        cleanup(d)

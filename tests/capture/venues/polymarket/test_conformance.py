@@ -94,3 +94,17 @@ def test_a_configured_cap_above_the_venue_ceiling_is_refused():
     sub = PolymarketSubscriber(pm.Polymarket, {"max_tokens": 480})
     reqs = sub.subscribe([str(i) for i in range(960)])
     assert [len(r.symbols) for r in reqs] == [480, 480]
+
+
+def test_fanout_gives_each_event_of_the_dump_its_market_subject():
+    from capture.venues import fanout_fn
+    events = DOC["initial_dump"]["events"]
+    raw = orjson.dumps(events)
+    fan = fanout_fn("md", "polymarket")
+    one = subject_fn("md", "polymarket", shard=0)
+    out = fan(raw)
+    assert [s for s, _ in out] == [one(orjson.dumps(e)) for e in events]
+    assert len({s for s, _ in out}) == len(events)
+    for name, frame, _ in CASES:        # single-event frames: no fan-out
+        assert fan(frame) is None, name
+    assert fanout_fn("md", "kraken")(raw) is None
