@@ -37,8 +37,9 @@ for the next start).
 
 Recovery.  On start, every ``.seg.open`` of this venue/shard is verified
 (recovery.recover_open): a torn tail is truncated and the segment closed; a
-bad record mid-file moves it aside (``.corrupt``) with an error log and the
-``corrupt_segments`` counter.  The newest sequence on disk from the same ring
+damaged region mid-file is replaced by a gap record, the valid records
+around it kept (error log, ``repaired_segments``/``damaged_frames``); a bad
+file header moves the file aside (``.corrupt``, ``corrupt_segments``).  The newest sequence on disk from the same ring
 is remembered, and ring frames up to it are committed without being written.
 
 Run: ``python -m flusher.segments.drain --ring R --data-dir D --venue V --shard N``.
@@ -136,7 +137,10 @@ class FlusherStats:
     io_retries: int = 0
     last_error: str = ""
     torn_tails: int = 0
-    corrupt_segments: int = 0
+    corrupt_segments: int = 0        # set aside (a bad file header)
+    repaired_segments: int = 0       # damaged mid-file: rebuilt around gap records
+    damaged_regions: int = 0
+    damaged_frames: int = 0          # sequences lost in damaged regions (each in a gap record)
     recovered_segments: int = 0
     last_seq: int = -1
     committed_seq: int = -1
@@ -220,10 +224,19 @@ class Flusher:
                     rep.corrupt.append((new, off, why))
                     self.stats.corrupt_segments += 1
 
-                outcome, res = recover_open(full, index_every=cfg.index_every, on_corrupt=corrupt)
+                def hole(seg: str, h) -> None:
+                    rep.holes.append((seg, h))
+                    self.stats.damaged_regions += 1
+                    self.stats.damaged_frames += max(0, h.last_seq - h.first_seq + 1)
+
+                outcome, res = recover_open(full, index_every=cfg.index_every, on_corrupt=corrupt,
+                                            on_hole=hole)
+                if outcome == "repaired":
+                    self.stats.repaired_segments += 1
+                    outcome = "closed"
                 if res is not None and res.valid_end < res.file_size and outcome != "corrupt":
                     rep.truncated.append((full, res.valid_end, res.file_size,
-                                          res.problem.reason if res.problem else "trailing bytes"))
+                                          res.tail.reason if res.tail else "trailing bytes"))
                     self.stats.torn_tails += 1
                 if outcome == "closed":
                     rep.closed.append(full)

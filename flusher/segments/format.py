@@ -39,9 +39,27 @@ Record (= ring frame), starting at offset 256 and every 8 bytes thereafter::
                          written through, not covered by the CRC): skip it
 
 Padding frames (type 3) are never written.  Inside one segment the sequence
-grows by exactly one per record; a segment never has holes.  Frames the
-receiver dropped (ring full) are recorded by the receiver as control records
-``{"kind": "drop", ...}``, not as holes.  A message larger than the ring's
+grows by exactly one per record, with one exception that is itself a record:
+a gap record (below) stands for a range of lost sequences, and the record
+after it carries the sequence after that range.  Frames the receiver dropped
+(ring full) are recorded by the receiver as control records
+``{"kind": "drop", ...}``; they never had sequence numbers.
+
+Gap records.  When recovery finds a damaged region inside a segment (a torn
+page of an open segment after a power loss, a bit flip), it keeps every
+record that passes the frame checks before and after the region and writes,
+where the region was, one control record ``{"kind": "gap", "first_seq": a,
+"last_seq": b, ...}`` (canonical JSON, ``kind`` first) whose own sequence is
+``a``: sequences a..b are lost, and the next record carries b + 1.  The
+record also names the damaged byte range of the original file and why the
+records there failed.  A reader treats the gap record as covering a..b.
+
+Resynchronisation.  After a record fails its checks, the next record start
+is found by scanning every 8-byte offset for a frame whose size, seq_lo,
+type and CRC32C check out and whose sequence is above the last good one; the
+candidate must also be plausible: the lost records each took at least 32
+bytes of the damaged region, so at most ``region / 32`` sequences can be
+missing.  Nothing valid after the damage means a torn tail: it is cut off.  A message larger than the ring's
 fragment limit is a chain FRAG_BEGIN, FRAG_MIDDLE..., FRAG_END that may cross
 a segment boundary; a FRAG_END with the aborted flag means the message was
 dropped and the chain must be discarded.
@@ -57,10 +75,12 @@ import struct
 from dataclasses import dataclass, field
 from typing import Iterator, NamedTuple
 
+import orjson
+
 from flusher.segments.names import O_CLOEXEC, O_NOFOLLOW, SUFFIX_CORRUPT
 from common.errors import CorruptSegment, SegmentError
 from ring.frame import HEADER as FRAME_HEADER
-from ring.frame import FrameType, align8, crc32c, frame_crc
+from ring.frame import FrameType, align8, crc32c, encode, frame_crc
 
 MAGIC = b"CAPSEG\r\n"
 VERSION = 1
@@ -70,6 +90,8 @@ _FH_CRC_AT = 252
 MAX_RECORD = 1 << 30          # no ring frame is this large; bigger sizes are garbage
 _REC = struct.Struct("<IIQqBBHI")
 _VALID_TYPES = frozenset(int(t) for t in FrameType if t != FrameType.PADDING)
+_CONTROL = int(FrameType.CONTROL)
+GAP_PREFIX = b'{"kind":"gap"'
 
 # -- errors (rooted at common.errors.SegmentError) -------------------------------
 class NotASegment(SegmentError):
@@ -161,11 +183,51 @@ def open_segment_stream(path: str):
     return f
 
 
+# -- gap records -------------------------------------------------------------
+def gap_record(first_seq: int, last_seq: int, ts_ns: int, **detail) -> bytes:
+    """An encoded control record standing for the lost sequences first..last.
+
+    ``detail`` (byte offsets, reason, ...) is added after the fixed fields.
+    """
+    if last_seq < first_seq:
+        raise ValueError(f"empty gap {first_seq}..{last_seq}")
+    body = {"kind": "gap", "first_seq": first_seq, "last_seq": last_seq,
+            "count": last_seq - first_seq + 1, **detail}
+    return encode(orjson.dumps(body), first_seq, ts_ns, FrameType.CONTROL)
+
+
+def gap_range(typ: int, seq: int, payload) -> int | None:
+    """For a gap record: the last sequence it stands for; None for any other record.
+
+    A payload that starts like a gap record but does not parse, or whose
+    first_seq is not the record's own sequence, is not a gap record.
+    """
+    if typ != _CONTROL or bytes(payload[:len(GAP_PREFIX)]) != GAP_PREFIX:
+        return None
+    try:
+        obj = orjson.loads(bytes(payload))
+        first, last = obj["first_seq"], obj["last_seq"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if first != seq or not isinstance(last, int) or last < first:
+        return None
+    return last
+
+
 # -- record scanning -----------------------------------------------------------
 class Problem(NamedTuple):
     offset: int
     reason: str
     kind: str             # "torn": nothing valid follows; "corrupt": valid records follow
+
+
+class Hole(NamedTuple):
+    """A damaged region inside a segment with valid records after it."""
+    offset: int           # where the first bad record starts
+    end: int              # where the next valid record starts
+    first_seq: int        # sequences lost there (empty when last_seq < first_seq)
+    last_seq: int
+    reason: str           # why the record at ``offset`` failed
 
 
 @dataclass
@@ -177,11 +239,15 @@ class ScanResult:
     valid_end: int = FILE_HEADER          # offset just after the last good record
     records: int = 0
     first_seq: int = -1
-    last_seq: int = -1
+    last_seq: int = -1                    # the last sequence covered (a gap record covers a range)
     min_ts: int = 0
     max_ts: int = 0
     ts_monotonic: bool = True
-    problem: Problem | None = None
+    problem: Problem | None = None        # the first problem: a hole ("corrupt") or the torn tail
+    holes: list[Hole] = field(default_factory=list)
+    tail: Problem | None = None           # invalid bytes at the end with nothing valid after them
+    gap_records: int = 0
+    gap_frames: int = 0                   # sequences gap records stand for
     index_seq: list[int] = field(default_factory=list)
     index_ts: list[int] = field(default_factory=list)
     index_off: list[int] = field(default_factory=list)
@@ -207,11 +273,15 @@ def _record_ok(buf, off: int, end: int, expect_seq: int | None) -> str | None:
     return None
 
 
-def _valid_after(buf, off: int, end: int, after_seq: int) -> int | None:
-    """Offset of a valid record at or after off whose sequence is above after_seq."""
+def _valid_after(buf, off: int, end: int, after_seq: int, hole_start: int) -> int | None:
+    """Offset of the first valid record at or after off whose sequence is above
+    after_seq and plausible for a hole starting at hole_start (each lost record
+    took at least 32 bytes of it)."""
     for o in range(off, end - FRAME_HEADER + 1, 8):
         size, lo, seq = struct.unpack_from("<IIQ", buf, o)
         if size < FRAME_HEADER or size > MAX_RECORD or lo != seq & 0xFFFFFFFF or seq <= after_seq:
+            continue
+        if seq - after_seq - 1 > (o - hole_start) // FRAME_HEADER:
             continue
         if _record_ok(buf, o, end, None) is None:
             return o
@@ -221,8 +291,10 @@ def _valid_after(buf, off: int, end: int, after_seq: int) -> int | None:
 def scan(path: str, *, index_every: int = 0) -> ScanResult:
     """Check every record of an uncompressed segment (CRC, size, sequence).
 
-    A bad record with nothing valid after it is a torn tail (``kind="torn"``);
-    a bad record followed by any valid record is corruption (``"corrupt"``).
+    A bad record followed by a valid one (found by resynchronisation, see
+    the module docstring) is a hole (``res.holes``); a bad record with
+    nothing valid after it is a torn tail (``res.tail``).  ``res.problem`` is
+    the first of them.  Records after a hole are counted like the others.
     With ``index_every`` > 0, collects every Nth record for the index.
 
     Raises:
@@ -252,12 +324,21 @@ def _scan_records(buf: memoryview, end: int, res: ScanResult, every: int) -> Non
         while off < end:
             why = _record_ok(buf, off, end, expect)
             if why is not None:
-                after = res.last_seq if res.last_seq >= 0 else -1
-                nxt = _valid_after(buf, off + 8, end, after)
-                kind = "torn" if nxt is None else "corrupt"
-                res.problem = Problem(off, why, kind)
-                break
-            size, _lo, seq, ts = struct.unpack_from("<IIQq", buf, off)
+                # The sequence the bad record should have had: the one after
+                # the last good record, or the header's first_seq.
+                after = res.last_seq if n else res.header.first_seq - 1
+                nxt = _valid_after(buf, off + 8, end, after, off)
+                if nxt is None:
+                    res.tail = Problem(off, why, "torn")
+                    res.problem = res.problem or res.tail
+                    break
+                nseq = struct.unpack_from("<Q", buf, nxt + 8)[0]
+                hole = Hole(off, nxt, after + 1, nseq - 1, why)
+                res.holes.append(hole)
+                res.problem = res.problem or Problem(off, why, "corrupt")
+                off, expect = nxt, nseq
+                continue
+            size, _lo, seq, ts, typ = struct.unpack_from("<IIQqB", buf, off)
             if n == 0:
                 res.first_seq = seq
                 res.min_ts = res.max_ts = ts
@@ -271,6 +352,11 @@ def _scan_records(buf: memoryview, end: int, res: ScanResult, every: int) -> Non
                 res.index_ts.append(ts)
                 res.index_off.append(off)
             prev_ts = ts
+            covered = gap_range(typ, seq, buf[off + FRAME_HEADER:off + size]) if typ == _CONTROL else None
+            if covered is not None:
+                res.gap_records += 1
+                res.gap_frames += covered - seq + 1
+                seq = covered
             res.last_seq = seq
             expect = seq + 1
             n += 1
@@ -352,14 +438,16 @@ def iter_stream_records(f, path: str, *, tolerate_tail: bool = False,
                     return
             raise CorruptSegment(path, off, why)
         yield off, rec, payload
-        expect = seq + 1
+        covered = gap_range(typ, seq, payload) if typ == _CONTROL else None
+        expect = (seq if covered is None else covered) + 1
         step = align8(size)
         start += step
         off += step
 
 
 __all__ = [
-    "MAGIC", "VERSION", "FILE_HEADER", "SegmentHeader", "ScanResult", "Problem",
+    "MAGIC", "VERSION", "FILE_HEADER", "SegmentHeader", "ScanResult", "Problem", "Hole",
+    "gap_record", "gap_range",
     "NotASegment", "TruncatedSegment", "UnsupportedVersion", "CorruptSegment",
     "scan", "read_header", "open_segment_stream", "iter_stream_records",
 ]

@@ -30,7 +30,7 @@ import numpy as np
 
 from flusher.segments.index import index_path_for, load_index
 from flusher.segments.names import SUFFIX_OPEN, list_segments
-from flusher.segments.format import FILE_HEADER, SegmentHeader, iter_stream_records, open_segment_stream
+from flusher.segments.format import FILE_HEADER, SegmentHeader, gap_range, iter_stream_records, open_segment_stream
 from common.errors import SegmentError
 from ring.frame import FrameFlags, FrameType
 
@@ -38,6 +38,7 @@ log = logging.getLogger("capture.flusher.read")
 
 _BEGIN, _MIDDLE, _END = int(FrameType.FRAG_BEGIN), int(FrameType.FRAG_MIDDLE), int(FrameType.FRAG_END)
 _ABORTED = int(FrameFlags.ABORTED)
+_CONTROL = int(FrameType.CONTROL)
 
 TimeLike = int | float | str | _dt.datetime | None
 
@@ -203,7 +204,8 @@ def read(path_or_dir: str, start: TimeLike = None, end: TimeLike = None, venue: 
                                  f"chain interrupted by a gap before sequence {seq}"))
                 chain = None
                 seeking = seeking or filtering
-            expect_seq = seq + 1
+            covered = gap_range(typ, seq, payload) if typ == _CONTROL else None
+            expect_seq = (seq if covered is None else covered) + 1     # a gap record covers a range
             if typ == _BEGIN:
                 if chain is not None:
                     report(Event("broken_chain", chain[0], chain[1], chain[6], chain[7],

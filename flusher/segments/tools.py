@@ -5,10 +5,12 @@ can mount them as subcommands; ``python -m flusher cat|verify|stats ...``
 runs them today.
 
 Exit status: 0 clean; 1 corruption (a bad record inside a segment, a bad
-header, a torn closed segment, duplicated sequences, or ``.corrupt`` files
-set aside by recovery); 2 bad usage or a path that is not there.  Gaps in
-the sequence and receiver drop records are listed, with reasons, but are not
-corruption: the capture says what it did not get.
+header, a torn closed segment, duplicated sequences, ``.corrupt`` files set
+aside by recovery) or a hole in the sequence that no record explains (a
+segment file missing from the middle, a cursor reset); 2 bad usage or a
+path that is not there.  Holes that records explain (gap records written by
+recovery over a damaged region, receiver drop records) are listed with
+their reasons but are not errors: the capture says what it did not get.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import orjson
 
 from flusher.segments.read import records, segment_paths, to_ns
 from flusher.segments.names import SUFFIX_CORRUPT, SUFFIX_OPEN
-from flusher.segments.format import SegmentHeader, scan
+from flusher.segments.format import SegmentHeader, gap_range, scan
 from common.errors import NoData, SegmentError
 from flusher.segments.walk import Skipped, find_paths, no_data_in_range, walk
 from ring.frame import FrameFlags, FrameType
@@ -38,7 +40,8 @@ _DATA = int(FrameType.DATA)
 
 @dataclass
 class Finding:
-    kind: str          # corrupt | torn_tail | bad_header | corrupt_file | duplicate | gap | ring_changed | drop | aborted
+    kind: str          # corrupt | torn_tail | bad_header | corrupt_file | duplicate | gap | gap_record
+                       # | ring_changed | drop | aborted
     path: str
     offset: int | None
     detail: str
@@ -67,6 +70,8 @@ class SegmentCheck:
     max_ts: int = 0
     drops: int = 0
     dropped_frames: int = 0
+    gap_records: int = 0
+    gap_frames: int = 0                # sequences lost, each named by a gap record
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -76,10 +81,16 @@ class SegmentCheck:
 
 def check_segment(path: str) -> SegmentCheck:
     """Verify one segment: header, every record (CRC, size, sequence), and
-    collect receiver drop records and aborted fragment chains."""
+    collect receiver drop records, gap records and aborted fragment chains.
+
+    A damaged region with valid records after it (an open segment after a
+    power loss, before recovery rebuilds it) is one error finding per region
+    naming the byte and sequence range; the counts come from the scan, which
+    reads past it."""
     c = SegmentCheck(path)
     is_open = path.endswith(SUFFIX_OPEN)
     limit = None
+    res = None
     if not path.endswith(".zst"):
         try:
             res = scan(path)
@@ -87,18 +98,21 @@ def check_segment(path: str) -> SegmentCheck:
             c.findings.append(Finding("bad_header", path, exc.offset, exc.reason, error=True))
             return c
         c.header = res.header
+        for h in res.holes:
+            lost = (f"sequences {h.first_seq}..{h.last_seq}" if h.last_seq >= h.first_seq
+                    else "no sequence")
+            c.findings.append(Finding("corrupt", path, h.offset,
+                                      f"{h.reason}; bytes {h.offset}..{h.end} damaged, {lost} lost, "
+                                      f"valid records follow (no gap record yet: recovery of an open "
+                                      f"segment writes one)", h.first_seq, error=True))
+        if res.tail is not None:
+            p = res.tail
+            c.findings.append(Finding("torn_tail", path, p.offset,
+                                      f"{p.reason}; {res.file_size - p.offset} bytes after the last "
+                                      f"good record" + ("" if is_open else " of a CLOSED segment"),
+                                      error=not is_open))
         if res.problem is not None:
-            p = res.problem
-            if p.kind == "corrupt":
-                c.findings.append(Finding("corrupt", path, p.offset,
-                                          f"{p.reason}; valid records follow it (mid-file corruption)",
-                                          error=True))
-            else:
-                c.findings.append(Finding("torn_tail", path, p.offset,
-                                          f"{p.reason}; {res.file_size - p.offset} bytes after the last "
-                                          f"good record" + ("" if is_open else " of a CLOSED segment"),
-                                          error=not is_open))
-            limit = p.offset
+            limit = res.problem.offset
     try:
         hdrs: list = []
         for off, rec, payload in records(path, header_out=hdrs):
@@ -111,8 +125,13 @@ def check_segment(path: str) -> SegmentCheck:
             c.last_seq = seq
             c.frames += 1
             c.bytes += size
-            if typ == _CONTROL and b'"drop"' in payload or typ == _CONTROL and b'"oversize"' in payload:
-                _note_control(c, path, off, seq, payload)
+            if typ == _CONTROL:
+                covered = gap_range(typ, seq, payload)
+                if covered is not None:
+                    c.last_seq = covered
+                    _note_gap(c, path, off, seq, covered, payload)
+                elif b'"drop"' in payload or b'"oversize"' in payload:
+                    _note_control(c, path, off, seq, payload)
             elif typ == _END and flags & FrameFlags.ABORTED:
                 c.findings.append(Finding("aborted", path, off, "a fragmented message was dropped by "
                                           "the receiver (chain ended ABORTED)", seq))
@@ -126,7 +145,27 @@ def check_segment(path: str) -> SegmentCheck:
             c.findings.append(Finding(kind, path, exc.offset, exc.reason, error=kind != "torn_tail"))
     except Exception as exc:  # zstd errors and the like
         c.findings.append(Finding("corrupt", path, None, f"cannot decompress: {exc}", error=True))
+    if res is not None and res.holes:
+        # Past the first hole the stream stopped; the scan read on.
+        c.frames, c.first_seq, c.last_seq = res.records, res.first_seq, res.last_seq
+        c.min_ts, c.max_ts = res.min_ts, res.max_ts
     return c
+
+
+def _note_gap(c: SegmentCheck, path: str, off: int, first: int, last: int, payload: bytes) -> None:
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        obj = {}
+    c.gap_records += 1
+    c.gap_frames += last - first + 1
+    where = ""
+    if "offset" in obj and "bytes" in obj:
+        where = f" (bytes {obj['offset']}..{obj['offset'] + obj['bytes']} of {obj.get('segment', '?')})"
+    c.findings.append(Finding("gap_record", path, off,
+                              f"sequences {first}..{last} lost ({last - first + 1} frames): "
+                              f"{obj.get('reason', 'no reason given')}{where}, recorded by "
+                              f"{obj.get('source', '?')}", first))
 
 
 def _note_control(c: SegmentCheck, path: str, off: int, seq: int, payload: bytes) -> None:
@@ -194,12 +233,14 @@ def check_tree(targets: Iterable[str], venue: str | None = None,
                                  f"sequences {c.first_seq}..{min(prev.last_seq, c.last_seq)} are also in "
                                  f"{os.path.basename(prev.path)}", c.first_seq, error=True))
         elif c.first_seq != prev.last_seq + 1:
+            # No record explains these sequences: a segment file missing from
+            # the middle, a flusher cursor removed or reset, a power loss.
             why = ("a .corrupt file set aside may hold them" if any(f.kind == "corrupt_file" for f in extra)
-                   else "not read from the ring (flusher cursor removed or reset, or lost in a power "
-                        "loss under fsync=interval/never)")
+                   else "no record explains them (a segment file missing, the flusher cursor removed "
+                        "or reset, or lost in a power loss under fsync=interval/never)")
             extra.append(Finding("gap", c.path, 256,
                                  f"sequences {prev.last_seq + 1}..{c.first_seq - 1} missing after "
-                                 f"{os.path.basename(prev.path)}: {why}", prev.last_seq + 1))
+                                 f"{os.path.basename(prev.path)}: {why}", prev.last_seq + 1, error=True))
     return checks, extra
 
 
@@ -230,9 +271,11 @@ def main_verify(argv: list[str] | None = None) -> int:
         out.write(orjson.dumps(f.as_dict()).decode() + "\n" if args.json else str(f) + "\n")
     bad = any(f.error for f in findings)
     frames = sum(c.frames for c in checks)
+    lost = sum(c.gap_frames for c in checks)
     if not args.json:
-        out.write(f"{len(checks)} segments, {frames} frames: "
-                  f"{'CORRUPTION FOUND' if bad else 'ok'}\n")
+        out.write(f"{len(checks)} segments, {frames} frames"
+                  + (f", {lost} lost frames named by gap records" if lost else "")
+                  + f": {'CORRUPTION FOUND' if bad else 'ok'}\n")
     return EXIT_CORRUPT if bad else EXIT_OK
 
 

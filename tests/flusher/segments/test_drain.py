@@ -21,6 +21,7 @@ import pytest
 import flusher_helpers as H  # noqa: E402
 
 import ring  # noqa: E402
+from ring.frame import FrameType  # noqa: E402
 from flusher.segments import tools as cli  # noqa: E402
 from flusher.segments.drain import EXIT_OK, Flusher, FlusherConfig  # noqa: E402
 from flusher.segments.read import read as read_frames  # noqa: E402
@@ -279,20 +280,23 @@ def test_restart_after_mid_file_corruption(ring_path, tmp_path, caplog, capsys):
     assert f"at offset {mid}" in capsys.readouterr().out
     with caplog.at_level(logging.ERROR, logger="capture.flusher"):
         fl = Flusher(cfg)
-    assert fl.stats.corrupt_segments == 1
-    assert any("CORRUPT" in r.getMessage() and path in r.getMessage() for r in caplog.records)
-    assert _corrupt_files(data) == [path + ".corrupt"]
+    # the damaged record is the only loss: the segment is rebuilt around a gap record
+    assert fl.stats.repaired_segments == 1 and fl.stats.corrupt_segments == 0
+    assert (fl.stats.damaged_regions, fl.stats.damaged_frames) == (1, 1)
+    assert any("SEGMENT DAMAGED" in r.getMessage() and path in r.getMessage() for r in caplog.records)
+    assert not _corrupt_files(data)
+    assert fl.skip_through == 179          # 100..179 were written before the crash: on disk
     while fl.step():
         pass
     fl.close()
     p.close()
-    # the frames not committed before the crash went to a new segment
-    segs = list_segments(data)
-    assert len(segs) == 1
-    got = H.records_on_disk(data)["seq"]
-    assert got[0] == 100 and got[-1] == 179
-    assert cli.main(["verify", data]) == 1        # the .corrupt file is reported
-    assert "corrupt_file" in capsys.readouterr().out
+    meta = H.records_on_disk(data)
+    assert meta["seq"].tolist() == list(range(180))
+    assert [int(t) for t in meta["type"]].count(int(FrameType.CONTROL)) == 1
+    want = [H.payload(i, 5) for i in range(180) if i != 50]
+    assert H.data_payloads_on_disk(data) == want
+    assert cli.main(["verify", data]) == 0
+    assert "gap_record" in capsys.readouterr().out
 
 
 # -- disk full ---------------------------------------------------------------------------------

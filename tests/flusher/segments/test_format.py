@@ -161,7 +161,7 @@ def test_torn_tail_is_truncated_only(tmp_path, how, capsys):
     assert cli.main(["verify", str(tmp_path)]) == 0
 
 
-def test_bit_flip_mid_file_moves_segment_aside(tmp_path, caplog, capsys):
+def test_bit_flip_mid_file_keeps_the_valid_records(tmp_path, caplog, capsys):
     path, frames = _open_segment(tmp_path, n=120)
     mid = FILE_HEADER + sum(len(f) for f in frames[:40])
     with open(path, "r+b") as f:
@@ -174,10 +174,29 @@ def test_bit_flip_mid_file_moves_segment_aside(tmp_path, caplog, capsys):
     assert f"corrupt: {path} at offset {mid}" in out
     seen = []
     with caplog.at_level(logging.ERROR, logger="capture.flusher"):
+        outcome, _ = recover_open(path, on_hole=lambda *a: seen.append(a))
+    assert outcome == "repaired"
+    assert not os.path.exists(path + ".corrupt") and not os.path.exists(path)
+    assert seen and seen[0][1].offset == mid and (seen[0][1].first_seq, seen[0][1].last_seq) == (40, 40)
+    assert any("SEGMENT DAMAGED" in r.getMessage() for r in caplog.records)
+    # the segment keeps the 119 good records and names the lost one
+    assert [f.payload for f in read(str(tmp_path)) if f.type == FrameType.DATA] == \
+        [p for i, p in enumerate(_payloads(120)) if i != 40]
+    assert cli.main(["verify", str(tmp_path)]) == 0
+    assert "gap_record" in capsys.readouterr().out
+
+
+def test_bad_header_moves_the_segment_aside(tmp_path, caplog, capsys):
+    path, frames = _open_segment(tmp_path, n=20)
+    with open(path, "r+b") as f:
+        f.seek(20)
+        f.write(b"\xff\xff")
+    seen = []
+    with caplog.at_level(logging.ERROR, logger="capture.flusher"):
         outcome, _ = recover_open(path, on_corrupt=lambda *a: seen.append(a))
     assert outcome == "corrupt"
     assert os.path.exists(path + ".corrupt") and not os.path.exists(path)
-    assert seen and seen[0][1] == mid
+    assert seen and seen[0][1] == 252
     assert any("CORRUPT" in r.getMessage() for r in caplog.records)
     # the directory's verify still fails loudly because of the file set aside
     assert cli.main(["verify", str(tmp_path)]) == 1
@@ -286,10 +305,12 @@ def test_cat_stats_verify(tmp_path, capsys):
     assert [(x["seq"], x["type"], x.get("msg")) for x in lines] == [
         (0, "data", {"a": 1}), (1, "data", {"a": 2}), (2, "control", json.loads(drop)), (10, "data", {"a": 3})]
     assert lines[0]["ts"] == H.BASE_NS and lines[0]["time"].startswith("2027-01-15T08:00:00")
-    assert cli.main(["verify", d]) == 0
+    # no record explains the hole 3..9: verify fails (drop records name frames that never
+    # had a sequence number)
+    assert cli.main(["verify", d]) == 1
     out = capsys.readouterr().out
-    assert "gap" in out and "sequences 3..9 missing" in out and "receiver dropped 3 frames" in out
-    assert cli.main(["stats", "--json", d]) == 0
+    assert "ERROR gap" in out and "sequences 3..9 missing" in out and "receiver dropped 3 frames" in out
+    assert cli.main(["stats", "--json", d]) == 1
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [(r["frames"], r["gaps"], r["drop_records"]) for r in rows] == [(3, 0, 1), (1, 1, 0)]
     assert cli.main(["verify", str(tmp_path / "missing")]) == 2
