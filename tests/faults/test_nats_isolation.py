@@ -81,31 +81,38 @@ def test_nats_refusing_credentials_for_30s_then_accepting(make_shard, tmp_path):
         srv.stop()
 
 
-def test_publisher_over_its_restart_budget_does_not_stop_the_shard(make_shard, nats_srv):
+@pytest.mark.parametrize("role", ["publisher", "integrity"])
+def test_downstream_child_over_its_restart_budget_does_not_stop_the_shard(make_shard, nats_srv, role):
+    """The publisher, or the checksum validator, keeps dying."""
     sh = make_shard(f'servers = ["{nats_srv.url}"]')
-    wait_for(sh.children_up, 60, "children up")
+
+    def up():
+        st = sh.stats()
+        return sh.children_up() and any(r["name"] == role and r["alive"] for r in st["readers"])
+
+    wait_for(up, 60, "children up")
     receiver, flusher = sh.child_pid("receiver"), sh.child_pid("flusher")
     killed = set()
     while len(killed) < 7:  # the budget is 5 restarts in 60 s
-        pid = wait_for(lambda: sh.children_up() and sh.child_pid("publisher") not in killed
-                       and sh.child_pid("publisher"), 120, "a new publisher")
+        pid = wait_for(lambda: up() and sh.child_pid(role) not in killed and sh.child_pid(role),
+                       120, f"a new {role}")
         killed.add(pid)
         os.kill(pid, signal.SIGKILL)
-        assert sh.up(), "the shard stopped over the publisher"
-    wait_for(lambda: "event=restart_budget_exhausted role=publisher" in sh.stderr, 60,
+        assert sh.up(), f"the shard stopped over the {role}"
+    wait_for(lambda: f"event=restart_budget_exhausted role={role}" in sh.stderr, 60,
              "the budget exhaustion logged")
     code, body = sh.get("/healthz")
-    assert code == 503 and any("publisher keeps failing" in r for r in orjson.loads(body)["reasons"])
+    assert code == 503 and any(f"{role} keeps failing" in r for r in orjson.loads(body)["reasons"])
     _, metrics = sh.get("/metrics")
-    assert 'capture_child_over_budget{child="publisher",shard="0",venue="kraken"} 1.0' in metrics.decode()
+    assert f'capture_child_over_budget{{child="{role}",shard="0",venue="kraken"}} 1.0' in metrics.decode()
     before = _flushed(sh)
     wait_for(lambda: _flushed(sh) > before + 100, 60, "disk capture going on")
     assert (sh.child_pid("receiver"), sh.child_pid("flusher")) == (receiver, flusher)
-    wait_for(lambda: sh.children_up(), 120, "the publisher back after its capped backoff")
+    wait_for(up, 120, f"the {role} back after its capped backoff")
     assert sh.stop() == 0, sh.stderr[-3000:]
     frames = disk_frames(sh)
-    fig = figures(sh, frames, "publisher over its restart budget")
-    print(f"[publisher over its restart budget] publisher killed {len(killed)} times; shard up "
+    fig = figures(sh, frames, f"{role} over its restart budget")
+    print(f"[{role} over its restart budget] {role} killed {len(killed)} times; shard up "
           f"throughout; receiver and flusher never restarted")
     assert_sequences_whole(frames)
     assert fig["in_records"] == fig["refused"]
