@@ -67,7 +67,7 @@ from capture.config import Config
 from capture.metrics import MetricsServer, ShardView
 from capture.sdnotify import Notifier, watchdog_interval
 from common.status import read_status, status_path, write_status
-from common.errors import CaptureError, RingExists
+from common.errors import CaptureError, RingDamaged, RingExists
 
 log = logging.getLogger("capture.supervisor")
 
@@ -235,6 +235,14 @@ class Supervisor:
         except RingExists:
             ring.attach(self.ring_path).close()  # validates; refuses a bad file loudly
             log.info("event=ring_attached path=%s", self.ring_path)
+            try:
+                ring.stats(self.ring_path)
+            except RingDamaged as e:
+                # A producer died inside its head update before this start: no
+                # reader could attach.  A producer's open repairs it (and
+                # records it); the receiver started below finds it whole.
+                log.warning("event=ring_damaged action=repair reason=%s", e)
+                ring.Producer(self.ring_path).close()
         if self.cfg.nats.embedded:
             from flusher.publisher.nats_embedded import NatsServer
             store = os.path.join(self.cfg.storage.data_dir, "nats", f"shard-{self.shard.id}")

@@ -131,3 +131,27 @@ def test_receiver_stalled_in_the_window_under_capture_run(make_shard, nats_srv):
     assert fig["in_records"] == fig["refused"]
     kinds = [c["kind"] for c in controls(frames)]
     assert "ring_repaired" in kinds and fig["producer_died_records"] == 1
+
+
+def test_shard_starts_on_a_ring_left_damaged(make_shard, nats_srv):
+    """The whole shard went down with the generation odd (e.g. a reboot of
+    the services, not of the host): the next start repairs it instead of
+    failing on every reader's claim."""
+    sh = make_shard(f'servers = ["{nats_srv.url}"]')
+    wait_for(sh.children_up, 60, "children up")
+    wait_for(lambda: (sh.stats() or {}).get("frames", 0) > 100, 60, "frames flowing")
+    assert sh.stop() == 0
+    with open(sh.ring_path, "r+b") as f:
+        f.seek(GEN_OFF)
+        f.write(struct.pack("<I", _gen(sh.ring_path) | 1))
+    with pytest.raises(RingDamaged):
+        ring.stats(sh.ring_path)
+    sh2 = make_shard(f'servers = ["{nats_srv.url}"]', ring_dir=sh.ring_dir)
+    wait_for(sh2.children_up, 60, "children up on the repaired ring")
+    before = sh2.stats()["frames"]
+    wait_for(lambda: sh2.stats()["frames"] > before + 100, 60, "frames flowing")
+    assert sh2.stop() == 0, sh2.stderr[-3000:]
+    assert "event=ring_damaged action=repair" in sh2.stderr
+    frames = disk_frames(sh2)
+    assert_sequences_whole(frames)
+    assert "ring_repaired" in [c["kind"] for c in controls(frames)]

@@ -26,9 +26,10 @@ class FaultShard:
     (servers, credentials); ``capacity`` the ring size."""
 
     def __init__(self, tmp: str, sim_url: str, sim_rest: str, nats: str, *, venue: str = "kraken",
-                 capacity: str = "1MiB", extra: str = "") -> None:
+                 capacity: str = "1MiB", extra: str = "", ring_dir: str | None = None) -> None:
         self.tmp = tmp
-        self.ring_dir = tempfile.mkdtemp(prefix="capture-faults-", dir="/dev/shm")
+        # ring_dir given: a restart of an earlier shard on its ring
+        self.ring_dir = ring_dir or tempfile.mkdtemp(prefix="capture-faults-", dir="/dev/shm")
         self.data_dir = os.path.join(tmp, "data")
         self.venue = venue
         self.cfg = os.path.join(tmp, "capture.toml")
