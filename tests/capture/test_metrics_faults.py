@@ -1,6 +1,5 @@
 """/healthz and /metrics say what is wrong downstream without stopping
 anything, and never hang on a damaged ring."""
-import os
 import struct
 
 import pytest

@@ -13,7 +13,6 @@ import orjson
 
 import ring
 from ring import FrameType, WriteStatus
-from timing import wait_for
 
 CAP = 1 << 16
 
