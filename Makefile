@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: all install test soak bench bench-shard demo lint clean
+.PHONY: all install test soak faults bench bench-shard demo lint clean
 
 all: test
 
@@ -19,15 +19,20 @@ $(STAMP): setup.py pyproject.toml requirements-dev.txt $(wildcard csrc/*.c csrc/
 
 install: $(STAMP)
 
-# Correctness only: no timing thresholds.  Long soak/fault suites: `make soak`.
+# Correctness only: no timing thresholds.  Long suites: `make soak`, `make faults`.
 # systemd-analyze checks the unit files; install it where we can (root + apt).
 test: $(STAMP)
 	@command -v systemd-analyze >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  apt-get install -y -q systemd >/dev/null 2>&1; } || echo "note: systemd-analyze unavailable; unit check skipped"
-	$(PYTEST) -q -m "not slow" --timeout=600 tests
+	$(PYTEST) -q -m "not slow and not faults" --timeout=600 tests
 
 soak: $(STAMP)
 	$(PYTEST) -q -m slow --timeout=3600 tests
+
+# The fault suite: each scenario with real processes and signals, printing its
+# figures (frames refused vs recorded, shard up or not).
+faults: $(STAMP)
+	$(PYTEST) -q -s -m faults --timeout=1200 tests/faults
 
 # Benchmarks: numbers printed, never asserted.  The whole-shard run takes
 # minutes; its figures, the ring's and the report: bench/results/, bench/plots/,

@@ -25,9 +25,11 @@ from prometheus_client.registry import Collector
 import ring
 from common.histogram import log2_buckets, log2_sum
 from common.status import read_status, status_path
-from common.errors import BadRingFile
+from common.errors import RingError
 
 CHILD_ROLES = ("receiver", "flusher", "publisher", "integrity")
+#: status files read besides the children's: the supervisor's restart counts
+STATUS_ROLES = (*CHILD_ROLES, "supervisor")
 
 
 class ShardView:
@@ -41,9 +43,9 @@ class ShardView:
     def snapshot(self) -> dict[str, Any]:
         try:
             st = ring.stats(self.ring_path, stale_after=self.stale_after)
-        except BadRingFile as e:
+        except RingError as e:  # BadRingFile, or RingDamaged: reported, never a hang
             st = {"error": str(e)}
-        children = {role: read_status(status_path(self.ring_dir, self.shard, role)) for role in CHILD_ROLES}
+        children = {role: read_status(status_path(self.ring_dir, self.shard, role)) for role in STATUS_ROLES}
         return {"ring": st, "children": children, "now_ns": time.time_ns()}
 
     def health(self, idle_limit: float | None = None) -> tuple[bool, dict[str, Any]]:
@@ -64,6 +66,15 @@ class ShardView:
                     reasons.append(f"{r['name']} is not running")
                 elif not r["fresh"]:
                     reasons.append(f"{r['name']} heartbeat is {r['heartbeat_age_s']:.1f}s old")
+        sup = (snap["children"].get("supervisor") or {}).get("children") or {}
+        for role, c in sup.items():
+            if c.get("over_budget"):
+                reasons.append(f"{role} keeps failing ({c.get('restarts_in_window')} restarts in the "
+                               f"window, last exit {c.get('last_exit')}); retrying")
+        pub = snap["children"].get("publisher") or {}
+        if pub.get("nats") not in (None, "connected"):
+            reasons.append(f"publisher: NATS {pub['nats']} ({pub.get('nats_error') or 'no detail'}); "
+                           f"retrying, disk capture goes on")
         rec = snap["children"].get("receiver") or {}
         conns = rec.get("connections") or []
         if not conns:
@@ -184,8 +195,25 @@ class ShardCollector(Collector):
             yield one(c("capture_checksum_mismatches", "Book checksum mismatches found by the validator"),
                       ig.get("mismatches", 0))
 
+        sup = (ch.get("supervisor") or {}).get("children") or {}
+        restarts = c("capture_child_restarts", "Restarts of each child since the shard started", base + ["child"])
+        over = g("capture_child_over_budget",
+                 "1 while a child (publisher, validator) is past its restart budget and retrying",
+                 base + ["child"])
+        for role, info in sup.items():
+            restarts.add_metric(lv + [role], info.get("restarts", 0))
+            over.add_metric(lv + [role], 1.0 if info.get("over_budget") else 0.0)
+        yield from (restarts, over)
+
         pb = ch.get("publisher") or {}
         yield one(c("capture_publisher_acked", "Frames acknowledged by JetStream"), pb.get("acked", 0))
+        if "nats" in pb:
+            yield one(g("capture_publisher_nats_connected", "1 while the publisher is connected to NATS"),
+                      1.0 if pb["nats"] == "connected" else 0.0)
+        pstats = pb.get("stats") or {}
+        yield one(c("capture_publisher_connect_failures",
+                    "Failed NATS connects (unreachable or credentials refused)"),
+                  pstats.get("connect_failed", 0) + pstats.get("auth_failed", 0))
         plag = g("capture_publisher_lag_frames", "Frames written to the ring and not yet acknowledged")
         if "error" not in st and pb.get("acked_seq") is not None:
             plag.add_metric(lv, max(0, st["next_seq"] - 1 - pb["acked_seq"]))

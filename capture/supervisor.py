@@ -9,25 +9,38 @@ config names none, then the drains - flusher (tethered) and publisher
 pinned to its cores.  READY=1 goes to systemd once the ring is attached and
 every child is alive.
 
-Watch.  Every tick: reap exited children and restart each alone, with
-exponential backoff; more than ``restart_limit`` restarts of the shard within
-``restart_window`` seconds means something is wrong that restarting will not
-fix, so the shard stops (ordered) and exits 1 for systemd to handle.
+Watch.  Every tick: reap exited children and restart each alone, with its
+own exponential backoff and its own budget: more than ``restart_limit``
+restarts of one child within ``restart_window`` seconds.  Only the children
+capture to disk needs (the receiver and the flusher: ESSENTIAL) stop the
+shard when over budget - restarting will not fix it, so the shard stops
+(ordered) and exits 1 for systemd to handle.  A publisher or checksum
+validator over budget is a fault of its own (NATS down, credentials
+refused): it keeps being restarted with a capped backoff, logged, counted in
+``capture_child_restarts`` and failing /healthz, while disk capture goes on.
 WATCHDOG=1 is sent only while every child's heartbeat in the ring advances:
 a hung child (alive, lock held, heartbeat frozen) stops the pings and systemd
 restarts the unit.
 
-Stop (SIGTERM or SIGINT).  STOPPING=1, then in order: the receiver closes its
-connections and writes a stop record; the flusher drains the ring, fsyncs
-and closes its segment; the publisher publishes what is left and waits for
-its acks.  While a drain runs (each has its own deadline: the drain timeout
+Stop (SIGTERM or SIGINT).  STOPPING=1, then in order: the receiver stops
+reading its sockets, closes its connections and writes its drop record and a
+stop record (both may use the ring's reserve, so they land even with the ring
+full); then, while the flusher still drains, the supervisor settles the ring:
+if the receiver was dead (crashed, in backoff) or left drops unrecorded, it
+opens the ring as producer itself, which writes the drops owed in the header,
+a ``producer_died`` gap naming the window in which the receiver's
+connections' data was lost, and a ``shard_stop``, waiting for the flusher to
+make room if it must; then the flusher drains the ring again, fsyncs and
+closes its segment; the publisher publishes what is left and waits for its
+acks.  While a drain runs (each has its own deadline: the drain timeout
 plus 10 s), EXTEND_TIMEOUT_USEC every second keeps systemd from killing it.  A second signal makes the stop fast: every remaining child
 gets SIGTERM at once and a short grace period, then SIGKILL - which never
 corrupts a segment (the flusher's recovery truncates a torn tail) and loses
 nothing the ring or the segments hold.
 
-Exit codes: 0 clean stop; 1 a child kept failing (restart limit) or a drain
-did not finish; 2 configuration error; 3 another supervisor runs this shard;
+Exit codes: 0 clean stop (also when a child was already dead at the stop
+and its loss is recorded); 1 the receiver or the flusher kept failing
+(restart limit) or a drain did not finish; 2 configuration error; 3 another supervisor runs this shard;
 4 start-up failure (ring, NATS, a child that never came up).
 """
 from __future__ import annotations
@@ -54,12 +67,18 @@ from capture.config import Config
 from capture.metrics import MetricsServer, ShardView
 from capture.sdnotify import Notifier, watchdog_interval
 from capture.venues import checksum_venues
-from common.status import read_status, status_path
-from common.errors import CaptureError, RingExists
+from common.status import read_status, status_path, write_status
+from common.errors import CaptureError, RingDamaged, RingExists
 
 log = logging.getLogger("capture.supervisor")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY, EXIT_STARTUP = 0, 1, 2, 3, 4
+
+#: The children capture to disk needs: only these stop the shard over budget.
+ESSENTIAL = frozenset({"receiver", "flusher"})
+#: Backoff caps (seconds): an essential child comes back fast; a downstream
+#: one (publisher, validator) waiting on NATS need not hammer it.
+BACKOFF_CAP = {"essential": 10.0, "other": 30.0}
 
 _PR_SET_PDEATHSIG = 1
 
@@ -87,6 +106,11 @@ class Child:
     next_start: float = 0.0
     backoff: float = 0.5
     last_exit: int | None = None
+    over_budget: bool = False     # a non-essential child past its restart budget
+
+    @property
+    def essential(self) -> bool:
+        return self.role in ESSENTIAL
 
     @property
     def pid(self) -> int | None:
@@ -212,6 +236,14 @@ class Supervisor:
         except RingExists:
             ring.attach(self.ring_path).close()  # validates; refuses a bad file loudly
             log.info("event=ring_attached path=%s", self.ring_path)
+            try:
+                ring.stats(self.ring_path)
+            except RingDamaged as e:
+                # A producer died inside its head update before this start: no
+                # reader could attach.  A producer's open repairs it (and
+                # records it); the receiver started below finds it whole.
+                log.warning("event=ring_damaged action=repair reason=%s", e)
+                ring.Producer(self.ring_path).close()
         if self.cfg.nats.embedded:
             from flusher.publisher.nats_embedded import NatsServer
             store = os.path.join(self.cfg.storage.data_dir, "nats", f"shard-{self.shard.id}")
@@ -235,6 +267,7 @@ class Supervisor:
         self._metrics = MetricsServer(view, self.cfg.metrics.bind, self.metrics_port).start()
         self.metrics_port = self._metrics.port
         log.info("event=metrics_listening bind=%s port=%d", self.cfg.metrics.bind, self.metrics_port)
+        self._write_own_status()
         self.notifier.ready(self._status_line())
 
     def _wait_for(self, pred: Callable[[], bool], what: str) -> None:
@@ -268,14 +301,29 @@ class Supervisor:
                     recent = sum(1 for t in c.restarts if now - t < self.restart_window)
                     log.warning("event=child_exit role=%s code=%s restarts_in_window=%d",
                                 c.role, c.last_exit, recent)
+                    cap = BACKOFF_CAP["essential" if c.essential else "other"]
                     if recent > self.restart_limit:
-                        log.error("event=restart_limit role=%s limit=%d window=%.0fs",
-                                  c.role, self.restart_limit, self.restart_window)
-                        return EXIT_FAILED
-                    c.next_start = now + min(c.backoff * (2 ** (recent - 1)), 10.0)
+                        if c.essential:
+                            log.error("event=restart_limit role=%s limit=%d window=%.0fs "
+                                      "reason=capture to disk is impossible", c.role,
+                                      self.restart_limit, self.restart_window)
+                            self._write_own_status()
+                            return EXIT_FAILED
+                        if not c.over_budget:
+                            log.error("event=restart_budget_exhausted role=%s limit=%d window=%.0fs "
+                                      "action=keep_retrying backoff_cap=%.0fs reason=disk capture "
+                                      "goes on without it", c.role, self.restart_limit,
+                                      self.restart_window, cap)
+                        c.over_budget = True
+                    elif c.over_budget:
+                        c.over_budget = False
+                        log.info("event=restart_budget_recovered role=%s", c.role)
+                    c.next_start = now + min(c.backoff * (2 ** (recent - 1)), cap)
+                    self._write_own_status()
                 if now >= c.next_start:
                     c.start()
                     c.last_exit = None
+                    self._write_own_status()
             if wd is not None and now - self._last_watchdog >= wd and self._heartbeats_advance():
                 self.notifier.watchdog()
                 self._last_watchdog = now
@@ -283,6 +331,18 @@ class Supervisor:
                 self.notifier.status(self._status_line())
                 last_status = now
         return EXIT_OK
+
+    def _write_own_status(self) -> None:
+        """Each child's restarts for /metrics and /healthz (common.status)."""
+        now = time.monotonic()
+        try:
+            write_status(self.status_file("supervisor"), {"children": {
+                c.role: {"alive": c.alive(), "starts": c.starts, "restarts": max(0, c.starts - 1),
+                         "restarts_in_window": sum(1 for t in c.restarts if now - t < self.restart_window),
+                         "over_budget": c.over_budget, "essential": c.essential,
+                         "last_exit": c.last_exit} for c in self.children.values()}})
+        except OSError as e:  # never fatal: the capture matters more than the status
+            log.debug("event=status_write_failed reason=%s", e)
 
     def _heartbeats_advance(self) -> bool:
         """True if every child's ring heartbeat moved since the last check."""
@@ -331,9 +391,18 @@ class Supervisor:
                 c = self.children.get(role)
                 if c is None:
                     continue
+                if role == "flusher":
+                    # The receiver is gone: the records it could not write
+                    # go in now, while the flusher still makes room.
+                    self._settle_ring(time.monotonic() + limit)
+                was_alive = c.alive()
                 c.signal(signal.SIGTERM)
                 code = self._reap(c, time.monotonic() + limit, extend=True)
-                if code not in (0, None, -signal.SIGTERM):
+                if not was_alive and role != "flusher" and c.proc is not None:
+                    # Dead before the stop (crashed, in backoff): not a failed
+                    # stop; a dead receiver's loss is recorded by _settle_ring.
+                    log.warning("event=child_dead_at_stop role=%s code=%s", role, code)
+                elif code not in (0, None, -signal.SIGTERM):
                     log.warning("event=child_stop role=%s code=%s", role, code)
                     if self.exit_code == EXIT_OK:
                         self.exit_code = EXIT_FAILED
@@ -344,6 +413,33 @@ class Supervisor:
         if self.nats is not None:
             self.nats.stop()
         log.info("event=stopped code=%d", self.exit_code)
+
+    def _settle_ring(self, deadline: float) -> None:
+        """With the receiver stopped: if it died without closing, or left
+        drops unrecorded, open the ring as producer and write what is owed
+        (ring.Producer does: the drops in the header, producer_died naming
+        the window, then our shard_stop), waiting for the flusher to make
+        room until ``deadline``.  Never raises: the stop goes on."""
+        try:
+            st = ring.stats(self.ring_path)
+            prod = st["producer"]
+            if prod["alive"] or (prod["state"] != "running" and not st["drops_unrecorded"]):
+                return
+            log.warning("event=receiver_loss_recorded state=%s drops_unrecorded=%d",
+                        prod["state"], st["drops_unrecorded"])
+            with ring.Producer(self.ring_path) as p:
+                if prod["state"] == "running":  # it died: no stop record of its own
+                    p.write_control("shard_stop", reserved=True, ts=time.time_ns(), venue=self.venue,
+                                    shard=self.shard.id, reason="receiver dead at stop",
+                                    written_by="supervisor")
+                while p.pending_records and time.monotonic() < deadline:
+                    flusher = self.children.get("flusher")
+                    if flusher is None or not flusher.alive():
+                        break
+                    time.sleep(0.05)
+                    p.poll()
+        except CaptureError as e:
+            log.error("event=settle_failed reason=%s", e)
 
     def _reap(self, c: Child, deadline: float, extend: bool = False) -> int | None:
         if c.proc is None:

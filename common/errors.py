@@ -11,6 +11,7 @@
     │   ├── NoReaderSlot             all reader slots are taken
     │   ├── Lapped                   an untethered reader was overwritten
     │   ├── CorruptFrame             a frame failed validation (CRC, size, sequence)
+    │   ├── RingDamaged              shared state never settled (a writer died mid-update)
     │   └── FrameTooLarge            (raised only by strict callers; write() returns a status)
     ├── SegmentError                 segment files on disk (file + offset)
     │   └── CorruptSegment
@@ -97,6 +98,21 @@ class CorruptFrame(RingError):
         self.position = position
         self.sequence = sequence
         self.reason = reason
+
+
+class RingDamaged(RingError):
+    """Shared state another process writes never became consistent within
+    its bound: a writer died or stopped in the middle of an update.
+
+    ``what`` names the state (e.g. ``"head seqlock"``).  The ring's data is
+    intact; the next producer to open the ring repairs the state.
+    """
+
+    def __init__(self, path: str, what: str) -> None:
+        super().__init__(f"{path}: ring damaged: the {what} did not settle (a producer died or "
+                         "stopped inside its update); restart the receiver: its producer repairs it")
+        self.path = path
+        self.what = what
 
 
 class FrameTooLarge(RingError):

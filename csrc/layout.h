@@ -48,6 +48,13 @@
 #define H_C_FRAGMENTED (3 * BLOCK + 48)
 #define H_C_GAP_RECORDS (3 * BLOCK + 56)
 #define H_C_DROPPED_BYTES (3 * BLOCK + 64)
+/* Frames of the drop counters above that some producer has written as a
+ * record (drop or oversize).  drops_full + drops_too_large - this is the gap
+ * still owed to the capture; any producer that opens the ring writes it
+ * before anything else, so it survives a crash or a stop without room. */
+#define H_C_DROPS_RECORDED (3 * BLOCK + 72)
+/* Receive time of the first drop not yet recorded (0: none owed). */
+#define H_C_GAP_SINCE (3 * BLOCK + 80)
 /* block 4: wake-up */
 #define H_WAKE_SEQ (4 * BLOCK)
 #define H_WAITERS (4 * BLOCK + 64)
@@ -87,6 +94,21 @@
 /* ... and only when at least this much (bytes) is waiting. */
 #ifndef RING_PREFETCH_BACKLOG
 #define RING_PREFETCH_BACKLOG (64 * 1024)
+#endif
+
+/* Seqlock reads: spins before yielding, and how long in all a reader waits
+ * for an odd generation to turn even before it calls the ring damaged.  The
+ * producer holds it odd for three stores; only a producer stopped or killed
+ * inside that window holds it longer. */
+#define RING_SEQLOCK_SPINS 1024
+#ifndef RING_SEQLOCK_WAIT_NS
+#define RING_SEQLOCK_WAIT_NS 1000000000LL
+#endif
+
+/* Test builds (a C harness that includes ring.c) define this to stop or
+ * kill the producer inside the seqlock window; production compiles it away. */
+#ifndef RING_TEST_PAIR_HOOK
+#define RING_TEST_PAIR_HOOK() ((void)0)
 #endif
 
 static inline uint64_t align8(uint64_t x) { return (x + 7) & ~(uint64_t)7; }

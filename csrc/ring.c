@@ -53,12 +53,21 @@
  * each other (store-buffer / Dekker pattern), and the timeout bounds the cost
  * of any mistake.
  *
+ * Reserve.  Ordinary writes leave p->reserve bytes free below the limit;
+ * ring_write_reserved may use them.  So the records that account for a loss
+ * (the drop record owed at open or close, producer_restart, producer_died,
+ * shard_stop) find room even when the flusher has stalled and data frames
+ * are being refused.
+ *
  * Crash safety.  A producer killed before the commit store leaves nothing a
  * reader accepts; its successor rewrites the same position with the same
  * sequence.  A producer killed after the commit store but before publishing
  * head is repaired by ring_producer_open, which walks forward over committed
  * frames with the expected sequence before writing anything; readers see
- * such a frame once its successor has published it.
+ * such a frame once its successor has published it.  A producer killed
+ * between the odd and the even store of the (head, next_seq) seqlock leaves
+ * the generation odd: readers give up after a bound (RING_DAMAGED, never a
+ * hang) and ring_producer_open makes it even again from a consistent pair.
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -160,6 +169,8 @@ void ring_get_stats(const uint8_t *base, ring_stats_t *o)
     o->fragmented = LOAD_RLX(U64(base, H_C_FRAGMENTED));
     o->gap_records = LOAD_RLX(U64(base, H_C_GAP_RECORDS));
     o->dropped_bytes = LOAD_RLX(U64(base, H_C_DROPPED_BYTES));
+    o->drops_recorded = LOAD_RLX(U64(base, H_C_DROPS_RECORDED));
+    o->gap_since_ns = LOAD_RLX(I64(base, H_C_GAP_SINCE));
 }
 
 /* ---- producer ---------------------------------------------------------- */
@@ -198,28 +209,43 @@ static inline void publish_pair(uint8_t *base, uint64_t head, uint64_t seq)
     STORE_RLX(gen, g + 1);
     __atomic_thread_fence(__ATOMIC_RELEASE);
     STORE_REL(U64(base, H_HEAD), head);
+    RING_TEST_PAIR_HOOK();
     STORE_REL(U64(base, H_NEXT_SEQ), seq);
     STORE_REL(gen, g + 2);
     STORE_REL(U64(base, H_HEAD_PUB), head);
 }
 
-void ring_head(const uint8_t *base, uint64_t *pos, uint64_t *seq)
+/* Bounded: a producer stopped or killed between the odd and the even store
+ * would otherwise hold every reader of head here for ever, in every process
+ * (stats, lag, drained, reader claims).  After RING_SEQLOCK_SPINS tries the
+ * reader yields between tries and, past RING_SEQLOCK_WAIT_NS, reports the
+ * ring damaged; the next producer's open repairs it. */
+int ring_head(const uint8_t *base, uint64_t *pos, uint64_t *seq)
 {
     const uint32_t *gen = U32(base, H_PAIR_GEN);
-    for (;;) {
+    int64_t t0 = 0;
+    for (uint64_t i = 0;; i++) {
         uint32_t g1 = LOAD_ACQ(gen);
-        if (g1 & 1) {
+        if (!(g1 & 1)) {
+            uint64_t h = LOAD_ACQ(U64(base, H_HEAD));
+            uint64_t s = LOAD_ACQ(U64(base, H_NEXT_SEQ));
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if (LOAD_RLX(gen) == g1) {
+                *pos = h;
+                *seq = s;
+                return 0;
+            }
+        }
+        if (i < RING_SEQLOCK_SPINS) {
             cpu_relax();
             continue;
         }
-        uint64_t h = LOAD_ACQ(U64(base, H_HEAD));
-        uint64_t s = LOAD_ACQ(U64(base, H_NEXT_SEQ));
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (LOAD_RLX(gen) == g1) {
-            *pos = h;
-            *seq = s;
-            return;
-        }
+        int64_t now = mono_ns();
+        if (i == RING_SEQLOCK_SPINS)
+            t0 = now;
+        else if (now - t0 > RING_SEQLOCK_WAIT_NS)
+            return RING_DAMAGED;
+        sched_yield();
     }
 }
 
@@ -231,9 +257,32 @@ uint32_t ring_producer_open(ring_producer_t *p, uint8_t *base, uint32_t pid, int
     p->frag_limit = *U64(base, H_FRAG_LIMIT);
     p->test_pause = 0;
     p->hold = 0;
+    p->reserve = 0;
+    p->repaired = 0;
     uint64_t cap = p->capacity;
     uint64_t head = LOAD_ACQ(U64(base, H_HEAD));
     uint64_t seq = LOAD_ACQ(U64(base, H_NEXT_SEQ));
+    uint32_t *gen = U32(base, H_PAIR_GEN);
+    uint32_t g = LOAD_RLX(gen);
+    if (g & 1) {
+        /* The predecessor died inside publish_pair (odd, head, next_seq,
+         * even, head_pub): head may be new while next_seq is still old.
+         * head_pub still names the pair before that update; if the frame
+         * there is committed with next_seq, the pair to start from is
+         * (head_pub, next_seq) and the walk below steps over that frame.
+         * Otherwise next_seq was stored too and (head, next_seq) holds.
+         * We hold the producer lock, so no one else writes gen: make it
+         * even again (publish_pair below moves it on by two). */
+        uint64_t hp = LOAD_ACQ(U64(base, H_HEAD_PUB));
+        uint32_t size;
+        uint64_t at = hp, left = cap - (hp & (cap - 1));
+        if (left < RING_FRAME_HEADER)
+            at += left;
+        if (hp <= head && committed_frame(base, cap, at, seq, &size))
+            head = hp;
+        STORE_REL(gen, g + 1);
+        p->repaired = 1;
+    }
     /* Walk over frames a dead predecessor committed but did not account for. */
     for (;;) {
         uint64_t left = cap - (head & (cap - 1));
@@ -283,12 +332,26 @@ void ring_producer_heartbeat(ring_producer_t *p, int64_t now_ns)
 
 void ring_count_drop(ring_producer_t *p, int reason, uint64_t nbytes)
 {
+    /* The first drop nothing has recorded yet opens the owed window. */
+    if (LOAD_RLX(U64(p->base, H_C_DROPS_FULL)) + LOAD_RLX(U64(p->base, H_C_DROPS_TOO_LARGE)) ==
+        LOAD_RLX(U64(p->base, H_C_DROPS_RECORDED)))
+        STORE_RLX(I64(p->base, H_C_GAP_SINCE), ring_now_ns());
     bump(p->base, reason == RING_TOO_LARGE ? H_C_DROPS_TOO_LARGE : H_C_DROPS_FULL, 1);
     bump(p->base, H_C_DROPPED_BYTES, nbytes);
 }
 
 void ring_count_gap_record(ring_producer_t *p) { bump(p->base, H_C_GAP_RECORDS, 1); }
 void ring_count_fragmented(ring_producer_t *p) { bump(p->base, H_C_FRAGMENTED, 1); }
+
+void ring_count_recorded(ring_producer_t *p, uint64_t frames)
+{
+    bump(p->base, H_C_DROPS_RECORDED, frames);
+    uint64_t owed = LOAD_RLX(U64(p->base, H_C_DROPS_FULL)) +
+                    LOAD_RLX(U64(p->base, H_C_DROPS_TOO_LARGE)) -
+                    LOAD_RLX(U64(p->base, H_C_DROPS_RECORDED));
+    if (owed == 0)
+        STORE_RLX(I64(p->base, H_C_GAP_SINCE), 0);
+}
 
 static inline void wake_readers(uint8_t *base)
 {
@@ -308,6 +371,7 @@ uint64_t ring_room(ring_producer_t *p)
     uint64_t limit = min_tethered(p->base, p->head) + cap;
     p->cached_limit = limit;
     uint64_t free_bytes = limit - p->head;
+    free_bytes = free_bytes > p->reserve ? free_bytes - p->reserve : 0;
     /* The worst case for a frame: the tail is wasted on padding. */
     uint64_t tail = cap - (p->head & (cap - 1));
     uint64_t best = free_bytes;
@@ -320,8 +384,9 @@ uint64_t ring_room(ring_producer_t *p)
     return best - RING_FRAME_HEADER;
 }
 
-int64_t ring_write(ring_producer_t *p, const uint8_t *payload, uint32_t len, uint8_t type,
-                   uint8_t flags, uint16_t conn, int64_t ts_ns)
+static inline int64_t write_frame(ring_producer_t *p, const uint8_t *payload, uint32_t len,
+                                  uint8_t type, uint8_t flags, uint16_t conn, int64_t ts_ns,
+                                  uint64_t reserve)
 {
     uint8_t *base = p->base;
     uint64_t cap = p->capacity;
@@ -337,7 +402,9 @@ int64_t ring_write(ring_producer_t *p, const uint8_t *payload, uint32_t len, uin
     uint64_t skip = 0; /* bytes before the frame: skipped tail or padding */
     if (tail < RING_FRAME_HEADER || tail < need)
         skip = tail;
-    uint64_t end = head + skip + need;
+    /* Ordinary writes stop `reserve` bytes short of the limit, so the
+     * records that must land (ring_write_reserved) find room. */
+    uint64_t end = head + skip + need + reserve;
     if (end > p->cached_limit) {
         uint64_t lo = min_tethered(base, head);
         p->cached_limit = lo + cap;
@@ -424,10 +491,22 @@ int64_t ring_write(ring_producer_t *p, const uint8_t *payload, uint32_t len, uin
     return (int64_t)seq;
 }
 
+int64_t ring_write(ring_producer_t *p, const uint8_t *payload, uint32_t len, uint8_t type,
+                   uint8_t flags, uint16_t conn, int64_t ts_ns)
+{
+    return write_frame(p, payload, len, type, flags, conn, ts_ns, p->reserve);
+}
+
+int64_t ring_write_reserved(ring_producer_t *p, const uint8_t *payload, uint32_t len,
+                            uint8_t type, uint8_t flags, uint16_t conn, int64_t ts_ns)
+{
+    return write_frame(p, payload, len, type, flags, conn, ts_ns, 0);
+}
+
 int64_t ring_write_unless_held(ring_producer_t *p, const uint8_t *payload, uint32_t len,
                                uint8_t type, uint8_t flags, uint16_t conn, int64_t ts_ns)
 {
     if (p->hold)
         return RING_HELD;
-    return ring_write(p, payload, len, type, flags, conn, ts_ns);
+    return write_frame(p, payload, len, type, flags, conn, ts_ns, p->reserve);
 }

@@ -16,7 +16,7 @@
  */
 
 #define RING_MAGIC 0x31474e4952504143
-#define RING_VERSION 2
+#define RING_VERSION 3
 #define RING_HEADER_SIZE 4096
 #define RING_FRAME_HEADER 32
 #define RING_MAX_READERS 8
@@ -38,6 +38,10 @@
 #define RING_FULL -1
 #define RING_TOO_LARGE -2
 #define RING_HELD -3
+
+/* ring_head result: the seqlock stayed odd past its bound (a producer died
+ * inside its head update); a producer's open repairs it */
+#define RING_DAMAGED -4
 
 /* ring_read_batch results */
 #define RING_READ_OK 0
@@ -70,6 +74,8 @@ typedef struct {
     uint64_t last_unit;     /* eighth of the ring of the last checkpoint */
     int test_pause;         /* test only: SIGSTOP self before the commit store */
     int hold;               /* non-zero: ring_write_unless_held refuses (see there) */
+    uint64_t reserve;       /* bytes ring_write leaves free for ring_write_reserved */
+    int repaired;           /* set by ring_producer_open: it found the seqlock odd */
 } ring_producer_t;
 
 /* Output of one batch read: caller-owned arrays of max_frames entries. */
@@ -154,6 +160,8 @@ typedef struct {
     uint64_t fragmented;
     uint64_t gap_records;
     uint64_t dropped_bytes;
+    uint64_t drops_recorded; /* frames of drops_* already written as records */
+    int64_t gap_since_ns;    /* receive time of the first drop not yet recorded */
 } ring_stats_t;
 
 typedef struct {
@@ -175,13 +183,16 @@ void ring_init(uint8_t *base, uint64_t capacity, uint64_t frag_limit,
                uint64_t max_frame, const uint8_t *ring_id, int64_t created_ns,
                uint32_t uid, uint64_t start_pos);
 uint32_t ring_version(const uint8_t *base);
-/* A consistent (head, next_seq) pair: where the next frame will start. */
-void ring_head(const uint8_t *base, uint64_t *pos, uint64_t *seq);
+/* A consistent (head, next_seq) pair: where the next frame will start.
+ * Returns 0, or RING_DAMAGED if the seqlock never settled within its bound
+ * (RING_SEQLOCK_WAIT_NS): never waits longer. */
+int ring_head(const uint8_t *base, uint64_t *pos, uint64_t *seq);
 void ring_get_stats(const uint8_t *base, ring_stats_t *out);
 
 /* --- producer ---------------------------------------------------------- */
-/* Adopt the shared state: finish publishing a frame a crashed producer
- * committed but did not account for.  Returns the new epoch. */
+/* Adopt the shared state: repair a seqlock a crashed producer left odd,
+ * finish publishing a frame it committed but did not account for.  Returns
+ * the new epoch. */
 uint32_t ring_producer_open(ring_producer_t *p, uint8_t *base, uint32_t pid, int64_t now_ns);
 void ring_producer_close(ring_producer_t *p, int64_t now_ns);
 /* Write one frame.  ts_ns <= 0 means "take CLOCK_REALTIME now".  Returns the
@@ -195,11 +206,19 @@ int64_t ring_write(ring_producer_t *p, const uint8_t *payload, uint32_t len,
  * record first. */
 int64_t ring_write_unless_held(ring_producer_t *p, const uint8_t *payload, uint32_t len,
                                uint8_t type, uint8_t flags, uint16_t conn, int64_t ts_ns);
+/* ring_write that may use the reserve (p->reserve bytes ring_write leaves
+ * free): for the records that must land - drop records owed at open or close,
+ * producer_restart, producer_died, shard_stop.  RING_FULL only when even the
+ * reserve is gone. */
+int64_t ring_write_reserved(ring_producer_t *p, const uint8_t *payload, uint32_t len,
+                            uint8_t type, uint8_t flags, uint16_t conn, int64_t ts_ns);
 /* Room (payload bytes) available for one frame right now, re-reading readers. */
 uint64_t ring_room(ring_producer_t *p);
 void ring_producer_heartbeat(ring_producer_t *p, int64_t now_ns);
 void ring_count_drop(ring_producer_t *p, int reason, uint64_t nbytes);
 void ring_count_gap_record(ring_producer_t *p);
+/* A record now on the ring accounts for `frames` dropped frames. */
+void ring_count_recorded(ring_producer_t *p, uint64_t frames);
 void ring_count_fragmented(ring_producer_t *p);
 
 /* --- readers ----------------------------------------------------------- */

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ring._ringlib import ffi, lib
-from common.errors import BadRingFile, RingExists
+from common.errors import BadRingFile, RingDamaged, RingExists
 
 HEADER_SIZE: int = lib.RING_HEADER_SIZE
 MAX_READERS: int = lib.RING_MAX_READERS
@@ -114,6 +114,15 @@ class RingFile:
         """True if another open file description holds the byte (i.e. its owner lives)."""
         res = fcntl.fcntl(self.fd, fcntl.F_OFD_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, byte, 1, 0))
         return _FLOCK.unpack(res)[0] != fcntl.F_UNLCK
+
+    def head(self, pos: Any, seq: Any) -> None:
+        """The published (head, next_seq) pair into ``pos[0]``/``seq[0]``.
+
+        Raises:
+            RingDamaged: the seqlock stayed odd past its bound (see ring.c).
+        """
+        if lib.ring_head(self.base, pos, seq):
+            raise RingDamaged(self.path, "head seqlock")
 
     def stats_struct(self) -> Any:
         st = ffi.new("ring_stats_t *")
@@ -231,7 +240,9 @@ def _validate(path: str, fd: int) -> None:
     if version == 0:
         raise BadRingFile(path, "version not set: creation never finished")
     if version != lib.RING_VERSION:
-        raise BadRingFile(path, f"unsupported ring version {version} (this build reads {lib.RING_VERSION})")
+        raise BadRingFile(path, f"unsupported ring version {version} (this build reads "
+                                f"{lib.RING_VERSION}); stop the shard so its flusher drains the ring, "
+                                "delete the ring file, and start again")
     if header_size != HEADER_SIZE or frame_header != lib.RING_FRAME_HEADER or max_readers != MAX_READERS:
         raise BadRingFile(path, f"header geometry {header_size}/{frame_header}/{max_readers} "
                                 f"differs from this build's {HEADER_SIZE}/{lib.RING_FRAME_HEADER}/{MAX_READERS}")

@@ -20,10 +20,30 @@ A caller with a hot path of its own (the receiver's connections) may call the
 C write directly through ``raw_write``/``handle``, skipping ``write``'s Python
 layer, and fall back to ``write`` for anything it does not take (see
 ``Producer.raw_write``).
+
+Gap accounting that survives any stop or crash
+----------------------------------------------
+The ring header counts the frames refused (``drops_full`` +
+``drops_too_large``) and, beside them, the frames already written as records
+(``drops_recorded``: the ``count`` of each drop record, one per oversize
+record).  The difference is owed to the capture.  A producer pays it in its
+own drop record once room returns; one that closes or dies before that leaves
+it in the header, and the next producer to open the ring - the restarted
+receiver, or the supervisor at a stop with the receiver dead - writes it
+before anything else, as a drop record with ``reasons: {"unrecorded": n}``.
+
+Ordinary writes leave a reserve (``reserve`` bytes) free that only the
+records which must land may use (``ring_write_reserved``): the drop record
+owed at open or close, ``producer_restart``, the ``producer_died`` gap and a
+``write_control(..., reserved=True)`` such as ``shard_stop``.  Records that
+find even the reserve gone wait, in order and ahead of every other frame,
+for room; the drop counts among them are still in the header if the
+producer dies before then.
 """
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import time
 from typing import Any, Callable
@@ -35,7 +55,12 @@ from common.errors import ProducerBusy
 from ring.file import RingFile, attach
 from ring.frame import FrameFlags, FrameType
 
+log = logging.getLogger("capture.ring")
+
 _LOCK_PRODUCER = 0
+#: Bytes ordinary writes leave free for the records that must land (a ring of
+#: capacity C keeps max(4 KiB, C / 256), at most C / 16).
+RESERVE_MIN = 4096
 
 
 class WriteStatus(enum.IntEnum):
@@ -79,7 +104,7 @@ class Producer:
         frag_timeout: seconds a fragmented (very large) frame may wait for room.
     """
 
-    def __init__(self, path: str, *, frag_timeout: float = 1.0) -> None:
+    def __init__(self, path: str, *, frag_timeout: float = 1.0, reserve: int | None = None) -> None:
         self._rf: RingFile = attach(path)
         if not self._rf.try_lock(_LOCK_PRODUCER):
             pid = self._rf.stats_struct().producer_pid
@@ -89,8 +114,12 @@ class Producer:
         prev = self._rf.stats_struct()
         unclean = prev.producer_state == lib.RING_PROD_RUNNING
         prev_pid, prev_hb = int(prev.producer_pid), int(prev.producer_heartbeat_ns)
+        owed = int(prev.drops_full + prev.drops_too_large - prev.drops_recorded)
+        owed_since = int(prev.gap_since_ns)
         self._p = ffi.new("ring_producer_t *")
         self.epoch: int = lib.ring_producer_open(self._p, self._rf.base, os.getpid(), time.time_ns())
+        cap = self._rf.capacity
+        self._p.reserve = min(cap // 16, max(RESERVE_MIN, cap // 256) if reserve is None else reserve)
         self._write = lib.ring_write
         self._pp = self._p
         #: The C write, for a caller's own hot path:
@@ -112,14 +141,35 @@ class Producer:
         self.frag_timeout = frag_timeout
         self._gap: _PendingGap | None = None
         self._abort_pending = False  # an open fragment chain still needs its ABORTED end
+        # Records that go before any other frame: (body, dropped frames it records).
+        self._pending: list[tuple[bytes, int]] = []
+        self._owing = False          # any of the three above is waiting for room
+        now = time.time_ns()
+        if self._p.repaired:
+            log.warning("event=ring_repaired path=%s reason=head seqlock left odd by pid %d",
+                        path, prev_pid)
+            self._queue({"kind": "ring_repaired", "what": "head seqlock", "prev_pid": prev_pid})
+        if owed > 0:
+            # Refused by a predecessor that closed or died before it could
+            # record them: the window runs from its first such drop to its
+            # last sign of life.
+            log.warning("event=drops_owed path=%s frames=%d prev_pid=%d", path, owed, prev_pid)
+            self._queue({"kind": "drop", "count": owed, "first_ns": owed_since or prev_hb,
+                         "last_ns": max(prev_hb, owed_since), "reasons": {"unrecorded": owed},
+                         "prev_pid": prev_pid}, frames=owed)
         if self.epoch > 1:
-            self.write_control("producer_restart", epoch=self.epoch)
+            self._queue({"kind": "producer_restart", "epoch": self.epoch})
         if unclean:
             # The previous producer died without closing: whatever it had
             # received but not written (its socket buffers) is lost.  Say so,
             # with the window in which it happened.
-            self.write_control("gap", reason="producer_died", prev_pid=prev_pid,
-                               since_ns=prev_hb, until_ns=time.time_ns())
+            self._queue({"kind": "gap", "reason": "producer_died", "prev_pid": prev_pid,
+                         "since_ns": prev_hb, "until_ns": now})
+        if self._owing:
+            self._flush_gap(reserved=True)
+            if self._owing:
+                log.warning("event=records_waiting path=%s records=%d reason=ring full, reserve "
+                            "used up; they go first once room returns", path, len(self._pending))
 
     @property
     def last_seq(self) -> int:
@@ -135,9 +185,15 @@ class Producer:
         call).  Returns OK, FULL (dropped, counted, gap record to follow) or
         TOO_LARGE (refused, counted, oversize record written).
         """
-        if self._gap is not None:
-            self._flush_gap()
         n = len(payload)
+        if self._owing:
+            self._flush_gap()
+            if self._owing:
+                # The records owed go first: a frame that would overtake
+                # them is lost too, and counted with them.
+                lib.ring_count_drop(self._pp, lib.RING_FULL, n)
+                self._lost("ring_full", n, ts)
+                return _FULL
         if n <= self.frag_limit:
             # bytes go to C as they are; other buffers through from_buffer:
             # neither copies the payload.
@@ -151,10 +207,23 @@ class Producer:
         return self._write_large(payload, n, type, ts, conn, flags)
 
     # -- control records ---------------------------------------------------
-    def write_control(self, kind: str, ts: int = 0, conn: int = 0, **fields: Any) -> WriteStatus:
-        """Write a small JSON control frame ``{"kind": kind, ...}``."""
+    def write_control(self, kind: str, ts: int = 0, conn: int = 0, *, reserved: bool = False,
+                      **fields: Any) -> WriteStatus:
+        """Write a small JSON control frame ``{"kind": kind, ...}``.
+
+        ``reserved``: a record that must land (``shard_stop``): the records
+        owed go first, and both may use the reserve ordinary writes leave.
+        """
         body = orjson.dumps({"kind": kind, **fields})
-        return self.write(body, type=_CONTROL, ts=ts, conn=conn)
+        if not reserved:
+            return self.write(body, type=_CONTROL, ts=ts, conn=conn)
+        self._flush_gap(reserved=True)
+        if not self._owing and lib.ring_write_reserved(self._pp, body, len(body), _CONTROL, 0,
+                                                       conn, ts) >= 0:
+            return _OK
+        lib.ring_count_drop(self._pp, lib.RING_FULL, len(body))
+        self._lost("ring_full", len(body), ts)
+        return _FULL
 
     def poll(self) -> None:
         """Heartbeat, and write a pending gap record if room has returned.
@@ -163,7 +232,7 @@ class Producer:
         is recorded even if no further frame arrives.
         """
         lib.ring_producer_heartbeat(self._p, time.time_ns())
-        if self._gap is not None:
+        if self._owing:
             self._flush_gap()
 
     def room(self) -> int:
@@ -175,12 +244,28 @@ class Producer:
         """Frames lost and not yet recorded in a gap record."""
         return self._gap.count if self._gap else 0
 
+    @property
+    def pending_records(self) -> int:
+        """Records (drop, restart, died) still waiting for room."""
+        return len(self._pending) + (self._gap is not None)
+
     def close(self) -> None:
-        """Mark the producer stopped (drains use this to finish) and release."""
+        """Write what is owed, mark the producer stopped (drains use this to
+        finish) and release.
+
+        The owed records may use the reserve here.  If even that is gone the
+        drop counts stay owed in the ring header, where the next producer
+        finds and writes them: never given up quietly.
+        """
         if self._rf.fd < 0:
             return
-        if self._gap is not None:
-            self._flush_gap()
+        if self._owing:
+            self._flush_gap(reserved=True)
+        if self._owing:
+            owed = (self._gap.count if self._gap else 0) + sum(f for _, f in self._pending)
+            log.warning("event=records_left path=%s records=%d frames_owed=%d reason=no room at "
+                        "close; the drop counts stay in the ring header for the next producer",
+                        self.path, self.pending_records, owed)
         self._p.hold = 1   # the ring is about to be unmapped
         lib.ring_producer_close(self._p, time.time_ns())
         self._rf.close()
@@ -202,30 +287,52 @@ class Producer:
     def _lost(self, reason: str, nbytes: int, ts: int) -> None:
         if self._gap is None:
             self._gap = _PendingGap()
+            self._owing = True
             self._p.hold = 1   # the gap record goes first: see raw_write
         self._gap.add(reason, nbytes, ts or time.time_ns())
 
-    def _flush_gap(self) -> None:
-        g = self._gap
-        assert g is not None
+    def _queue(self, record: dict[str, Any], frames: int = 0) -> None:
+        self._pending.append((orjson.dumps(record), frames))
+        self._owing = True
+        self._p.hold = 1
+
+    def _flush_gap(self, reserved: bool = False) -> None:
+        """Write what is owed, in order: an open chain's ABORTED end, the
+        queued records, the drop record.  Stops at the first that does not
+        fit; ``reserved`` lets them use the reserve."""
+        w = lib.ring_write_reserved if reserved else self._write
+        pp = self._pp
         if self._abort_pending:
-            r = self._write(self._pp, b"", 0, lib.RING_T_FRAG_END, int(FrameFlags.ABORTED), 0, 0)
-            if r < 0:
+            if w(pp, b"", 0, lib.RING_T_FRAG_END, int(FrameFlags.ABORTED), 0, 0) < 0:
                 return
             self._abort_pending = False
-        body = orjson.dumps({"kind": "drop", "count": g.count, "bytes": g.bytes,
-                             "first_ns": g.first_ns, "last_ns": g.last_ns, "reasons": g.reasons})
-        r = self._write(self._pp, body, len(body), _CONTROL, 0, 0, 0)
-        if r >= 0:
+        while self._pending:
+            body, frames = self._pending[0]
+            if w(pp, body, len(body), _CONTROL, 0, 0, 0) < 0:
+                return
+            self._pending.pop(0)
+            if frames:
+                lib.ring_count_recorded(pp, frames)
+                lib.ring_count_gap_record(pp)
+        g = self._gap
+        if g is not None:
+            body = orjson.dumps({"kind": "drop", "count": g.count, "bytes": g.bytes,
+                                 "first_ns": g.first_ns, "last_ns": g.last_ns, "reasons": g.reasons})
+            if w(pp, body, len(body), _CONTROL, 0, 0, 0) < 0:
+                return
             self._gap = None
-            self._p.hold = 0
-            lib.ring_count_gap_record(self._p)
+            lib.ring_count_recorded(pp, g.count)
+            lib.ring_count_gap_record(pp)
+        self._owing = False
+        self._p.hold = 0
 
     def _write_large(self, payload: Any, n: int, type: int, ts: int, conn: int, flags: int) -> WriteStatus:
         ts = ts or time.time_ns()
         if n > self.max_frame:
             lib.ring_count_drop(self._p, lib.RING_TOO_LARGE, n)
-            if self.write_control("oversize", ts=ts, conn=conn, size=n, limit=self.max_frame) != _OK:
+            if self.write_control("oversize", ts=ts, conn=conn, size=n, limit=self.max_frame) == _OK:
+                lib.ring_count_recorded(self._p, 1)
+            else:
                 self._lost("oversize", n, ts)
             return _TOO_LARGE
         mv = memoryview(payload).cast("B")

@@ -225,7 +225,7 @@ class Reader:
                 raise NoReaderSlot(self.path, MAX_READERS)
             if not rf.try_lock(lock_byte_for_reader(free)):
                 raise NoReaderSlot(self.path, MAX_READERS)
-            lib.ring_head(self._base, self._posp, self._seqp)
+            rf.head(self._posp, self._seqp)
             if start == "oldest":
                 lib.ring_resume_point(self._base, self._posp, self._seqp)
             if lib.ring_reader_claim(self._base, free, self.name.encode(), int(self.tethered),
@@ -235,7 +235,7 @@ class Reader:
             if self.tethered:
                 # Re-read head now that the producer can see us: any limit it
                 # computed before the claim is <= this head + capacity.
-                lib.ring_head(self._base, self._posp, self._seqp)
+                rf.head(self._posp, self._seqp)
                 lib.ring_reader_commit(self._base, free, self._posp[0], self._seqp[0], 0, 0)
             return free, False
         finally:
@@ -361,13 +361,13 @@ class Reader:
     def lag(self) -> int:
         """Bytes between the producer's head and this reader's read cursor."""
         p, s = ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]")
-        lib.ring_head(self._base, p, s)
+        self._rf.head(p, s)
         return int(p[0] - self._posp[0])
 
     def drained(self) -> bool:
         """Everything published so far has been read."""
         p, s = ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]")
-        lib.ring_head(self._base, p, s)
+        self._rf.head(p, s)
         return int(s[0]) == int(self._seqp[0])
 
     def info(self):  # -> ring_reader_info_t

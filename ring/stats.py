@@ -27,7 +27,7 @@ def stats(path: str, stale_after: float = 5.0) -> dict[str, Any]:
         now = time.time_ns()
         st = rf.stats_struct()
         hp, hs = ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]")
-        lib.ring_head(rf.base, hp, hs)
+        rf.head(hp, hs)
         head, next_seq = int(hp[0]), int(hs[0])
         prod_alive = rf.is_locked(0)
         readers = []
@@ -80,6 +80,10 @@ def stats(path: str, stale_after: float = 5.0) -> dict[str, Any]:
             "drops": {"full": int(st.drops_full), "too_large": int(st.drops_too_large)},
             "dropped_bytes": int(st.dropped_bytes),
             "gap_records": int(st.gap_records),
+            # frames of the drops above already written as records; the rest
+            # is owed, and the next producer to open the ring writes it
+            "drops_recorded": int(st.drops_recorded),
+            "drops_unrecorded": int(st.drops_full + st.drops_too_large - st.drops_recorded),
             "fragmented_frames": int(st.fragmented),
             "wakes": int(st.wakes),
             "readers": readers,

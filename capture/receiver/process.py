@@ -357,7 +357,10 @@ class Receiver:
                     t.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
             stats = [c.stats() for c in conns]
-            self._record("shard_stop", venue=cfg.venue, shard=cfg.shard, reason=self.stop_reason,
+            # reserved: with the ring full (flusher stalled) the stop record,
+            # and the drop record owed before it, still land
+            self._record("shard_stop", reserved=True, venue=cfg.venue, shard=cfg.shard,
+                         reason=self.stop_reason,
                          frames=sum(s["frames"] for s in stats),
                          malformed=sum(s["malformed"] for s in stats),
                          refused=sum(s["refused"] for s in stats),

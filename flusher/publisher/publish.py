@@ -136,6 +136,8 @@ class Publisher(SegmentCatchup):
         self._lap_pos = 0
         self._asm = Assembler()
         self.started = asyncio.Event()     # connected, stream ready, reader attached
+        self.nats_state = "connecting"     # for the status file: /healthz fails unless connected
+        self.nats_error: str | None = None
         self.status_file = status_file
         # receive stamp -> JetStream ack, per frame; bucket i: < 2**i us
         self._ack_hist = histogram.new()
@@ -166,6 +168,7 @@ class Publisher(SegmentCatchup):
         try:
             write_status(self.status_file, {
                 "venue": self.venue, "shard": self.shard, "mode": self.mode,
+                "nats": self.nats_state, "nats_error": self.nats_error,
                 "acked": int(ps.get("acked", 0)), "sent": int(ps.get("sent", 0)),
                 "acked_seq": pipe.committed_seq if pipe is not None else None,
                 "in_flight": pipe.in_flight if pipe is not None else 0,
@@ -184,23 +187,38 @@ class Publisher(SegmentCatchup):
 
     # -- setup --------------------------------------------------------------------------------
     async def _connect_forever(self) -> None:
+        """Connect, retrying for ever with a capped backoff: NATS unreachable
+        and NATS refusing the credentials alike.  Disk capture never depends
+        on NATS (the flusher goes on), so the publisher stays up, says what
+        is wrong (log, status file -> /metrics and /healthz) and keeps
+        trying; a fixed password or a server back is picked up without a
+        restart.  Only a TLS problem (configuration) ends it."""
         delay = 0.1
-        reported = False
+        last_log = None
         while True:
             try:
                 self.nc = await connect(
                     self.bus, name=f"capture-publisher-{self.venue}-{self.shard}",
                     disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
-                if reported:
+                if last_log is not None:
                     log.info("publisher: connected to NATS")
+                self.nats_state, self.nats_error = "connected", None
+                self.write_status()
                 return
             except NatsTLSError:
                 raise           # a certificate problem is configuration, not an outage
-            except NatsUnreachable as exc:
-                self.stats["connect_failed"] += 1
-                if not reported:
-                    log.warning("publisher: %s; retrying forever (capped backoff)", exc)
-                    reported = True
+            except (NatsUnreachable, NatsAuthError) as exc:
+                auth = isinstance(exc, NatsAuthError)
+                self.stats["auth_failed" if auth else "connect_failed"] += 1
+                self.nats_state = "refusing credentials" if auth else "unreachable"
+                # the reason only: the server list may carry credentials
+                self.nats_error = getattr(exc, "reason", type(exc).__name__)
+                now = time.monotonic()
+                if last_log is None or now - last_log > 60.0:
+                    log.warning("publisher: NATS %s (%s); retrying with a backoff capped at 5s, "
+                                "disk capture goes on", self.nats_state, self.nats_error)
+                    last_log = now
+                self.write_status()
             if self.stopping.is_set():
                 raise _DrainExpired()
             try:
@@ -230,11 +248,13 @@ class Publisher(SegmentCatchup):
         if self._closing:
             return
         self.stats["disconnected"] += 1
+        self.nats_state = "disconnected"
         if self.pipe:
             self.pipe.on_disconnected()
 
     async def _on_reconnected(self) -> None:
         self.stats["reconnected"] += 1
+        self.nats_state, self.nats_error = "connected", None
         if self.pipe:
             self.pipe.on_reconnected()
 
@@ -243,7 +263,7 @@ class Publisher(SegmentCatchup):
         """Publish until stopped and drained.  Returns the exit status (0).
 
         Raises:
-            NatsAuthError: the servers refused the credentials.
+            NatsTLSError: the TLS handshake failed (configuration).
             StreamMismatch: the stream cannot be made to match the config.
         """
         # The cursor first: from here on every frame is accounted for, even if

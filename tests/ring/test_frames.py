@@ -87,7 +87,8 @@ def fill(p, nbytes):
 def test_wraparound_padding_and_exact_fit(ring_path):
     """Walk the head to exact offsets before the end of the ring."""
     make(ring_path)
-    with ring.Reader(ring_path, "r", tethered=True) as rd, ring.Producer(ring_path) as p:
+    # reserve=0: the fills below run the ring to its last byte
+    with ring.Reader(ring_path, "r", tethered=True) as rd, ring.Producer(ring_path, reserve=0) as p:
         # 1) leave exactly 64 bytes to the end, then write a 100-byte frame:
         #    a 64-byte padding frame fills the tail and the frame starts at CAP.
         k = fill(p, CAP - 64 - 104)

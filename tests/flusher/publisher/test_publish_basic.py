@@ -128,13 +128,17 @@ def test_sigterm_before_nats_ever_answers(tmp_path):
         shard.close()
 
 
-def test_wrong_credentials_exit_2(tmp_path, nats_server_factory):
+def test_wrong_credentials_stay_up_retrying(tmp_path, nats_server_factory):
+    """Refused credentials are an outage of the bus, not a reason to exit:
+    disk capture never depends on NATS (issue 13, scenario 2)."""
     srv = nats_server_factory(user="u", password="right")
     shard = Shard(tmp_path / "shard", {"servers": [srv.url], "user": "u", "password": "bad"})
     try:
-        p = shard.start_publisher(wait=False)
-        assert p.wait(30) == 2
-        assert "refused the credentials" in shard.log("publisher")
+        p = shard.start_publisher("--drain-timeout", "1", wait=False)
+        wait_for(lambda: "NATS refusing credentials" in shard.log("publisher"), 30,
+                 "the publisher to report the refused credentials")
+        assert p.poll() is None, "the publisher stays up, retrying"
+        assert shard.stop("publisher", seconds=30) == 0, shard.log("publisher")
     finally:
         shard.close()
 
