@@ -43,17 +43,17 @@ def _capture_commands() -> list[tuple[str, str]]:
         for m in FENCE.finditer(text):
             if m.group(1) in ("", "sh", "bash", "console"):
                 for line in m.group(2).splitlines():
-                    found.append((rel, line.strip()))
+                    found.append((rel, line.strip(), "block"))
         for m in re.finditer(r"`((?:/opt/capture/bin/)?capture [^`]+)`", FENCE.sub("", text)):
-            found.append((rel, m.group(1)))
+            found.append((rel, m.group(1), "prose"))
     cmds = []
-    for rel, line in found:
+    for rel, line, where in found:
         line = re.sub(r"^(\$ )?/opt/capture/bin/", "", line)
         if not line.startswith("capture ") or "..." in line:
             continue
         # the command itself: up to a pipe, redirection, background or chain
         line = re.split(r"\s(?:\||&&|;|&|>|2>)(?:\s|$)|\s2?>\S", line)[0]
-        cmds.append((rel, line))
+        cmds.append((rel, line, where))
     return cmds
 
 
@@ -61,15 +61,37 @@ def test_the_pages_show_commands():
     assert len(_capture_commands()) >= 10
 
 
-@pytest.mark.parametrize("page,command", _capture_commands())
-def test_every_capture_command_shown_parses(page, command):
+def _subparser(parser: argparse.ArgumentParser, words: list[str]) -> tuple[argparse.ArgumentParser, list[str]]:
+    """The (sub)parser the leading words select, and the words after them."""
+    while words:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None or words[0] not in sub.choices:
+            break
+        parser, words = sub.choices[words[0]], words[1:]
+    return parser, words
+
+
+@pytest.mark.parametrize("page,command,where", _capture_commands())
+def test_every_capture_command_shown_parses(page, command, where):
     # usage notation: [optional] parts are shown, A|B takes A, NAMES in capitals are placeholders
     argv = [t.split("|")[0] for t in shlex.split(command.replace("[", "").replace("]", ""))[1:]]
     argv = [("0" if t == "N" else "x") if re.fullmatch(r"[A-Z][A-Z_]*", t) else t for t in argv]
     parser = cli.build_parser()
-    if len(argv) == 1:  # prose naming a command (`capture run`): the command exists
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        assert argv[0] in sub.choices, f"{page}: no command `{command}`"
+    if where == "prose":  # `capture run`, `capture replay --to-nats`: the command and its flags exist
+        sub, rest = _subparser(parser, argv)
+        assert sub is not parser, f"{page}: no command `{command}`"
+        flags = [w.split("=")[0] for w in rest if w.startswith("--")]
+        if any(a.nargs == argparse.REMAINDER for a in sub._actions):
+            # the command hands its words to a parser of its own: ask it
+            words = argv[:len(argv) - len(rest)]
+            r = subprocess.run([sys.executable, "-m", "capture.cli", *words, "--help"],
+                               capture_output=True, text=True, timeout=timeout(30))
+            assert r.returncode == 0, f"{page}: `capture {' '.join(words)} --help` failed: {r.stderr}"
+            known = set(re.findall(r"--[\w-]+", r.stdout))
+        else:
+            known = set(sub._option_string_actions)
+        unknown = [f for f in flags if f not in known]
+        assert not unknown, f"{page}: `{command}`: no such option {unknown}"
         return
     try:
         args = parser.parse_args(argv)
