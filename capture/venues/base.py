@@ -171,7 +171,7 @@ class Venue(Protocol):
     auth_error_code: ClassVar[int | None]
     #: ``signer(key_id, key_file)`` -> an object whose ``headers()`` sign a
     #: handshake (venues with ``needs_key``)
-    signer: ClassVar[Callable[[str, str], Any] | None]
+    signer: ClassVar[Callable[..., Any] | None]
     #: how the validator checks this venue's book checksums (with ``checksum_validator``)
     checksums: ClassVar[ChecksumSpec | None]
 
@@ -239,7 +239,7 @@ class VenueDefaults:
     rest_path: ClassVar[str] = ""
     seq_layout: ClassVar[SeqLayout | None] = None
     auth_error_code: ClassVar[int | None] = None
-    signer: ClassVar[Callable[[str, str], Any] | None] = None
+    signer: ClassVar[Callable[..., Any] | None] = None
     checksums: ClassVar[ChecksumSpec | None] = None
 
 
