@@ -97,7 +97,7 @@ def test_receive_path(benchmark, make_ring, bench_summary, venue, integrity):
         ts = time.time_ns()
 
         def reset():
-            c._seq_last = {}
+            c.checks.fresh()
             return (), {}
 
         def run():

@@ -59,10 +59,17 @@ Integrity (with an :class:`capture.receiver.repair.Integrity`, see :mod:`capture
     repair_suppressed {venue, symbol, reason, burst, window_s}   the symbol's token bucket is empty
 
 Sequence checking is the only integrity work on the hot path: for venues with
-sequence numbers, one anchored regex match on the frame's head
+a ``seq_layout``, one anchored regex match on the frame's head
 (:class:`capture.receiver.repair.SeqScanner`, the venue module's ``sequence()``
-semantics) and, for book frames, a dict update (:meth:`Connection._seq`), after
-the ring write.
+semantics) and, for book frames, a dict update (the gap rule of
+:class:`capture.venues.base.GapDetector`, inlined), after the ring write.
+
+The connection is composed of parts that own their state: the venue's
+subscriber (what to send), :class:`capture.receiver.replies.Replies` (the
+requests of this attempt and their replies) and
+:class:`capture.receiver.sequence_checks.SequenceChecks` (gaps and repairs).
+They act through a few callables the connection hands them (write a record,
+send a frame, go live), never by reading its attributes.
 
 Errors (rooted in :class:`common.errors.CaptureError`)::
 
@@ -84,12 +91,12 @@ from ring.producer import Producer
 from capture.receiver.lifecycle import RECORD_KIND, TRANSITIONS, ConnectionStateError, Event, State, Timing  # noqa: F401
 
 S, E = State, Event
-from capture.receiver.repair import Integrity, SeqScanner
-from capture.receiver.replies import SubscriptionReplies
+from capture.receiver.repair import Integrity
+from capture.receiver.replies import Replies
 from capture.receiver.sequence_checks import SequenceChecks
 from capture.receiver import transport as _transport
 from capture.receiver.transport import ConnectFailed, Transport, make_transport
-from capture.venues.base import CONTROL_MAX, Kind
+from capture.venues.base import CONTROL_MAX, Classified, Kind
 from capture.venues.subscribe import Request
 
 log = logging.getLogger("capture.receiver.connection")
@@ -110,7 +117,7 @@ _ENDS_JSON = tuple(b in _JSON_CLOSE for b in range(256))
 _WS = frozenset(b" \t\r\n")
 
 
-class Connection(SubscriptionReplies, SequenceChecks):
+class Connection:
     """One WebSocket connection of a shard, reconnecting until stopped.
 
     Args:
@@ -177,28 +184,26 @@ class Connection(SubscriptionReplies, SequenceChecks):
         self.live_ns = 0          # wall time of the last transition to live
         self.live_frames = 0      # frames received before it, on this connection
         self.history: list[tuple[State, Event, State]] = []
-        # per-attempt reply tracking
-        self._requests: list[Request] = []
-        # subscriptions refused for the venue's request rate: (due monotonic, channel, symbols)
-        # (due monotonic, channel, symbols, kind): kind "subscribe" sends the
-        # subscribe again, "repair" the whole repair (unsubscribe + subscribe)
-        self._sub_retries: list[tuple[float, str | None, list[str], str]] = []
-        self._sub_retry_n = 0     # consecutive rate refusals: the retry delay doubles
-        self.subscribe_retries = 0
-        self._rate_refused = 0    # rate refusals naming no request (retried at the reply timeout)
+        # the subscription replies of the current attempt (an object of its own)
+        self.replies = Replies(self.subscriber, timing, record=self._record, send=self._send_text,
+                               auth_error=self._auth_error, settled=self._replies_settled,
+                               sent=self._set_peek, lost=self._subscription_lost,
+                               acked_symbol=self._acked_symbol)
         self.subscriptions_lost = 0   # subscriptions the venue ended (resubscribed)
-        self._acked = self._failed = self._timed_out = 0
         self._ping_sent_at: float | None = None
         self._next_ping = 0.0
         self._peek = CONTROL_MAX
         self._stop: asyncio.Future[None] | None = None
         self.task: asyncio.Task | None = None
         self._last_close: Any = None
-        # integrity
+        # integrity: sequence checks and repairs (an object of its own; the
+        # hot path holds its head match and its gap table, see _on_message)
         self.integrity = integrity
-        seq_on = integrity is not None and venue_cls.seq_layout is not None
-        self._scan = SeqScanner(venue_cls) if seq_on else None
-        self._seq_match = self._scan.match if self._scan is not None else None
+        self.checks = SequenceChecks(venue_cls, self.subscriber, integrity, timing,
+                                     record=self._record, can_send=self._can_send,
+                                     send=self._send_text, send_requests=self._send_requests)
+        self._seq_match = self.checks.match
+        self._seq_last = self.checks.detector.table
         # The compiled hot path (picows only): complete data messages above
         # the peek size go from picows's buffer to the ring with no Python
         # call.  Not where every frame needs a sequence check.
@@ -208,12 +213,6 @@ class Connection(SubscriptionReplies, SequenceChecks):
             self._fast = fp.FastState(producer, conn_id, self._odd_large_guarded,
                                              *producer.c_handles())
             self._fast.enabled = self._seq_match is None
-        #: last seq per stream (GapDetector.feed semantics, inlined in _seq)
-        self._seq_last: dict[bytes, int] = {}
-        self._repairing: dict[Any, float] = {}   # stream key -> monotonic time of the repair
-        self.seq_gaps = 0
-        self.repairs = 0
-        self.suppressed = 0
         # authentication failures
         self.auth_failures = 0
         self._auth_failed = False   # this attempt ended in an auth failure
@@ -235,7 +234,7 @@ class Connection(SubscriptionReplies, SequenceChecks):
                                     conn_name=self.name, state=self.state.value, **fields)
 
     def _set_peek(self) -> None:
-        if self.state is not S.LIVE or any(r.pending for r in self._requests):
+        if self.state is not S.LIVE or self.replies.pending():
             self._peek = CONTROL_MAX
         elif self._ping_sent_at is not None:
             self._peek = max(self.timing.peek_bytes, 256)
@@ -284,17 +283,18 @@ class Connection(SubscriptionReplies, SequenceChecks):
             self._nbytes += n
             sm = self._seq_match
             if sm is not None:
-                # Sequence check, inlined for book frames (see _seq for the rule).
+                # Sequence check: GapDetector.feed's rule inlined over its own
+                # table for book frames (see capture.receiver.sequence_checks).
                 hm = sm(payload)
                 if hm is None:                  # outside the documented layout
-                    self._seq(payload, None)
+                    self.checks.fallback(payload)
                 elif hm.lastindex:              # a book frame (else: another type)
                     snap, key, seq = hm.group(1, 2, 3)
                     seq = int(seq)
                     last = self._seq_last.get(key)
                     self._seq_last[key] = seq
                     if snap is not None or (last is not None and seq != last + 1):
-                        self._seq_event(payload, key, last, seq, snap is not None)
+                        self.checks.event(payload, key, last, seq, snap is not None)
             if n > self._peek:
                 self._last_data_ns = ts
                 if not _ENDS_JSON[payload[n - 1]]:   # truncated, or not JSON at all
@@ -342,7 +342,7 @@ class Connection(SubscriptionReplies, SequenceChecks):
         elif k is Kind.MALFORMED:
             self.malformed += 1
         else:  # ACK, ERROR, UNSUBSCRIBED
-            self._reply(c)
+            self.replies.reply(c)
 
     def _on_pong(self, payload: bytes) -> None:
         self._pong()
@@ -370,6 +370,78 @@ class Connection(SubscriptionReplies, SequenceChecks):
     def _opened(self) -> None:
         # Called by the transport after the handshake, before any message.
         self._fire(E.OPENED, attempt=self.attempt, url=self.url)
+
+    # -- what the parts act through ------------------------------------------------
+    def _send_text(self, payload: bytes) -> None:
+        t = self.transport
+        assert t is not None
+        t.send_text(payload)
+
+    def _send_requests(self, reqs: list[Request], reason: str) -> None:
+        self.replies.send(reqs, reason)
+
+    def _can_send(self) -> bool:
+        t = self.transport
+        return self.state in (S.LIVE, S.SUBSCRIBING) and t is not None and not t.closed
+
+    def _acked_symbol(self, symbol: str) -> None:
+        # a checksum repair is done once its resubscription is acked
+        self.checks.repair_done(("checksum", symbol))
+
+    def _subscription_lost(self, c: Classified, r: Request | None) -> None:
+        """The venue ended a subscription (Kalshi code 25, buffer overflow:
+        messages were lost).  Recorded as a gap (record, counter, log line),
+        its sequence state forgotten, and its markets subscribed again on this
+        connection at once, so none stays silent until a reconnect."""
+        channel, markets = self.subscriber.lost(c.sid, r)
+        if markets is None:
+            markets = list(self.members)
+        if c.sid is not None:
+            self.checks.forget(c.sid)
+        self.subscriptions_lost += 1
+        if self.integrity is not None:
+            self.integrity.count("subscription_lost")
+        self._record("subscription_lost", venue=self.venue.name, sid=c.sid, channel=channel,
+                     markets=markets, code=c.code, error=c.detail, req_id=c.req_id)
+        log.warning("%s: the venue ended subscription sid=%s (%s, code %s): %d market(s) "
+                    "lost messages; subscribing them again", self.name, c.sid, c.detail,
+                    c.code, len(markets))
+        if markets and self._can_send():
+            self.replies.send(self.subscriber.resubscribe(channel, markets), "subscription_lost")
+
+    def _replies_settled(self) -> None:
+        """Nothing pending any more: live (from subscribing), else peek less."""
+        if self.state is S.SUBSCRIBING:
+            self._go_live()
+        else:
+            self._set_peek()
+
+    def _go_live(self) -> None:
+        self.live_since = time.monotonic()
+        self.live_ns = self.last_data_ns = time.time_ns()
+        self.live_frames = self.frames
+        self._fire(E.SUBSCRIBED, **self.replies.counts())
+
+    def integrity_failure(self, kind: str, symbol: str | None, stream_key: Any = None,
+                          **fields: Any) -> str:
+        """A detection to record and repair (see :meth:`SequenceChecks.integrity_failure`)."""
+        return self.checks.integrity_failure(kind, symbol, stream_key, **fields)
+
+    @property
+    def seq_gaps(self) -> int:
+        return self.checks.seq_gaps
+
+    @property
+    def repairs(self) -> int:
+        return self.checks.repairs
+
+    @property
+    def suppressed(self) -> int:
+        return self.checks.suppressed
+
+    @property
+    def subscribe_retries(self) -> int:
+        return self.replies.subscribe_retries
 
     # -- re-discovery ------------------------------------------------------------
     def update_members(self, members: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -468,14 +540,9 @@ class Connection(SubscriptionReplies, SequenceChecks):
         """One connection attempt, from connecting until the connection is over."""
         tm = self.timing
         self.subscriber.fresh()
-        self._seq_last = {}
-        self._repairing = {}
+        self.checks.fresh()
         self._auth_close = False
-        self._requests = []
-        self._sub_retries = []    # a new connection subscribes everything afresh
-        self._sub_retry_n = 0
-        self._rate_refused = 0
-        self._acked = self._failed = self._timed_out = 0
+        self.replies.fresh()      # a new connection subscribes everything afresh
         self._ping_sent_at = None
         self.live_since = 0.0
         kw: dict[str, Any] = {}
@@ -505,7 +572,7 @@ class Connection(SubscriptionReplies, SequenceChecks):
             self._opened()
         if self.members:
             self._send_requests(self.subscriber.subscribe(self.members), "connect")
-        if not self.subscriber.acks or not any(r.pending for r in self._requests):
+        if not self.subscriber.acks or not self.replies.pending():
             self._go_live()
         await self._watch(t)
 
@@ -559,22 +626,9 @@ class Connection(SubscriptionReplies, SequenceChecks):
                     await self._replace(t, closed, "authentication failed")
                     return
                 now = loop.time()
-                self._send_due_retries()
-                # reply timeouts
-                for r in self._requests:
-                    if r.pending and time.time_ns() - r.sent_ns > tm.subscribe_timeout * 1e9:
-                        self._timed_out += len(r.pending)
-                        pending = sorted(s for _, s in r.pending)
-                        retry = None
-                        if self._rate_refused:   # a refusal that named no request: this one
-                            self._rate_refused -= 1
-                            syms = list(r.symbols) if "*" in pending else pending
-                            retry = self._schedule_retry(r.channel, syms, None, None, True)
-                        self._record("subscribe_timeout", channel=r.channel,
-                                     pending=pending, req_id=r.req_id,
-                                     **({"retry_in_s": retry} if retry is not None else {}))
-                        r.pending.clear()
-                        self._maybe_live()
+                if self.state in (S.LIVE, S.SUBSCRIBING):
+                    self.replies.send_due_retries()
+                self.replies.expire(time.time_ns())
                 # keepalive
                 if self._ping_sent_at is not None and now - self._ping_sent_at > tm.pong_timeout:
                     waited = now - self._ping_sent_at
@@ -620,16 +674,16 @@ class Connection(SubscriptionReplies, SequenceChecks):
     # -- introspection -------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Counters for records and the status file (read by capture.metrics)."""
-        subscribed = self._acked if self.subscriber.acks else (
+        subscribed = self.replies.acked if self.subscriber.acks else (
             len(self.members) if self.state is S.LIVE else 0)
         return {"conn": self.name, "id": self.conn_id, "state": self.state.value,
                 "frames": self.frames, "messages": self.frames, "bytes": self.nbytes,
                 "malformed": self.malformed, "refused": self.refused,
                 "reconnects": self.reconnects, "reconnect_reasons": dict(self.reconnect_reasons),
                 "attempt": self.attempt, "members": len(self.members), "subscribed": subscribed,
-                "seq_gaps": self.seq_gaps, "repairs": self.repairs,
-                "repairs_suppressed": self.suppressed, "auth_failures": self.auth_failures,
-                "subscribe_retries": self.subscribe_retries,
+                "seq_gaps": self.checks.seq_gaps, "repairs": self.checks.repairs,
+                "repairs_suppressed": self.checks.suppressed, "auth_failures": self.auth_failures,
+                "subscribe_retries": self.replies.subscribe_retries,
                 "subscriptions_lost": self.subscriptions_lost,
                 "last_data_ns": self.last_data_ns, "live_since_ns": self.live_ns,
                 "silence_timeout": (self.silence_ns / 1e9) or None}

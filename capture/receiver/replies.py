@@ -1,64 +1,113 @@
-"""A connection's subscription replies: acks, refusals, rate-limit retries,
-and the move to live once nothing is pending.
+"""A connection's subscription replies: the requests sent on this attempt,
+acks, refusals, rate-limit retries, reply timeouts, and when nothing is
+pending any more.
 
-A mixin of :class:`capture.receiver.connection.Connection` (it works on the
-connection's requests, counters and records); the record kinds are listed
-there.
+:class:`Replies` owns that state; the connection holds one and gives it the
+few things it acts through (write a record, send a text frame, report an
+authentication refusal, "every reply is in").  The record kinds are listed
+in :mod:`capture.receiver.connection`.
 """
 from __future__ import annotations
 
-import logging
 import time
+from typing import Any, Callable
 
-from capture.receiver.lifecycle import Event, State
+from capture.receiver.lifecycle import Timing
 from capture.venues.base import Classified, Kind
-from capture.venues.subscribe import Request
-
-S, E = State, Event
-log = logging.getLogger("capture.receiver.connection")
+from capture.venues.subscribe import Request, Subscriber
 
 
-class SubscriptionReplies:
-    """Matching the venue's replies to the requests sent, and sending them."""
+class Replies:
+    """Matching the venue's replies to the requests sent, and sending them.
 
-    __slots__ = ()
+    Args:
+        subscriber: the connection's venue subscriber.
+        timing: the connection's intervals (retry delays, reply timeout).
+        record: writes one control record (``record(kind, **fields)``).
+        send: sends one text frame on the current transport.
+        auth_error: ``auth_error(status, code, error)``: the venue refused
+            the credentials.
+        settled: called whenever a reply leaves nothing pending (the
+            connection goes live, or adjusts what it peeks at).
+        sent: called after requests were sent (replies are awaited: the
+            connection peeks at larger frames).
+        lost: ``lost(reply, request)``: the venue ended a subscription
+            (a terminal error code: messages were lost); the connection
+            records it and subscribes its markets again.
+        acked_symbol: an instrument's subscription was acked (a checksum
+            repair of it is done).
+    """
 
-    def _find(self, c: Classified) -> Request | None:
+    def __init__(self, subscriber: Subscriber, timing: Timing, *,
+                 record: Callable[..., None], send: Callable[[bytes], None],
+                 auth_error: Callable[[int | None, int | None, str], None],
+                 settled: Callable[[], None], sent: Callable[[], None],
+                 lost: Callable[[Classified, Request | None], None] = lambda c, r: None,
+                 acked_symbol: Callable[[str], None] = lambda s: None) -> None:
+        self.subscriber = subscriber
+        self.timing = timing
+        self._record = record
+        self._send = send
+        self._auth_error = auth_error
+        self._settled = settled
+        self._sent = sent
+        self._lost = lost
+        self._acked_symbol = acked_symbol
+        self.subscribe_retries = 0     # for the life of the connection
+        self.fresh()
+
+    def fresh(self) -> None:
+        """A new attempt: nothing sent, nothing pending, no retries due."""
+        self.requests: list[Request] = []
+        # subscriptions refused for the venue's request rate: (due monotonic,
+        # channel, symbols, kind): kind "subscribe" sends the subscribe again,
+        # "repair" the whole repair (unsubscribe + subscribe)
+        self.retries: list[tuple[float, str | None, list[str], str]] = []
+        self.retry_n = 0          # consecutive rate refusals: the retry delay doubles
+        self.rate_refused = 0     # rate refusals naming no request (retried at the reply timeout)
+        self.acked = self.failed = self.timed_out = 0
+
+    def pending(self) -> bool:
+        return any(r.pending for r in self.requests)
+
+    def find(self, c: Classified) -> Request | None:
         if c.req_id is not None:
-            for r in self._requests:
+            for r in self.requests:
                 if r.req_id == c.req_id:
                     return r
-        for r in self._requests:
+        for r in self.requests:
             if (c.channel, c.symbol) in r.pending or (c.channel, "*") in r.pending:
                 return r
         return None
 
-    def _reply(self, c: Classified) -> None:
+    def reply(self, c: Classified) -> None:
+        """An ACK, ERROR or UNSUBSCRIBED frame from the venue."""
         if c.kind is Kind.UNSUBSCRIBED:
             return
-        r = self._find(c)
+        r = self.find(c)
         if c.kind is Kind.ACK:
             if r is not None:
                 ch = r.channel if c.channel is None else c.channel
                 key = (ch, c.symbol) if (ch, c.symbol) in r.pending else (ch, "*")
                 r.pending.discard(key)
                 self.subscriber.acked(r, c.sid, ch)
-            if c.symbol is not None and self._repairing:
-                # a checksum repair is done once its resubscription is acked
-                self._repairing.pop(("checksum", c.symbol), None)
-            self._acked += 1
-            self._sub_retry_n = 0
+            if c.symbol is not None:
+                self._acked_symbol(c.symbol)
+            self.acked += 1
+            self.retry_n = 0
             self._record("subscribed", channel=c.channel or (r.channel if r else None),
                          symbol=c.symbol, req_id=c.req_id)
         else:  # ERROR
             if self.subscriber.terminal(c.code):
-                self._subscription_lost(c, r)
-                self._maybe_live()
+                if r is not None:
+                    r.pending.clear()
+                self._lost(c, r)
+                self.maybe_settled()
                 return
             if r is not None and c.symbol is not None:
                 ch = r.channel
                 r.pending.discard((ch, c.symbol))
-                self._failed += 1
+                self.failed += 1
                 kind = self._retry_kind(r, c)
                 retry = self._schedule_retry(ch, [c.symbol], c.detail, c.code, kind=kind,
                                              known=kind == "repair")
@@ -70,7 +119,7 @@ class SubscriptionReplies:
                 if "*" in syms:   # acked once for the whole request (Kalshi)
                     syms = list(r.symbols)
                 r.pending.clear()
-                self._failed += len(syms)
+                self.failed += len(syms)
                 retry = self._schedule_retry(r.channel, syms, c.detail, c.code,
                                              kind=self._retry_kind(r, c))
                 self._record("subscribe_failed", channel=r.channel, symbols=syms,
@@ -84,38 +133,16 @@ class SubscriptionReplies:
                     # {"Error": "Exceeded msg rate"}): the acks still pending
                     # when their request times out were the refused ones, and
                     # are retried then instead of waiting for a reconnect.
-                    self._rate_refused += 1
+                    self.rate_refused += 1
                 self._record("venue_error", error=c.detail, code=c.code, req_id=c.req_id,
                              **({"rate_limited": True} if limited else {}))
             if c.code is not None and c.code == self.subscriber.auth_error_code:
                 self._auth_error(None, c.code, c.detail or "")
-        self._maybe_live()
+        self.maybe_settled()
 
-    def _subscription_lost(self, c: Classified, r: Request | None) -> None:
-        """The venue ended a subscription (Kalshi code 25, buffer overflow:
-        messages were lost).  Recorded as a gap (record, counter, log line),
-        its sequence state forgotten, and its markets subscribed again on this
-        connection at once, so none stays silent until a reconnect."""
-        if r is not None:
-            r.pending.clear()
-        channel, markets = self.subscriber.lost(c.sid, r)
-        if markets is None:
-            markets = list(self.members)
-        if c.sid is not None:
-            self._seq_last.pop(str(c.sid).encode(), None)
-            self._repairing.pop(c.sid, None)
-        self.subscriptions_lost += 1
-        if self.integrity is not None:
-            self.integrity.count("subscription_lost")
-        self._record("subscription_lost", venue=self.venue.name, sid=c.sid, channel=channel,
-                     markets=markets, code=c.code, error=c.detail, req_id=c.req_id)
-        log.warning("%s: the venue ended subscription sid=%s (%s, code %s): %d market(s) "
-                    "lost messages; subscribing them again", self.name, c.sid, c.detail,
-                    c.code, len(markets))
-        t = self.transport
-        if markets and self.state in (S.LIVE, S.SUBSCRIBING) and t is not None and not t.closed:
-            self._send_requests(self.subscriber.resubscribe(channel, markets),
-                                "subscription_lost")
+    def maybe_settled(self) -> None:
+        if not self.pending():
+            self._settled()
 
     def _retry_kind(self, r: Request, c: Classified) -> str:
         """A refused repair is retried whole: its unsubscribe may have been
@@ -137,64 +164,66 @@ class SubscriptionReplies:
                                or self.subscriber.rate_limited_code(code)):
             return None
         tm = self.timing
-        delay = min(tm.subscribe_retry_cap, tm.subscribe_retry * (2 ** self._sub_retry_n))
-        self._sub_retry_n += 1
-        self._sub_retries.append((time.monotonic() + delay, channel, symbols, kind))
+        delay = min(tm.subscribe_retry_cap, tm.subscribe_retry * (2 ** self.retry_n))
+        self.retry_n += 1
+        self.retries.append((time.monotonic() + delay, channel, symbols, kind))
         return round(delay, 3)
 
-    def _send_due_retries(self) -> None:
-        if not self._sub_retries or self.state not in (S.LIVE, S.SUBSCRIBING):
+    def send_due_retries(self) -> None:
+        """Send the rate-limit retries whose time has come (the connection
+        calls this while subscribing or live)."""
+        if not self.retries:
             return
         now = time.monotonic()
-        due = [x for x in self._sub_retries if x[0] <= now]
+        due = [x for x in self.retries if x[0] <= now]
         if not due:
             return
-        self._sub_retries = [x for x in self._sub_retries if x[0] > now]
+        self.retries = [x for x in self.retries if x[0] > now]
         for _, channel, symbols, kind in due:
             self.subscribe_retries += 1
             if kind == "repair":
                 self._repair_again(symbols)
             else:
-                self._send_requests(self.subscriber.resubscribe(channel, symbols),
-                                    "rate_limit_retry")
+                self.send(self.subscriber.resubscribe(channel, symbols), "rate_limit_retry")
 
     def _repair_again(self, symbols: list[str]) -> None:
         """Send a refused repair again (not charged to the symbol's bucket: it
         is the same repair, not a new one)."""
-        t = self.transport
-        assert t is not None
         for sym in symbols:
             action, payloads, reqs = self.subscriber.repair(sym, None)
-            for p in payloads:
-                self._record("unsubscribe_sent", channel="book", symbols=[sym], reason="repair_retry")
-                t.send_text(p)
+            for channel, p in payloads:
+                self._record("unsubscribe_sent", channel=channel, symbols=[sym], reason="repair_retry")
+                self._send(p)
             if reqs:
-                self._send_requests(reqs, "repair_retry")
+                self.send(reqs, "repair_retry")
 
-    def _maybe_live(self) -> None:
-        if any(r.pending for r in self._requests):
-            return
-        if self.state is S.SUBSCRIBING:
-            self._go_live()
-        else:
-            self._set_peek()
+    def expire(self, now_ns: int) -> None:
+        """Requests unanswered for ``subscribe_timeout``: recorded, given up."""
+        limit = self.timing.subscribe_timeout * 1e9
+        for r in self.requests:
+            if r.pending and now_ns - r.sent_ns > limit:
+                self.timed_out += len(r.pending)
+                pending = sorted(s for _, s in r.pending)
+                retry = None
+                if self.rate_refused:   # a refusal that named no request: this one
+                    self.rate_refused -= 1
+                    syms = list(r.symbols) if "*" in pending else pending
+                    retry = self._schedule_retry(r.channel, syms, None, None, True)
+                self._record("subscribe_timeout", channel=r.channel, pending=pending,
+                             req_id=r.req_id, **({"retry_in_s": retry} if retry is not None else {}))
+                r.pending.clear()
+                self.maybe_settled()
 
-    def _go_live(self) -> None:
-        self.live_since = time.monotonic()
-        self.live_ns = self.last_data_ns = time.time_ns()
-        self.live_frames = self.frames
-        self._fire(E.SUBSCRIBED, acked=self._acked, failed=self._failed,
-                   timed_out=self._timed_out)
-
-    # -- sending -----------------------------------------------------------------
-    def _send_requests(self, reqs: list[Request], reason: str) -> None:
-        t = self.transport
-        assert t is not None
+    def send(self, reqs: list[Request], reason: str) -> None:
         for r in reqs:
             r.sent_ns = time.time_ns()
             r.reason = reason
-            self._requests.append(r)
+            self.requests.append(r)
             self._record("subscribe_sent", channel=r.channel, symbols=list(r.symbols),
                          req_id=r.req_id, reason=reason)
-            t.send_text(r.payload)
-        self._set_peek()
+            self._send(r.payload)
+        self._sent()
+
+    def counts(self) -> dict[str, Any]:
+        """What the ``live`` record reports."""
+        return {"acked": self.acked, "failed": self.failed, "timed_out": self.timed_out}

@@ -1,70 +1,141 @@
 """A connection's sequence checks and per-symbol repairs (see capture.receiver.repair).
 
-A mixin of :class:`capture.receiver.connection.Connection`: sequence checking is the
-only integrity work on the receive path (the inlined book-frame case is in
-``Connection._on_message``; the rest is here), and a detected gap or
-checksum mismatch repairs the one symbol, rate-limited.
+:class:`SequenceChecks` owns that state: the last sequence number per stream
+(a :class:`capture.venues.base.GapDetector`), the repairs in flight and the
+counters.  Sequence checking is the only integrity work on the receive path;
+a detected gap or checksum mismatch repairs the one symbol, rate-limited.
+
+One gap rule
+------------
+The rule is :meth:`GapDetector.feed <capture.venues.base.GapDetector.feed>`:
+the first number on a stream or a snapshot sets the baseline, a break is
+reported once and the run continues from the number that arrived.  Frames
+outside the venue's documented layout go through ``feed`` itself
+(:meth:`SequenceChecks.fallback`).  For book frames in the documented
+layout the connection's hot path inlines the same rule over the detector's
+own table (:attr:`GapDetector.table`, the one dict both forms update) and
+calls :meth:`SequenceChecks.event` only on a snapshot or a break; a test
+drives every short sequence of numbers and snapshots through both forms and
+requires the same reports (tests/capture/receiver/test_sequence_rule.py).
 """
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
-from capture.receiver.lifecycle import State
-
-S = State
+from capture.receiver.lifecycle import Timing
+from capture.receiver.repair import Integrity, SeqScanner
+from capture.venues.base import GapDetector
+from capture.venues.subscribe import Request, Subscriber
 
 
 class SequenceChecks:
-    """Gap detection per stream, and rate-limited repairs."""
+    """Gap detection per stream, and rate-limited repairs, for one connection.
 
-    __slots__ = ()
+    Args:
+        venue_cls: the venue (its ``sequence`` names a gap's symbol).
+        subscriber: the connection's subscriber (builds the repairs).
+        integrity: the receiver's shared integrity state; None: no checks,
+            no repairs.
+        timing: the connection's intervals (a repair counts as in flight
+            for ``subscribe_timeout``).
+        record: writes one control record (``record(kind, **fields)``).
+        can_send: whether the connection can send now (live or subscribing,
+            transport open).
+        send: sends one text frame; ``send_requests(reqs, reason)`` sends
+            subscribe requests whose replies are awaited.
+    """
 
-    def _seq(self, payload: bytes | memoryview, hm: Any) -> None:
-        """A book frame's seq (``hm``: the head match) or a frame outside the
-        documented layout (``hm`` None: the venue module decides).  Gap rule
-        as :meth:`capture.venues.base.GapDetector.feed`, inlined (this runs
-        for every book frame): the first number or a snapshot sets the
-        baseline, a break is reported once and the run continues from it."""
-        if hm is not None:
-            snap, key, seq = hm.group(1, 2, 3)
-            seq = int(seq)
-            snapshot = snap is not None
-        else:
-            r = self._scan.fallback(  # type: ignore[union-attr]
-                payload if payload.__class__ is bytes else bytes(payload))
-            if r is None:
-                return
-            key, seq, snapshot = r
-        last_seq = self._seq_last
-        last = last_seq.get(key)
-        last_seq[key] = seq
-        if snapshot or (last is not None and seq != last + 1):
-            self._seq_event(payload, key, last, seq, snapshot)
+    def __init__(self, venue_cls: type, subscriber: Subscriber, integrity: Integrity | None,
+                 timing: Timing, *, record: Callable[..., None], can_send: Callable[[], bool],
+                 send: Callable[[bytes], None],
+                 send_requests: Callable[[list[Request], str], None]) -> None:
+        self.venue = venue_cls
+        self.subscriber = subscriber
+        self.integrity = integrity
+        self.timing = timing
+        self._record = record
+        self._can_send = can_send
+        self._send = send
+        self._send_requests = send_requests
+        on = integrity is not None and getattr(venue_cls, "seq_layout", None) is not None
+        self.scanner: SeqScanner | None = SeqScanner(venue_cls) if on else None
+        #: the head match of the hot path (None: no sequence checks)
+        self.match = self.scanner.match if self.scanner is not None else None
+        self.detector = GapDetector()
+        self._repairing: dict[Any, float] = {}   # stream key -> monotonic time of the repair
+        self.seq_gaps = 0
+        self.repairs = 0
+        self.suppressed = 0
 
-    def _seq_event(self, payload: bytes | memoryview, key: bytes, last: int | None, seq: int,
-                   snapshot: bool) -> None:
-        """A snapshot (the baseline moves; a repair of that stream is done) or a gap.
+    def fresh(self) -> None:
+        """A new attempt: every stream starts again (in place: the hot path
+        holds the detector's table)."""
+        self.detector.table.clear()
+        self._repairing.clear()
+
+    # -- detection -------------------------------------------------------------
+    def fallback(self, payload: bytes | memoryview) -> None:
+        """A frame the head match did not answer: the venue module decides,
+        and :meth:`GapDetector.feed` applies the rule."""
+        assert self.scanner is not None
+        raw = payload if isinstance(payload, bytes) else bytes(payload)
+        r = self.scanner.fallback(raw)
+        if r is None:
+            return
+        key, seq, snapshot = r
+        if snapshot and self._shared(key):
+            snapshot = False   # it continues the shared numbering (see event)
+        gap = self.detector.feed(key, seq, snapshot)
+        if snapshot:
+            self._snapshot(key)
+        elif gap is not None:
+            self.gap(raw, key, gap.expected, gap.got)
+
+    def event(self, payload: bytes | memoryview, key: bytes, last: int | None, seq: int,
+              snapshot: bool) -> None:
+        """From the hot path: a snapshot (the baseline moved; a repair of
+        that stream is done) or a break after ``last``.
 
         A snapshot re-bases a stream that numbers one market.  On a stream
         that numbers several (a Kalshi sid shared by markets) it continues the
         shared numbering, so it is checked like any other message: one
         market's snapshot must not hide a message lost by another."""
-        if snapshot:
-            canon = self._scan.canonical(key)  # type: ignore[union-attr]
-            if (last is not None and seq != last + 1
-                    and len(self.subscriber.markets_of(canon)) > 1):
-                raw = payload if payload.__class__ is bytes else bytes(payload)
-                self._on_gap(raw, canon, last + 1, seq)
+        if snapshot and self._shared(key):
+            if last is None or seq == last + 1:
                 return
-            if self._repairing:
-                self._repairing.pop(canon, None)
+            snapshot = False
+        if snapshot:
+            self._snapshot(key)
             return
         assert last is not None
-        raw = payload if payload.__class__ is bytes else bytes(payload)
-        self._on_gap(raw, self._scan.canonical(key), last + 1, seq)  # type: ignore[union-attr]
+        raw = payload if isinstance(payload, bytes) else bytes(payload)
+        self.gap(raw, key, last + 1, seq)
 
-    def _on_gap(self, raw: bytes, key: Any, expected: int, got: int) -> None:
+    def _shared(self, key: bytes) -> bool:
+        """Whether stream ``key`` numbers several markets (a shared Kalshi sid)."""
+        assert self.scanner is not None
+        return len(self.subscriber.markets_of(self.scanner.canonical(key))) > 1
+
+    def forget(self, sid: int) -> None:
+        """A subscription the venue ended: its numbering starts again."""
+        self.detector.table.pop(str(sid).encode(), None)
+        self._repairing.pop(sid, None)
+
+    def repair_done(self, stream_key: Any) -> None:
+        """The repair of ``stream_key`` was acked: another may follow."""
+        if self._repairing:
+            self._repairing.pop(stream_key, None)
+
+    def _snapshot(self, key: bytes) -> None:
+        if self._repairing:
+            assert self.scanner is not None
+            self._repairing.pop(self.scanner.canonical(key), None)
+
+    def gap(self, raw: bytes, key_bytes: bytes, expected: int, got: int) -> None:
+        """Record a break in stream ``key_bytes`` and repair its symbol."""
+        assert self.scanner is not None
+        key = self.scanner.canonical(key_bytes)
         self.seq_gaps += 1
         symbol = self.subscriber.symbol_of(key)
         if symbol is None:
@@ -77,6 +148,7 @@ class SequenceChecks:
         self.integrity_failure("seq_gap", symbol, key, **where, expected=expected, got=got,
                                missing=max(0, got - expected))
 
+    # -- repair ------------------------------------------------------------------
     def integrity_failure(self, kind: str, symbol: str | None, stream_key: Any = None,
                           **fields: Any) -> str:
         """Record one detection (``seq_gap``, ``checksum_mismatch``) and repair
@@ -95,13 +167,11 @@ class SequenceChecks:
             return "pending"
         if symbol is None:
             return "unavailable"
-        return self._repair(symbol, kind, stream_key, now)
+        return self._repair(integ, symbol, kind, stream_key, now)
 
-    def _repair(self, symbol: str, reason: str, stream_key: Any, now: float) -> str:
-        integ = self.integrity
-        assert integ is not None
-        t = self.transport
-        if self.state not in (S.LIVE, S.SUBSCRIBING) or t is None or t.closed:
+    def _repair(self, integ: Integrity, symbol: str, reason: str, stream_key: Any,
+                now: float) -> str:
+        if not self._can_send():
             return "unavailable"   # a reconnect brings fresh snapshots anyway
         action, payloads, reqs = self.subscriber.repair(symbol, stream_key)
         if not action:
@@ -117,7 +187,7 @@ class SequenceChecks:
         self._record("repair", venue=integ.venue, symbol=symbol, reason=reason, action=action)
         for channel, p in payloads:
             self._record("unsubscribe_sent", channel=channel, symbols=[symbol], reason="repair")
-            t.send_text(p)
+            self._send(p)
         if reqs:
             self._send_requests(reqs, "repair")
         if stream_key is not None:

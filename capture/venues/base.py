@@ -171,7 +171,7 @@ class Venue(Protocol):
     auth_error_code: ClassVar[int | None]
     #: ``signer(key_id, key_file)`` -> an object whose ``headers()`` sign a
     #: handshake (venues with ``needs_key``)
-    signer: ClassVar[Callable[[str, str], Any] | None]
+    signer: ClassVar[Callable[..., Any] | None]
     #: how the validator checks this venue's book checksums (with ``checksum_validator``)
     checksums: ClassVar[ChecksumSpec | None]
 
@@ -239,7 +239,7 @@ class VenueDefaults:
     rest_path: ClassVar[str] = ""
     seq_layout: ClassVar[SeqLayout | None] = None
     auth_error_code: ClassVar[int | None] = None
-    signer: ClassVar[Callable[[str, str], Any] | None] = None
+    signer: ClassVar[Callable[..., Any] | None] = None
     checksums: ClassVar[ChecksumSpec | None] = None
 
 
@@ -283,6 +283,13 @@ class GapDetector:
         if snapshot or last is None or seq == last + 1:
             return None
         return Gap(key, last + 1, seq)
+
+    @property
+    def table(self) -> dict[Hashable, int]:
+        """The last number per stream.  The receiver's hot path inlines
+        :meth:`feed` over this very dict (a test holds both to the same
+        answers); clear it in place, never replace it."""
+        return self._last
 
     def feed_info(self, info: SeqInfo | None) -> Gap | None:
         """Feed what ``Venue.sequence(raw)`` returned (``None`` is ignored)."""

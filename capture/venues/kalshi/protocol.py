@@ -373,7 +373,7 @@ class Kalshi(VenueDefaults):
     needs_key = True
     checksum_validator = False
     url = URL
-    demo_url: str | None = DEMO_URL
+    demo_url = DEMO_URL
     #: The server pings every 10 s; the WebSocket library pongs.  No client ping.
     keepalive = Keepalive(client_ping_interval=None, app_ping=False, server_heartbeat=10.0)
 

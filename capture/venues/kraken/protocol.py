@@ -160,7 +160,7 @@ class KrakenSpot(VenueDefaults):
     needs_key = False
     checksum_validator = True
     url = URL
-    demo_url: str | None = None
+    demo_url = None
     #: Server heartbeats about once a second while subscribed; an app-level
     #: ping is optional, we send one every 30 s to measure round trips.
     keepalive = Keepalive(client_ping_interval=30.0, app_ping=True, server_heartbeat=1.0)

@@ -153,7 +153,7 @@ class KrakenFutures(VenueDefaults):
     needs_key = False
     checksum_validator = False
     url = URL
-    demo_url: str | None = DEMO_URL
+    demo_url = DEMO_URL
     #: The venue closes a connection silent for 60 s; WebSocket pings every 30 s.
     keepalive = Keepalive(client_ping_interval=30.0, app_ping=False, server_heartbeat=None,
                           must_send_within=60.0)

@@ -209,7 +209,7 @@ class Polymarket(VenueDefaults):
     needs_key = False
     checksum_validator = False
     url = URL
-    demo_url: str | None = None
+    demo_url = None
     #: Client sends text PING every ~10 s; PONG proves liveness of the socket
     #: only, not of the data: a silence watchdog is still needed.
     keepalive = Keepalive(client_ping_interval=10.0, app_ping=True, server_heartbeat=None)
