@@ -9,7 +9,9 @@ asserted; targets from the issue printed as measured ratios):
 
 * steps      offered rates x frame sizes: frames offered / in the ring / on
              disk / in the stream, drops and drop records, receive-to-disk
-             and receive-to-ack p50/p99/p99.9, CPU us per message by
+             and receive-to-ack p50/p99/p99.9 (status-file histograms), the
+             exact receive-to-stored percentiles (read back from JetStream:
+             the receive stamp header against the stored time), CPU us per message by
              process (and nats-server), ring fill; the same for the peer.
              Sustained rate: the highest step with zero drops, receive-to-ack
              p99 <= 10 ms and a receive rate within 5% of the offered rate.
@@ -33,6 +35,7 @@ Environment (defaults are the full run; a smoke run sets small values):
     CAPTURE_SHARD_OUTAGE_SECONDS at least this long down     3
     CAPTURE_SHARD_BLAST_FRAMES   frames of the lapping blast 500000
     CAPTURE_SHARD_BIG_RING       the larger ring, bytes      67108864
+    CAPTURE_SHARD_EXACT_MAX      frames read back per step   200000
     CAPTURE_SHARD_RESULTS_JSON   where the figures go        bench/results/shard.json
 
 ``make bench-shard`` runs this and then bench/shard_bench_report.py (plots
