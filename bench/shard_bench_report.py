@@ -125,6 +125,10 @@ def summary_lines(results: dict) -> list[str]:
                       f"{(cu['lag_at_start'] / live) / t:.2f}x)" if t and live and cu.get("lag_at_start") else "")
                    + f"; drops {drops} of {offered} ({100 * drops / max(1, offered):.2f}%), "
                    f"{r['disk']['drop_records']} drop record(s) on disk for {r['disk']['dropped_in_records']}")
+    drv = [(r["rate"], r["size"], r["cpu_us"].get("simulator")) for r in steps if r["cpu_us"].get("simulator") is not None]
+    if drv:
+        out.append("load driver (the simulator process) CPU us per message: "
+                   + ", ".join(f"{rate / 1e3:.0f}k/{size} B {v:.2f}" for rate, size, v in drv))
     cpu = [r["cpu_us"]["capture_total"] for r in steps if r["size"] == 256 and r.get("sustained", [False])[0]]
     if cpu:
         out.append(f"capture CPU per 256 B message (all capture processes, not nats-server) at the sustained "
