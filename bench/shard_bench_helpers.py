@@ -87,6 +87,29 @@ class Run:
         shutil.rmtree(self.ring_base, ignore_errors=True)
         shutil.rmtree(self.work, ignore_errors=True)
 
+    def drop_step(self, ring_dir: str, step_dir: str, stream: str) -> None:
+        """Free a measured step's disk: its segments, ring and stream (a full
+        run writes tens of GB otherwise).  The shard log stays.
+        CAPTURE_SHARD_KEEP=1 keeps everything (until the run ends)."""
+        if os.environ.get("CAPTURE_SHARD_KEEP") == "1":
+            return
+        shutil.rmtree(ring_dir, ignore_errors=True)
+        shutil.rmtree(os.path.join(step_dir, "data"), ignore_errors=True)
+        import asyncio
+
+        import nats
+
+        async def main() -> None:
+            nc = await nats.connect(self.nats.url, connect_timeout=5)
+            try:
+                await nc.jetstream().delete_stream(stream)
+            finally:
+                await nc.close()
+        try:
+            asyncio.run(main())
+        except Exception as exc:   # space, not a figure: say so and go on
+            print(f"note: could not delete stream {stream}: {exc}", file=sys.stderr)
+
     def new_step_dirs(self) -> tuple[str, str, str, str]:
         """(prefix, ring dir, data dir, step dir) of a fresh step."""
         self.steps += 1
@@ -408,6 +431,10 @@ def capture_step(run: Run, rate: float, size: int, frames: int, capacity: int = 
         cpu1, t_cpu1 = cpu_snapshot(sup.pid, extra), time.monotonic()
         sampler.stop()
         final = sampler.sample()
+        try:    # the ring's own high-water mark (every write), besides our samples
+            highest_fill = ring.stats(ring_path)["highest_fill_bytes"]
+        except (ring.RingError, OSError):
+            highest_fill = None
         sup.send_signal(signal.SIGTERM)
         try:
             sup.wait(timeout=120)
@@ -423,7 +450,7 @@ def capture_step(run: Run, rate: float, size: int, frames: int, capacity: int = 
         res.latency["recv_to_stored_exact"] = stored_latency(run.nats.url, stream_name(prefix, VENUE),
                                                              f"{prefix}.>")
         st = final or sampler.samples[-1]
-        res.ring = {"frames": st.ring_frames, "drops": st.drops,
+        res.ring = {"frames": st.ring_frames, "drops": st.drops, "highest_fill": highest_fill,
                     "fill_max": max((s.fill for s in sampler.samples), default=0),
                     "fill_mean": (sum(s.fill for s in sampler.samples) / len(sampler.samples)
                                   if sampler.samples else 0),
@@ -443,6 +470,7 @@ def capture_step(run: Run, rate: float, size: int, frames: int, capacity: int = 
         res.events.update(_rates(sampler.samples, first.t))
         if keep_timeline or outage is not None or rate == 0:
             res.timeline = [s.__dict__ for s in sampler.samples]
+        run.drop_step(ring_dir, step_dir, stream_name(prefix, VENUE))
         return res
     finally:
         if sampler is not None and sampler.is_alive():
@@ -555,7 +583,7 @@ def catchup(res: StepResult) -> dict[str, Any]:
 def peer_step(run: Run, rate: float, size: int, frames: int, timeout: float = 600.0) -> dict:
     """The same feed into bench/shard_peer.py (websockets -> file -> JetStream
     publish_async), a process of its own so its CPU is its own."""
-    prefix, _, data_dir, step_dir = run.new_step_dirs()
+    prefix, ring_dir, data_dir, step_dir = run.new_step_dirs()
     sim = SimulatorProcess([VENUE], Scenario(rate=0, record="count", heartbeat_interval=3600,
                                              blast=Blast(frames=frames, size=size, rate=rate))).start()
     out = os.path.join(step_dir, "peer.json")
@@ -577,6 +605,7 @@ def peer_step(run: Run, rate: float, size: int, frames: int, timeout: float = 60
                  stream=run.stream_messages(f"PEER_{prefix}"))
         r["cpu_us"] = {"peer": r["cpu_s"] / n * 1e6,
                        "nats-server": ((nats1.user + nats1.system) - (nats0.user + nats0.system)) / n * 1e6}
+        run.drop_step(ring_dir, step_dir, f"PEER_{prefix}")
         return r
     finally:
         if peer is not None and peer.poll() is None:
@@ -640,9 +669,13 @@ def host_info(nats_binary: str) -> dict[str, str]:
         nv = subprocess.run([nats_binary, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         nv = "?"
+    here = os.path.dirname(os.path.abspath(__file__))
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                timeout=10, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+                                timeout=10, cwd=here).stdout.strip()
+        if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                          text=True, timeout=10, cwd=here).stdout.strip():
+            commit += " (with uncommitted changes)"
     except (OSError, subprocess.SubprocessError):
         commit = "?"
     return {"cpu": cpu, "cores": str(os.cpu_count()), "kernel": platform.release(),

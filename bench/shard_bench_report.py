@@ -119,7 +119,8 @@ def summary_lines(results: dict) -> list[str]:
         t = cu.get("seconds")
         drops = r["ring"]["drops"]
         offered = r["frames"]
-        out.append(f"catch-up, {name}: lag {cu.get('lag_at_start', '-')} frames, "
+        lapped = "lapped" if r["ring"]["publisher_lapped"] else "NOT lapped (no catch-up from disk)"
+        out.append(f"catch-up, {name} (publisher {lapped}): lag {cu.get('lag_at_start', '-')} frames, "
                    f"{(rate or 0):.0f} frames/s = {ratio}; stream == disk after {t if t is None else round(t, 2)} s"
                    + (f" (a live publish of that lag would take {cu['lag_at_start'] / live:.2f} s: "
                       f"{(cu['lag_at_start'] / live) / t:.2f}x)" if t and live and cu.get("lag_at_start") else "")

@@ -37,6 +37,7 @@ Environment (defaults are the full run; a smoke run sets small values):
     CAPTURE_SHARD_BIG_RING       the larger ring, bytes      67108864
     CAPTURE_SHARD_EXACT_MAX      frames read back per step   200000
     CAPTURE_SHARD_RESULTS_JSON   where the figures go        bench/results/shard.json
+    CAPTURE_SHARD_KEEP           1: keep each step's segments and stream (disk!)  0
 
 ``make bench-shard`` runs this and then bench/shard_bench_report.py (plots
 under bench/plots/, the report bench/SHARD_RESULTS.md).
