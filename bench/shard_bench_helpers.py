@@ -407,9 +407,11 @@ def capture_step(run: Run, rate: float, size: int, frames: int, capacity: int = 
         sampler = Sampler(run, ring_path, ring_dir, stream_name(prefix, VENUE))
         sampler.start()
         extra = {"nats-server": run.nats.pid, "simulator": sim.pid}
-        first = sampler.wait_for(lambda s: s.ring_frames > 8, timeout=60)
+        # The blast has begun once the receiver has more than the venue's
+        # status message and the subscription ack.
+        first = sampler.wait_for(lambda s: s.received > 2, timeout=60)
         if first is None:
-            raise RuntimeError(f"no frames reached the ring; see {step_dir}/shard.log")
+            raise RuntimeError(f"the blast never reached the receiver; see {step_dir}/shard.log")
         cpu0, t_cpu0 = cpu_snapshot(sup.pid, extra), time.monotonic()
         # The histograms so far hold the start-up (control records published
         # while the stream was being set up): the step's figures exclude them.
@@ -450,10 +452,10 @@ def capture_step(run: Run, rate: float, size: int, frames: int, capacity: int = 
         res.latency["recv_to_stored_exact"] = stored_latency(run.nats.url, stream_name(prefix, VENUE),
                                                              f"{prefix}.>")
         st = final or sampler.samples[-1]
+        # Fill over the step: from the first blast frame to the end of the drain.
+        fills = [s.fill for s in sampler.samples if first.t <= s.t <= (last.t if last else st.t)] or [0]
         res.ring = {"frames": st.ring_frames, "drops": st.drops, "highest_fill": highest_fill,
-                    "fill_max": max((s.fill for s in sampler.samples), default=0),
-                    "fill_mean": (sum(s.fill for s in sampler.samples) / len(sampler.samples)
-                                  if sampler.samples else 0),
+                    "fill_max": max(fills), "fill_mean": sum(fills) / len(fills),
                     "publisher_lapped": max(st.publisher_lapped,
                                                 int(any(x.publisher_lag > capacity for x in sampler.samples))),
                     "capacity": capacity}
@@ -523,7 +525,7 @@ def _outage(run: Run, sampler: Sampler, o: Outage, res: StepResult) -> None:
 
 def res_first(sampler: Sampler) -> float:
     for s in sampler.samples:
-        if s.ring_frames > 8:
+        if s.received > 2:
             return s.t
     return 0.0
 

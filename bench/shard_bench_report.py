@@ -304,7 +304,8 @@ record header, rounded up to 8), against a drain rate D frames/s, leaves
     backlog = (R - D) x T x S  bytes
 
 in the ring at its end.  The capacity must exceed that backlog, with room for
-the largest single message (max_frame).  Example: a venue that bursts to
+the largest single message (max_frame), rounded up to a power of two (the
+ring takes 64 KiB .. 2 GiB).  Example: a venue that bursts to
 300,000 messages/s of 300 B for 0.5 s against a flusher that drains 150,000/s
 needs (300,000 - 150,000) x 0.5 x 336 B = 25 MB: a 32 MiB ring, where the
 default 4 MiB (12,483 such frames) would refuse about 83% of the burst's excess (and record every
@@ -312,8 +313,12 @@ refusal).  When D >= R no backlog builds and any capacity above max_frame
 holds; size from the worst burst rate and duration observed on the venue
 (a status message storm, an open, a market event), and measure D with this
 benchmark on the target host (the flusher's drain rate is the "flusher" line
-of the blast runs).  The blast runs above show the drop rate of a 4 MiB ring
-against a larger one under the same unpaced blast.
+of the blast runs).  The same arithmetic with the publisher's live rate in
+place of D tells whether a burst laps the publisher: a lapped publisher
+loses nothing (it reads the missed frames back from the segment files) but
+catches up at the catch-up rate above instead of from memory.  The blast
+runs above show the drop rate of a 4 MiB ring against a larger one under the
+same unpaced blast.
 """
 
 
