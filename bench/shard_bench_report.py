@@ -232,7 +232,9 @@ def plots(results: dict, ring: dict | None, outdir: str) -> list[tuple[str, str]
         for key, label in (("nats_stopped_t", "NATS down"), ("nats_started_t", "NATS up")):
             if key in r.get("events", {}):
                 ax.axvline(r["events"][key], color="red", lw=0.8)
-                ax.text(r["events"][key], ax.get_ylim()[1] * 0.95, label, fontsize=7, color="red")
+                ax.text(r["events"][key], ax.get_ylim()[1] * 0.6, " " + label, fontsize=7, color="red")
+        if "first_frame_t" in r.get("events", {}):    # the start-up is of no interest here
+            ax.set_xlim(left=max(0.0, r["events"]["first_frame_t"] - 0.5))
         ax.legend(loc="upper left", fontsize=7)
         ax2.legend(loc="upper right", fontsize=7)
         ax.set_title(f"Catch-up: {name}")
