@@ -50,6 +50,7 @@ import os
 import pytest
 
 import shard_bench_helpers as h
+import shard_bench_measure as m
 
 RATES = h.env_list("CAPTURE_SHARD_RATES", "10000,25000,50000,100000,200000")
 SIZES = h.env_list("CAPTURE_SHARD_SIZES", "256,2048", int)
@@ -70,7 +71,7 @@ RESULTS: dict = {"steps": [], "peer": [], "outage": None, "blast": [],
 @pytest.fixture(scope="module")
 def run():
     r = h.Run()
-    RESULTS["host"] = h.host_info(r.nats.binary)
+    RESULTS["host"] = m.host_info(r.nats.binary)
     yield r
     r.close()
 
@@ -90,12 +91,12 @@ def test_shard_steps(benchmark, bench_summary, run, size):
     def once():
         for rate in RATES:
             r = h.capture_step(run, rate, size, _frames(rate)).as_dict()
-            r["sustained"] = h.capture_sustained(r)
+            r["sustained"] = m.capture_sustained(r)
             RESULTS["steps"].append(r)
             _print_step(r)
             if PEER:
                 p = h.peer_step(run, rate, size, _frames(rate))
-                p["sustained"] = h.peer_sustained(p)
+                p["sustained"] = m.peer_sustained(p)
                 RESULTS["peer"].append(p)
                 _print_peer(p)
             _dump()

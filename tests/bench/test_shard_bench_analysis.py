@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
 import shard_bench_helpers as h  # noqa: E402
+import shard_bench_measure as m  # noqa: E402
 import shard_bench_report as rep  # noqa: E402
 
 
@@ -63,24 +64,24 @@ def _step(rate=5000.0, drops=0, p99=0.002, exact_p99=None, recv_rate=5000.0, siz
 
 
 def test_sustained_rule():
-    assert h.capture_sustained(_step())[0]
-    assert not h.capture_sustained(_step(drops=3))[0]
-    assert not h.capture_sustained(_step(p99=0.0164))[0]
+    assert m.capture_sustained(_step())[0]
+    assert not m.capture_sustained(_step(drops=3))[0]
+    assert not m.capture_sustained(_step(p99=0.0164))[0]
     # The exact figure decides over the histogram's bucket bound.
-    assert h.capture_sustained(_step(p99=0.0164, exact_p99=0.009))[0]
-    assert not h.capture_sustained(_step(exact_p99=0.011))[0]
-    assert not h.capture_sustained(_step(recv_rate=4000.0))[0]     # fell > 5% behind the offer
+    assert m.capture_sustained(_step(p99=0.0164, exact_p99=0.009))[0]
+    assert not m.capture_sustained(_step(exact_p99=0.011))[0]
+    assert not m.capture_sustained(_step(recv_rate=4000.0))[0]     # fell > 5% behind the offer
 
 
 def test_summary_names_the_sustained_rates_and_ratios():
     steps = [_step(5000.0), _step(10_000.0, drops=7)]
     for s in steps:
-        s["sustained"] = list(h.capture_sustained(s))
+        s["sustained"] = list(m.capture_sustained(s))
     peer = {"rate": 5000.0, "size": 256, "frames": 5000, "received": 5000, "acked": 5000, "failed": 0,
             "recv_rate": 5000.0, "stream": 5000, "sender": {"achieved_rate": 5000.0},
             "recv_to_disk": {"p50": 1e-6, "p99": 1e-5, "p99.9": 1e-5},
             "recv_to_ack": {"p50": 1e-3, "p99": 0.02, "p99.9": 0.03}, "cpu_us": {"peer": 50.0}}
-    peer["sustained"] = list(h.peer_sustained(peer))
+    peer["sustained"] = list(m.peer_sustained(peer))
     text = "\n".join(rep.summary_lines({"steps": steps, "peer": [peer]}))
     assert "sustained at 256 B: capture 5000.0/s, peer none/s" in text
     assert "live publish rate: 10000 frames/s (the 10000/s step at 256 B)" in text
