@@ -24,7 +24,10 @@ Theory of operation, one *step* (:func:`capture_step`):
 
 Latency percentiles come from the flusher's and publisher's status-file
 histograms (common/histogram.py: log2 microsecond buckets, so a percentile
-is the upper bound of its bucket: "p99 <= 8.2 ms").
+is the upper bound of its bucket: "p99 <= 8.2 ms"), besides the exact
+receive-to-stored figures read back from JetStream.  What is read from
+outside the shard (CPU, segments, the stream, verdicts) is in
+bench/shard_bench_measure.py.
 """
 from __future__ import annotations
 
@@ -45,18 +48,12 @@ import psutil
 
 import ring
 from capture.simulator import Blast, Scenario, SimulatorProcess
-from common.histogram import log2_percentile
 from common.status import read_status, status_path
 from flusher.publisher.nats_embedded import NatsServer
 from flusher.publisher.stream import stream_name
+from shard_bench_measure import VENUE, cpu_snapshot, percentiles_from, read_back, stored_latency
 
-VENUE = "kraken"
 SAMPLE_S = 0.1
-#: A blast frame on disk starts like this (capture.simulator.kraken.blast_frame).
-BLAST_PREFIX = b'{"channel":"trade","type":"update"'
-#: Which supervisor child is which, by the module on its command line.
-ROLES = (("flusher.segments.drain", "flusher"), ("flusher.publisher.publish", "publisher"),
-         ("capture.receiver.integrity", "integrity"), ("capture.receiver", "receiver"))
 WINDOW = 4096          # publisher window (the config default): frames in flight
 
 
@@ -86,6 +83,29 @@ class Run:
         self.nats.stop()
         shutil.rmtree(self.ring_base, ignore_errors=True)
         shutil.rmtree(self.work, ignore_errors=True)
+
+    def drop_step(self, ring_dir: str, step_dir: str, stream: str) -> None:
+        """Free a measured step's disk: its segments, ring and stream (a full
+        run writes tens of GB otherwise).  The shard log stays.
+        CAPTURE_SHARD_KEEP=1 keeps everything (until the run ends)."""
+        if os.environ.get("CAPTURE_SHARD_KEEP") == "1":
+            return
+        shutil.rmtree(ring_dir, ignore_errors=True)
+        shutil.rmtree(os.path.join(step_dir, "data"), ignore_errors=True)
+        import asyncio
+
+        import nats
+
+        async def main() -> None:
+            nc = await nats.connect(self.nats.url, connect_timeout=5)
+            try:
+                await nc.jetstream().delete_stream(stream)
+            finally:
+                await nc.close()
+        try:
+            asyncio.run(main())
+        except Exception as exc:   # space, not a figure: say so and go on
+            print(f"note: could not delete stream {stream}: {exc}", file=sys.stderr)
 
     def new_step_dirs(self) -> tuple[str, str, str, str]:
         """(prefix, ring dir, data dir, step dir) of a fresh step."""
@@ -201,79 +221,6 @@ class Sampler(threading.Thread):
         self.join(5)
 
 
-# -- CPU ------------------------------------------------------------------------------------------
-def role_of(p: psutil.Process) -> str:
-    try:
-        cmd = " ".join(p.cmdline())
-    except psutil.Error:
-        return "?"
-    for module, role in ROLES:
-        if module in cmd:
-            return role
-    return "other"
-
-
-def cpu_snapshot(sup_pid: int, extra: dict[str, int]) -> dict[str, float]:
-    """CPU seconds (user + system) by role: the supervisor, each child, and
-    ``extra`` pids (nats-server, the simulator)."""
-    out: dict[str, float] = {}
-    try:
-        sup = psutil.Process(sup_pid)
-        procs = [("supervisor", sup)] + [(role_of(c), c) for c in sup.children(recursive=True)]
-    except psutil.Error:
-        procs = []
-    for name, pid in extra.items():
-        try:
-            procs.append((name, psutil.Process(pid)))
-        except psutil.Error:
-            pass
-    for name, p in procs:
-        try:
-            t = p.cpu_times()
-        except psutil.Error:
-            continue
-        out[name] = out.get(name, 0.0) + t.user + t.system
-    return out
-
-
-# -- read-back ------------------------------------------------------------------------------------
-def read_back(data_dir: str) -> dict[str, Any]:
-    """Frames on disk: data frames, blast frames and their receive-stamp span,
-    control records by kind, and the frames the drop records account for."""
-    import orjson
-    from flusher.segments import read as segread
-    frames = data = blast = dropped = 0
-    kinds: dict[str, int] = {}
-    first_ts = last_ts = None
-    for fr in segread.read(os.path.join(data_dir, VENUE)):
-        frames += 1
-        if fr.type == ring.FrameType.DATA:
-            data += 1
-            if bytes(fr.payload[:len(BLAST_PREFIX)]) == BLAST_PREFIX:
-                blast += 1
-                if first_ts is None:
-                    first_ts = fr.ts_ns
-                last_ts = fr.ts_ns
-            continue
-        try:
-            rec = orjson.loads(fr.payload)
-        except orjson.JSONDecodeError:
-            rec = {}
-        k = rec.get("kind", "?")
-        kinds[k] = kinds.get(k, 0) + 1
-        if k == "drop":
-            dropped += int(rec.get("count", 0))
-    span = (last_ts - first_ts) / 1e9 if first_ts is not None and last_ts != first_ts else None
-    return {"frames": frames, "data": data, "blast": blast, "control": kinds,
-            "drop_records": kinds.get("drop", 0), "dropped_in_records": dropped,
-            "recv_span_s": span, "recv_rate": blast / span if span else None}
-
-
-def percentiles_from(hist: list[int] | None) -> dict[str, float | None]:
-    h = hist or []
-    return {f"p{q}": log2_percentile(h, f) for q, f in (("50", 0.5), ("99", 0.99), ("99.9", 0.999))}
-
-
 # -- one capture step -------------------------------------------------------------------------------
 @dataclass
 class Outage:
@@ -325,9 +272,13 @@ def capture_step(run: Run, rate: float, size: int, frames: int, capacity: int = 
         sampler = Sampler(run, ring_path, ring_dir, stream_name(prefix, VENUE))
         sampler.start()
         extra = {"nats-server": run.nats.pid, "simulator": sim.pid}
-        first = sampler.wait_for(lambda s: s.ring_frames > 8, timeout=60)
+        # The blast has begun once the ring holds more than the start-up's
+        # records (about ten: the shard's and connection's control records,
+        # the venue's status message, the subscription ack); the receiver's
+        # own count comes from a status file written only now and then.
+        first = sampler.wait_for(_blast_begun, timeout=60)
         if first is None:
-            raise RuntimeError(f"no frames reached the ring; see {step_dir}/shard.log")
+            raise RuntimeError(f"the blast never reached the receiver; see {step_dir}/shard.log")
         cpu0, t_cpu0 = cpu_snapshot(sup.pid, extra), time.monotonic()
         # The histograms so far hold the start-up (control records published
         # while the stream was being set up): the step's figures exclude them.
@@ -349,6 +300,10 @@ def capture_step(run: Run, rate: float, size: int, frames: int, capacity: int = 
         cpu1, t_cpu1 = cpu_snapshot(sup.pid, extra), time.monotonic()
         sampler.stop()
         final = sampler.sample()
+        try:    # the ring's own high-water mark (every write), besides our samples
+            highest_fill = ring.stats(ring_path)["highest_fill_bytes"]
+        except (ring.RingError, OSError):
+            highest_fill = None
         sup.send_signal(signal.SIGTERM)
         try:
             sup.wait(timeout=120)
@@ -361,15 +316,17 @@ def capture_step(run: Run, rate: float, size: int, frames: int, capacity: int = 
         res.sender = _sender(summary)
         res.disk = read_back(data_dir)
         res.stream = run.stream_messages(stream_name(prefix, VENUE))
+        res.latency["recv_to_stored_exact"] = stored_latency(run.nats.url, stream_name(prefix, VENUE),
+                                                             f"{prefix}.>")
         st = final or sampler.samples[-1]
-        res.ring = {"frames": st.ring_frames, "drops": st.drops,
-                    "fill_max": max((s.fill for s in sampler.samples), default=0),
-                    "fill_mean": (sum(s.fill for s in sampler.samples) / len(sampler.samples)
-                                  if sampler.samples else 0),
+        # Fill over the step: from the first blast frame to the end of the drain.
+        fills = [s.fill for s in sampler.samples if first.t <= s.t <= (last.t if last else st.t)] or [0]
+        res.ring = {"frames": st.ring_frames, "drops": st.drops, "highest_fill": highest_fill,
+                    "fill_max": max(fills), "fill_mean": sum(fills) / len(fills),
                     "publisher_lapped": max(st.publisher_lapped,
                                                 int(any(x.publisher_lag > capacity for x in sampler.samples))),
                     "capacity": capacity}
-        res.latency = {"recv_to_disk": percentiles_from(disk_hist),
+        res.latency = {**res.latency, "recv_to_disk": percentiles_from(disk_hist),
                        "recv_to_ack": percentiles_from(ack_hist),
                        "recv_to_disk_hist_us": disk_hist, "recv_to_ack_hist_us": ack_hist}
         msgs = max(1, res.disk["blast"])
@@ -382,6 +339,7 @@ def capture_step(run: Run, rate: float, size: int, frames: int, capacity: int = 
         res.events.update(_rates(sampler.samples, first.t))
         if keep_timeline or outage is not None or rate == 0:
             res.timeline = [s.__dict__ for s in sampler.samples]
+        run.drop_step(ring_dir, step_dir, stream_name(prefix, VENUE))
         return res
     finally:
         if sampler is not None and sampler.is_alive():
@@ -432,9 +390,13 @@ def _outage(run: Run, sampler: Sampler, o: Outage, res: StepResult) -> None:
                       lapped_during_outage=lapped is not None)
 
 
+def _blast_begun(s: Sample) -> bool:
+    return s.ring_frames >= 32 or s.received > 2
+
+
 def res_first(sampler: Sampler) -> float:
     for s in sampler.samples:
-        if s.ring_frames > 8:
+        if _blast_begun(s):
             return s.t
     return 0.0
 
@@ -494,7 +456,7 @@ def catchup(res: StepResult) -> dict[str, Any]:
 def peer_step(run: Run, rate: float, size: int, frames: int, timeout: float = 600.0) -> dict:
     """The same feed into bench/shard_peer.py (websockets -> file -> JetStream
     publish_async), a process of its own so its CPU is its own."""
-    prefix, _, data_dir, step_dir = run.new_step_dirs()
+    prefix, ring_dir, data_dir, step_dir = run.new_step_dirs()
     sim = SimulatorProcess([VENUE], Scenario(rate=0, record="count", heartbeat_interval=3600,
                                              blast=Blast(frames=frames, size=size, rate=rate))).start()
     out = os.path.join(step_dir, "peer.json")
@@ -516,6 +478,7 @@ def peer_step(run: Run, rate: float, size: int, frames: int, timeout: float = 60
                  stream=run.stream_messages(f"PEER_{prefix}"))
         r["cpu_us"] = {"peer": r["cpu_s"] / n * 1e6,
                        "nats-server": ((nats1.user + nats1.system) - (nats0.user + nats0.system)) / n * 1e6}
+        run.drop_step(ring_dir, step_dir, f"PEER_{prefix}")
         return r
     finally:
         if peer is not None and peer.poll() is None:
@@ -523,64 +486,3 @@ def peer_step(run: Run, rate: float, size: int, frames: int, timeout: float = 60
             peer.wait()
         if sim is not None:
             sim.stop()
-
-
-# -- verdicts ----------------------------------------------------------------------------------------
-P99_LIMIT_S = 0.010
-BEHIND = 0.05
-
-
-def _p99(s: float | None) -> str:
-    return "-" if s is None else f"{s * 1e3:.1f} ms"
-
-
-def capture_sustained(r: dict) -> tuple[bool, str]:
-    if not r.get("complete"):
-        return False, "did not finish"
-    if r["ring"]["drops"] or r["disk"]["dropped_in_records"]:
-        return False, f"{r['ring']['drops']} dropped"
-    p99 = r["latency"]["recv_to_ack"]["p99"]
-    if p99 is None or p99 > P99_LIMIT_S:
-        return False, f"recv->ack p99 {_p99(p99)}"
-    got = r["disk"].get("recv_rate")
-    if got is not None and got < (1 - BEHIND) * r["rate"]:
-        return False, f"received {got:.0f}/s"
-    return True, "ok"
-
-
-def peer_sustained(r: dict) -> tuple[bool, str]:
-    if r.get("failed") or r["acked"] < r["received"] or r["received"] < r["frames"]:
-        return False, f"acked {r['acked']} of {r['received']} received of {r['frames']}"
-    p99 = r["recv_to_ack"]["p99"]
-    if p99 is None or p99 > P99_LIMIT_S:
-        return False, f"recv->ack p99 {_p99(p99)}"
-    got = r.get("recv_rate")
-    if got is not None and got < (1 - BEHIND) * r["rate"]:
-        return False, f"received {got:.0f}/s"
-    return True, "ok"
-
-
-def host_info(nats_binary: str) -> dict[str, str]:
-    import platform
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        nv = subprocess.run([nats_binary, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        nv = "?"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                timeout=10, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = "?"
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "kernel": platform.release(),
-            "python": platform.python_version(), "nats_server": nv, "commit": commit or "?",
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg())}

@@ -13,11 +13,16 @@ they are, nothing is re-measured here.
 Definitions used in the report:
 
 * sustained rate: the highest offered rate whose step finished with zero
-  drops (ring refusals and drop records), receive-to-ack p99 <= 10 ms, and
+  drops (ring refusals and drop records), receive-to-ack p99 <= 10 ms (for
+  capture: the exact receive-to-stored p99 read back from JetStream, the ack
+  being that plus its way back over loopback; the status-file histogram's
+  bucket bound when the read-back failed), and
   a receive rate (first-to-last receive stamp of the blast frames) within 5%
   of the offered rate; the peer by the same rule (acks for everything).
 * live publish rate: the stream's growth rate (acked frames/s, sampled from
-  the server) in the highest step where the publisher was never lapped.
+  the server) in the highest step where the publisher was never lapped.  It
+  cannot exceed that step's offered rate: when every step is sustained, the
+  catch-up ratio compares against the offer, not the publisher's ceiling.
 * catch-up rate: the stream's growth from the start of catch-up (NATS back;
   or the end of a lapping blast) until the stream holds what the flusher has
   read, less one publish window; time until the stream equals the disk: the
@@ -40,6 +45,11 @@ def _fmt_s(s: float | None) -> str:
     if s is None:
         return "-"
     return f"{s * 1e6:.0f} us" if s < 1e-3 else f"{s * 1e3:.1f} ms"
+
+
+def _exact(lat: dict) -> dict:
+    e = lat.get("recv_to_stored_exact") or {}
+    return e if e.get("n") else {}
 
 
 def _fill(ring: dict) -> str:
@@ -68,7 +78,7 @@ def summary_lines(results: dict) -> list[str]:
     steps, peers = results.get("steps", []), results.get("peer", [])
     out.append(f"{'who':8s} {'offered/s':>9s} {'size':>5s} {'sent/s':>8s} {'recv/s':>8s} {'offered':>8s} "
                f"{'in ring':>8s} {'on disk':>8s} {'stream':>8s} {'dropped':>7s} {'records':>7s} "
-               f"{'disk p50/p99/p99.9':>24s} {'ack p50/p99/p99.9':>26s} {'CPU us':>7s} {'fill max/mean':>15s}  sustained")
+               f"{'disk p50/p99/p99.9':>24s} {'ack p50/p99/p99.9':>26s} {'stored p50/p99/p99.9':>26s} {'CPU us':>7s} {'fill max/mean':>15s}  sustained")
     for r in steps:
         lat, d = r["latency"], r["disk"]
         out.append(f"{'capture':8s} {r['rate']:9.0f} {r['size']:5d} {r['sender'].get('achieved_rate', 0):8.0f} "
@@ -76,6 +86,7 @@ def summary_lines(results: dict) -> list[str]:
                    f"{r['stream'] or 0:8d} {r['ring']['drops']:7d} {d['drop_records']:3d}/{d['dropped_in_records']:<3d} "
                    f"{'/'.join(_fmt_s(lat['recv_to_disk'][q]) for q in ('p50', 'p99', 'p99.9')):>24s} "
                    f"{'/'.join(_fmt_s(lat['recv_to_ack'][q]) for q in ('p50', 'p99', 'p99.9')):>26s} "
+                   f"{'/'.join(_fmt_s(_exact(lat).get(q)) for q in ('p50', 'p99', 'p99.9')):>26s} "
                    f"{r['cpu_us']['capture_total']:7.2f} {_fill(r['ring']):>15s}"
                    f"  {r['sustained'][0]} ({r['sustained'][1]})")
     for p in peers:
@@ -84,9 +95,11 @@ def summary_lines(results: dict) -> list[str]:
                    f"{p['stream'] or 0:8d} {p['received'] - p['acked']:7d} {'-':>7s} "
                    f"{'/'.join(_fmt_s(p['recv_to_disk'][q]) for q in ('p50', 'p99', 'p99.9')):>24s} "
                    f"{'/'.join(_fmt_s(p['recv_to_ack'][q]) for q in ('p50', 'p99', 'p99.9')):>26s} "
-                   f"{p['cpu_us']['peer']:7.2f} {'-':>15s}  {p['sustained'][0]} ({p['sustained'][1]})")
-    out.append("(CPU us: per message, all of capture's processes, not nats-server; records: drop records on "
-               "disk / the frames they account for; recv/s: from the receive stamps)")
+                   f"{'-':>26s} {p['cpu_us']['peer']:7.2f} {'-':>15s}  {p['sustained'][0]} ({p['sustained'][1]})")
+    out.append("(capture disk and ack: log2 bucket upper bounds from the status files; stored: receive stamp to "
+               "JetStream's stored time, exact, read back; peer: exact; CPU us: per message, all of capture's "
+               "processes, not nats-server; records: drop records on disk / the frames they account for; "
+               "recv/s: from the receive stamps)")
     for size in sorted({r["size"] for r in steps}):
         c, p = sustained(steps, size), sustained(peers, size)
         line = f"sustained at {size} B: capture {c or 'none'}/s, peer {p or 'none'}/s"
@@ -106,12 +119,17 @@ def summary_lines(results: dict) -> list[str]:
         t = cu.get("seconds")
         drops = r["ring"]["drops"]
         offered = r["frames"]
-        out.append(f"catch-up, {name}: lag {cu.get('lag_at_start', '-')} frames, "
+        lapped = "lapped" if r["ring"]["publisher_lapped"] else "NOT lapped (no catch-up from disk)"
+        out.append(f"catch-up, {name} (publisher {lapped}): lag {cu.get('lag_at_start', '-')} frames, "
                    f"{(rate or 0):.0f} frames/s = {ratio}; stream == disk after {t if t is None else round(t, 2)} s"
                    + (f" (a live publish of that lag would take {cu['lag_at_start'] / live:.2f} s: "
                       f"{(cu['lag_at_start'] / live) / t:.2f}x)" if t and live and cu.get("lag_at_start") else "")
                    + f"; drops {drops} of {offered} ({100 * drops / max(1, offered):.2f}%), "
                    f"{r['disk']['drop_records']} drop record(s) on disk for {r['disk']['dropped_in_records']}")
+    drv = [(r["rate"], r["size"], r["cpu_us"].get("simulator")) for r in steps if r["cpu_us"].get("simulator") is not None]
+    if drv:
+        out.append("load driver (the simulator process) CPU us per message: "
+                   + ", ".join(f"{rate / 1e3:.0f}k/{size} B {v:.2f}" for rate, size, v in drv))
     cpu = [r["cpu_us"]["capture_total"] for r in steps if r["size"] == 256 and r.get("sustained", [False])[0]]
     if cpu:
         out.append(f"capture CPU per 256 B message (all capture processes, not nats-server) at the sustained "
@@ -135,20 +153,26 @@ def plots(results: dict, ring: dict | None, outdir: str) -> list[tuple[str, str]
     if steps:
         fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
         for ax, size in zip(axes[0], sizes):
-            for who, rows, style in (("capture", steps, "-"), ("peer", peers, "--")):
+            series = (("capture ack (bucket bound)", steps, ":", lambda r: r["latency"]["recv_to_ack"]),
+                      ("capture stored (exact)", steps, "-",
+                       lambda r: r["latency"].get("recv_to_stored_exact") or {}),
+                      ("peer ack (exact)", peers, "--", lambda r: r["recv_to_ack"]))
+            for who, rows, style, get in series:
                 rs = sorted((r for r in rows if r["size"] == size), key=lambda r: r["rate"])
                 if not rs:
                     continue
                 for q, mark in (("p50", "o"), ("p99", "s"), ("p99.9", "^")):
-                    lat = [(r["latency"]["recv_to_ack"] if who == "capture" else r["recv_to_ack"])[q] for r in rs]
+                    lat = [get(r).get(q) for r in rs]
+                    if all(x is None for x in lat):
+                        continue
                     ax.plot([r["rate"] for r in rs], [x * 1e3 if x is not None else float("nan") for x in lat],
-                            style, marker=mark, label=f"{who} ack {q}")
+                            style, marker=mark, label=f"{who} {q}")
             ax.axhline(10, color="grey", lw=0.8)
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("offered messages/s")
             ax.set_ylabel("receive -> JetStream ack, ms")
-            ax.set_title(f"{size} B (capture: log2 bucket upper bounds; peer: exact)")
+            ax.set_title(f"{size} B")
             ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(outdir, "shard_latency.png"), dpi=110)
@@ -208,7 +232,9 @@ def plots(results: dict, ring: dict | None, outdir: str) -> list[tuple[str, str]
         for key, label in (("nats_stopped_t", "NATS down"), ("nats_started_t", "NATS up")):
             if key in r.get("events", {}):
                 ax.axvline(r["events"][key], color="red", lw=0.8)
-                ax.text(r["events"][key], ax.get_ylim()[1] * 0.95, label, fontsize=7, color="red")
+                ax.text(r["events"][key], ax.get_ylim()[1] * 0.6, " " + label, fontsize=7, color="red")
+        if "first_frame_t" in r.get("events", {}):    # the start-up is of no interest here
+            ax.set_xlim(left=max(0.0, r["events"]["first_frame_t"] - 0.5))
         ax.legend(loc="upper left", fontsize=7)
         ax2.legend(loc="upper right", fontsize=7)
         ax.set_title(f"Catch-up: {name}")
@@ -280,7 +306,8 @@ record header, rounded up to 8), against a drain rate D frames/s, leaves
     backlog = (R - D) x T x S  bytes
 
 in the ring at its end.  The capacity must exceed that backlog, with room for
-the largest single message (max_frame).  Example: a venue that bursts to
+the largest single message (max_frame), rounded up to a power of two (the
+ring takes 64 KiB .. 2 GiB).  Example: a venue that bursts to
 300,000 messages/s of 300 B for 0.5 s against a flusher that drains 150,000/s
 needs (300,000 - 150,000) x 0.5 x 336 B = 25 MB: a 32 MiB ring, where the
 default 4 MiB (12,483 such frames) would refuse about 83% of the burst's excess (and record every
@@ -288,8 +315,12 @@ refusal).  When D >= R no backlog builds and any capacity above max_frame
 holds; size from the worst burst rate and duration observed on the venue
 (a status message storm, an open, a market event), and measure D with this
 benchmark on the target host (the flusher's drain rate is the "flusher" line
-of the blast runs).  The blast runs above show the drop rate of a 4 MiB ring
-against a larger one under the same unpaced blast.
+of the blast runs).  The same arithmetic with the publisher's live rate in
+place of D tells whether a burst laps the publisher: a lapped publisher
+loses nothing (it reads the missed frames back from the segment files) but
+catches up at the catch-up rate above instead of from memory.  The blast
+runs above show the drop rate of a 4 MiB ring against a larger one under the
+same unpaced blast.
 """
 
 
@@ -297,9 +328,9 @@ def markdown(results: dict, made: list[tuple[str, str]], plots_rel: str, quiet: 
     host = results.get("host", {})
     lines = ["# Whole-shard capacity: results", ""]
     if not quiet:
-        lines += ["**Not produced on a quiet machine yet.** The figures below come from a smoke run "
-                  "(small step counts on a shared machine) that only shows the harness works; they are "
-                  "not capacity figures.", ""]
+        lines += ["**Not produced on a quiet machine yet.** The figures below come from a run not made "
+                  "on a quiet machine (`make bench-shard QUIET=1` marks one that was): a smoke run or a "
+                  "shared machine, which only shows the harness works; they are not capacity figures.", ""]
     lines += [f"Produced by `make bench-shard` (bench/test_shard_bench.py, bench/shard_bench_report.py) on "
               f"{host.get('date', '?')}, git commit {host.get('commit', '?')}.", "",
               "| host | |", "|---|---|",

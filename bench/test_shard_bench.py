@@ -9,7 +9,9 @@ asserted; targets from the issue printed as measured ratios):
 
 * steps      offered rates x frame sizes: frames offered / in the ring / on
              disk / in the stream, drops and drop records, receive-to-disk
-             and receive-to-ack p50/p99/p99.9, CPU us per message by
+             and receive-to-ack p50/p99/p99.9 (status-file histograms), the
+             exact receive-to-stored percentiles (read back from JetStream:
+             the receive stamp header against the stored time), CPU us per message by
              process (and nats-server), ring fill; the same for the peer.
              Sustained rate: the highest step with zero drops, receive-to-ack
              p99 <= 10 ms and a receive rate within 5% of the offered rate.
@@ -33,7 +35,9 @@ Environment (defaults are the full run; a smoke run sets small values):
     CAPTURE_SHARD_OUTAGE_SECONDS at least this long down     3
     CAPTURE_SHARD_BLAST_FRAMES   frames of the lapping blast 500000
     CAPTURE_SHARD_BIG_RING       the larger ring, bytes      67108864
+    CAPTURE_SHARD_EXACT_MAX      frames read back per step   200000
     CAPTURE_SHARD_RESULTS_JSON   where the figures go        bench/results/shard.json
+    CAPTURE_SHARD_KEEP           1: keep each step's segments and stream (disk!)  0
 
 ``make bench-shard`` runs this and then bench/shard_bench_report.py (plots
 under bench/plots/, the report bench/SHARD_RESULTS.md).
@@ -46,6 +50,7 @@ import os
 import pytest
 
 import shard_bench_helpers as h
+import shard_bench_measure as m
 
 RATES = h.env_list("CAPTURE_SHARD_RATES", "10000,25000,50000,100000,200000")
 SIZES = h.env_list("CAPTURE_SHARD_SIZES", "256,2048", int)
@@ -66,7 +71,7 @@ RESULTS: dict = {"steps": [], "peer": [], "outage": None, "blast": [],
 @pytest.fixture(scope="module")
 def run():
     r = h.Run()
-    RESULTS["host"] = h.host_info(r.nats.binary)
+    RESULTS["host"] = m.host_info(r.nats.binary)
     yield r
     r.close()
 
@@ -86,12 +91,12 @@ def test_shard_steps(benchmark, bench_summary, run, size):
     def once():
         for rate in RATES:
             r = h.capture_step(run, rate, size, _frames(rate)).as_dict()
-            r["sustained"] = h.capture_sustained(r)
+            r["sustained"] = m.capture_sustained(r)
             RESULTS["steps"].append(r)
             _print_step(r)
             if PEER:
                 p = h.peer_step(run, rate, size, _frames(rate))
-                p["sustained"] = h.peer_sustained(p)
+                p["sustained"] = m.peer_sustained(p)
                 RESULTS["peer"].append(p)
                 _print_peer(p)
             _dump()
