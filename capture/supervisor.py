@@ -54,7 +54,7 @@ from capture.config import Config
 from capture.metrics import MetricsServer, ShardView
 from capture.sdnotify import Notifier, watchdog_interval
 from common.status import read_status, status_path
-from common.errors import CaptureError, RingExists
+from common.errors import CaptureError, RingExists, ShardBusy
 
 log = logging.getLogger("capture.supervisor")
 
@@ -125,12 +125,6 @@ class ShardLock:
 
     def release(self) -> None:
         os.close(self.fd)
-
-
-class ShardBusy(CaptureError):
-    def __init__(self, path: str, pid: str) -> None:
-        super().__init__(f"another supervisor (pid {pid or '?'}) runs this shard ({path})")
-        self.path, self.pid = path, pid
 
 
 CommandBuilder = Callable[["Supervisor", str], list[str]]

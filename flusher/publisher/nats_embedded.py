@@ -35,22 +35,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.errors import PublishError
+from common.errors import NatsServerError
 
 MAX_PAYLOAD = 8 * 1024 * 1024
 LOOPBACK = "127.0.0.1"
-
-
-class NatsServerError(PublishError):
-    """The embedded nats-server could not be found, started or stopped."""
-
-    def __init__(self, reason: str, log: str | None = None) -> None:
-        msg = reason
-        if log:
-            msg += f"\n--- nats-server log (tail) ---\n{log}"
-        super().__init__(msg)
-        self.reason = reason
-        self.log = log
 
 
 def find_nats_server() -> str:

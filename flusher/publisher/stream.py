@@ -56,7 +56,7 @@ from nats.aio.client import Client
 from nats.js import api
 from nats.js.errors import APIError
 
-from common.errors import ConfigError, PublishError
+from common.errors import (ConfigError, NatsAuthError, NatsTLSError, NatsUnreachable, PublishError, StreamMismatch, UnknownConfigKey, UnsafeStreamConfig)  # noqa: F401
 
 log = logging.getLogger("capture.publisher")
 
@@ -72,41 +72,6 @@ def horizon_margin(horizon_s: float) -> float:
     """Safety margin between the horizon and the duplicate window (5 s, less
     for tiny horizons used in tests)."""
     return min(HORIZON_MARGIN_S, horizon_s / 4)
-
-
-class UnknownConfigKey(ConfigError):
-    def __init__(self, path: str | None, key: str, allowed: set[str]) -> None:
-        super().__init__(path, key, f"unknown setting (allowed: {', '.join(sorted(allowed))})")
-
-
-class UnsafeStreamConfig(ConfigError):
-    """A stream setting that would lose (or duplicate) data."""
-
-
-class NatsUnreachable(PublishError):
-    def __init__(self, servers: list[str], reason: str) -> None:
-        super().__init__(f"no NATS server reachable among {servers}: {reason}")
-        self.servers = servers
-        self.reason = reason
-
-
-class NatsAuthError(PublishError):
-    def __init__(self, servers: list[str], reason: str) -> None:
-        super().__init__(f"NATS refused the credentials ({servers}): {reason}")
-        self.servers = servers
-        self.reason = reason
-
-
-class NatsTLSError(NatsUnreachable):
-    """The TLS handshake failed (certificate not trusted, client certificate missing)."""
-
-
-class StreamMismatch(PublishError):
-    def __init__(self, stream: str, key: str, reason: str) -> None:
-        super().__init__(f"stream {stream!r}: {key}: {reason}")
-        self.stream = stream
-        self.key = key
-        self.reason = reason
 
 
 # -- parsing helpers ------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import re
 import time
 from typing import NamedTuple
 
-from common.errors import SegmentError
+from common.errors import UnsafePath
 
 SUFFIX_OPEN = ".seg.open"
 SUFFIX_SEG = ".seg"
@@ -38,10 +38,6 @@ DIR_MODE = 0o700
 O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-
-
-class UnsafePath(SegmentError):
-    """A path component is a symlink or not a directory; refused, not followed."""
 
 
 class SegmentName(NamedTuple):
