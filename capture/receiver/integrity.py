@@ -45,13 +45,16 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import ring
 from common.errors import CaptureError, ConfigError, CorruptFrame, Lapped
 from ring.frame import FrameType
 
-from capture.receiver.repair import CHECKSUM_VENUES, ChannelClient, channel_path
+from capture import venues
+from capture.receiver.repair import ChannelClient, channel_path
+from common import settings
 from common.status import write_status
 from capture.venues.kraken.checksum import DEPTHS, BookFormatError, Books
 
@@ -87,9 +90,10 @@ class Validator:
     def __init__(self, ring_path: str, venue: str = "kraken", depth: int = 10, *,
                  socket_path: str | None = None, name: str = "integrity",
                  status_file: str | None = None, max_frames: int = 4096) -> None:
-        if venue not in CHECKSUM_VENUES:
+        if not venues.get(venue).checksum_validator:   # the venue's trait
+            checked = sorted(n for n, v in venues.VENUES.items() if v.checksum_validator)
             raise ConfigError(None, "venue", f"{venue!r} has no book checksums "
-                                             f"(only {', '.join(sorted(CHECKSUM_VENUES))})")
+                                             f"(only {', '.join(checked)})")
         if depth not in DEPTHS:
             raise ConfigError(None, "depth", f"book depth {depth} not one of {DEPTHS}")
         self.venue, self.depth = venue, depth
@@ -219,26 +223,53 @@ class Validator:
         self.reader.close()
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+@dataclass
+class IntegritySettings:
+    """What one validator process is told (the one home of its defaults);
+    the supervisor hands it over as a settings file (:mod:`common.settings`)."""
+
+    ring: str
+    venue: str
+    depth: int = 10
+    socket: str | None = None
+    name: str = "integrity"
+    status_file: str | None = None
+    status_interval: float = 1.0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> IntegritySettings:
+    """argv -> :class:`IntegritySettings` (``--settings FILE``, or the options).
+
+    Raises:
+        ConfigError: a bad settings file.
+    """
+    d = IntegritySettings
     p = argparse.ArgumentParser(prog="python -m capture.receiver.integrity",
                                 description="Validate Kraken spot book checksums from a ring.")
-    p.add_argument("--ring", required=True, help="the shard's ring file")
-    p.add_argument("--venue", required=True, help="kraken (the only venue with book checksums)")
-    p.add_argument("--depth", type=int, default=10, help="subscribed book depth")
-    p.add_argument("--socket", help="integrity channel (default: <ring>.integrity.sock)")
-    p.add_argument("--name", default="integrity", help="ring reader name")
-    p.add_argument("--status-file", help="write counters here about once a second")
-    p.add_argument("--status-interval", type=float, default=1.0)
-    return p.parse_args(argv)
+    p.add_argument("--settings", help="read every setting from this JSON file (what the supervisor does)")
+    p.add_argument("--ring", help="the shard's ring file")
+    p.add_argument("--venue", help="a venue whose books carry checksums (kraken)")
+    p.add_argument("--depth", type=int, default=d.depth, help="subscribed book depth")
+    p.add_argument("--socket", default=d.socket, help="integrity channel (default: <ring>.integrity.sock)")
+    p.add_argument("--name", default=d.name, help="ring reader name")
+    p.add_argument("--status-file", default=d.status_file, help="write counters here about once a second")
+    p.add_argument("--status-interval", type=float, default=d.status_interval)
+    a = p.parse_args(argv)
+    if a.settings:
+        return settings.read(IntegritySettings, a.settings)
+    if a.ring is None or a.venue is None:
+        p.error("--ring and --venue are required (or --settings FILE)")
+    return IntegritySettings(ring=a.ring, venue=a.venue, depth=a.depth, socket=a.socket, name=a.name,
+                             status_file=a.status_file, status_interval=a.status_interval)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    a = parse_args(argv)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
+        a = parse_args(argv)
         v = Validator(a.ring, a.venue, a.depth, socket_path=a.socket, name=a.name,
                       status_file=a.status_file)
     except CaptureError as exc:

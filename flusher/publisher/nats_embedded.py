@@ -310,19 +310,3 @@ class NatsCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def servers_or_embedded(bus, data_dir: str | os.PathLike[str], port: int = 0):
-    """The bus settings to use, and the embedded server started for them if any.
-
-    When the config names no servers, start a local one with its store under
-    ``data_dir/nats`` and return settings pointing at it (the caller stops
-    the server).  Otherwise return the settings unchanged and None.
-
-    Args:
-        bus: a :class:`flusher.publisher.stream.BusConfig`.
-    """
-    if bus.servers:
-        return bus, None
-    srv = NatsServer(Path(data_dir) / "nats", port=port).start()
-    return bus.with_servers([srv.url]), srv

@@ -47,10 +47,6 @@ class SegmentName(NamedTuple):
     first_seq: int
     suffix: str
 
-    @property
-    def sort_key(self) -> tuple[str, int]:
-        return (self.time, self.first_seq)
-
 
 def parse_name(name: str) -> SegmentName | None:
     m = _NAME_RE.match(os.path.basename(name))
