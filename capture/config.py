@@ -2,8 +2,11 @@
 
 Every mistake is a :class:`~common.errors.ConfigError` naming the file, the
 dotted key and what is wrong; unknown keys are errors (a typo must not turn
-into a silently ignored setting).  ``capture config check FILE`` prints the
-resolved plan.  Without ``--config``, :func:`default_config` is used: public
+into a silently ignored setting).  Sizes and durations follow the one grammar
+of :mod:`common.units`; a setting a child takes defaults to that child's own
+dataclass default.  :mod:`capture.children` resolves a loaded config into each
+child's settings; ``capture config check FILE`` runs that resolution and
+prints the resolved plan, as ``capture run`` starts it.  Without ``--config``, :func:`default_config` is used: public
 Kraken spot and Polymarket feeds, an embedded nats-server, data in ./data.
 
 The file (see ``capture.example.toml`` for every key, documented)::

@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 Start.  Take the shard lock (a second supervisor for the shard is refused),
 create or attach the shard's ring, start an embedded nats-server when the
-config names none, then the drains - flusher (tethered) and publisher
+config names none, resolve every child's settings (capture.children) and
+write each to an owner-only file in a private directory (the only way
+settings reach a child: ``--settings FILE``), then the drains - flusher (tethered) and publisher
 (untethered) - and only when both hold their reader slots, the receiver,
 pinned to its cores.  READY=1 goes to systemd once the ring is attached and
 every child is alive.

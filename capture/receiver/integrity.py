@@ -256,6 +256,8 @@ def parse_args(argv: Sequence[str] | None = None) -> IntegritySettings:
     p.add_argument("--status-interval", type=float, default=d.status_interval)
     a = p.parse_args(argv)
     if a.settings:
+        if a.ring is not None or a.venue is not None:
+            p.error("--settings carries every setting: give no --ring or --venue with it")
         return settings.read(IntegritySettings, a.settings)
     if a.ring is None or a.venue is None:
         p.error("--ring and --venue are required (or --settings FILE)")

@@ -583,6 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> FlusherConfig:
     """Raises: ConfigError (a bad settings file, a missing option, a value out of range)."""
     if args.settings:
+        if args.ring is not None or args.data_dir is not None:
+            raise ConfigError(args.settings, "settings", "carries every setting: give no --ring "
+                                                         "or --data-dir with it")
         return settings.read(FlusherConfig, args.settings)
     missing = [o for o in ("ring", "data_dir", "venue", "shard") if getattr(args, o) is None]
     if missing:
