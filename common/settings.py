@@ -68,7 +68,7 @@ def _convert(hint: Any, v: Any, key: str, path: str | None) -> Any:
             except ConfigError as e:
                 errors.append(e.reason)
         raise ConfigError(path, key, "; ".join(errors))
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(v, dict):
             raise ConfigError(path, key, f"must be an object, not {v!r}")
         return from_dict(hint, v, path, prefix=f"{key}.")

@@ -164,7 +164,7 @@ class FlusherStats:
         return asdict(self)
 
 
-class DrainTimeout(Exception):
+class _DrainTimeout(Exception):
     """Internal: the drain deadline passed while an I/O error persisted."""
 
 
@@ -299,7 +299,7 @@ class Flusher:
                 prod_stopped = self.rd.producer_stopped() if self._deadline is not None else False
                 try:
                     n = self.step()
-                except DrainTimeout:
+                except _DrainTimeout:
                     break
                 if n:
                     if time.monotonic() - self._last_status >= self.cfg.status_interval:
@@ -420,7 +420,7 @@ class Flusher:
                 delay = self._io_error("writing", exc, delay)
 
     def _io_error(self, what: str, exc: OSError, delay: float) -> float:
-        """Log, count, back off; raise DrainTimeout if draining and out of time."""
+        """Log, count, back off; raise _DrainTimeout if draining and out of time."""
         self.stats.io_retries += 1
         self._outage += 1
         self.stats.last_error = f"{what}: {errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror}"
@@ -430,7 +430,7 @@ class Flusher:
         self.stats.state = "io_error"
         self.write_status()
         if self._deadline is not None and time.monotonic() + delay > self._deadline:
-            raise DrainTimeout()
+            raise _DrainTimeout()
         if self._stop.is_set():
             if self._deadline is None:
                 self._deadline = time.monotonic() + self.cfg.drain_timeout
@@ -501,7 +501,7 @@ class Flusher:
                 self.stats.fsync_errors += 1
                 try:
                     delay = self._io_error("closing a segment", exc, delay)
-                except DrainTimeout:
+                except _DrainTimeout:
                     # Leave it open-named: recovery finishes it on the next start.
                     seg.abandon()
                     self.seg = None
@@ -542,7 +542,7 @@ class Flusher:
             if self.seg is not None:
                 try:
                     self._close_segment()
-                except DrainTimeout:
+                except _DrainTimeout:
                     pass
         finally:
             self.stats.state = "stopped"
