@@ -233,7 +233,8 @@ def test_recv_to_ack_latency(benchmark, server, rate):
     import numpy as np
 
     import ring
-    from flusher.publisher.publish import Publisher, test_subject_fn
+    from flusher.publisher.publish import Publisher
+    from flusher.publisher.routing import test_subject_fn
     from flusher.publisher.stream import parse_config
     count = int(rate * float(os.environ.get("CAPTURE_BENCH_SECONDS", "4")))
     lat: list[int] = []

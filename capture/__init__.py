@@ -1,3 +1,5 @@
 """capture: record exchange market data through a shared-memory ring."""
 
-__version__ = "0.1.0"
+from common.version import __version__
+
+__all__ = ["__version__"]

@@ -56,18 +56,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 def resolve_plan(cfg: Any, discover: bool) -> list[dict[str, Any]]:
     """What each shard gets: instruments per connection.
 
-    Uses the receiver's own assignment functions, so this prints exactly what
-    `capture run` would subscribe (for discovery shards only with --discover:
-    the instrument list is the venue's, fetched now)."""
+    Every child's settings are resolved the way `capture run` resolves them
+    (:func:`capture.children.resolve`, so a setting a child refuses shows
+    here), and the receiver's own assignment functions plan the connections:
+    this prints exactly what `capture run` would subscribe (for discovery
+    shards only with --discover: the instrument list is the venue's, fetched
+    now)."""
     import asyncio
+    from capture import children
     from capture.receiver import assignment as rx
-    from capture.receiver.settings import from_capture_config
     out = []
     for s in cfg.shards:
         row: dict[str, Any] = {"shard": s.id, "venue": s.venue, "cores": list(s.cores),
                                "transport": s.transport, "ring": cfg.ring_path(s.id)}
         try:
-            rc = from_capture_config(cfg, s.id)
+            rc = children.resolve(cfg, s.id).receiver
             if rc.symbols or rc.connections:
                 assignment = rx.explicit_assignment(rc)
             elif discover:

@@ -2,8 +2,11 @@
 
 Every mistake is a :class:`~common.errors.ConfigError` naming the file, the
 dotted key and what is wrong; unknown keys are errors (a typo must not turn
-into a silently ignored setting).  ``capture config check FILE`` prints the
-resolved plan.  Without ``--config``, :func:`default_config` is used: public
+into a silently ignored setting).  Sizes and durations follow the one grammar
+of :mod:`common.units`; a setting a child takes defaults to that child's own
+dataclass default.  :mod:`capture.children` resolves a loaded config into each
+child's settings; ``capture config check FILE`` runs that resolution and
+prints the resolved plan, as ``capture run`` starts it.  Without ``--config``, :func:`default_config` is used: public
 Kraken spot and Polymarket feeds, an embedded nats-server, data in ./data.
 
 The file (see ``capture.example.toml`` for every key, documented)::
@@ -23,29 +26,23 @@ The file (see ``capture.example.toml`` for every key, documented)::
 from __future__ import annotations
 
 import os
-import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from capture import venues as venue_registry
+from capture.receiver.settings import ReceiverConfig
+from capture.receiver.transport import TRANSPORTS
+from common import units
 from common.errors import ConfigError
+from flusher.publisher.publish import PublisherSettings
+from flusher.publisher.stream import parse_config as parse_bus  # the publisher's rules, not a copy
+from flusher.segments.drain import MIN_SEGMENT_BYTES, POLICIES as FSYNC_POLICIES, FlusherConfig
 
-VENUE_NAMES = ("kraken", "kraken_futures", "polymarket", "kalshi")
-TRANSPORTS = ("picows", "websockets")
-FSYNC_POLICIES = ("interval", "always", "never")
-
-DEFAULT_CHANNELS = {
-    "kraken": ("book", "trade", "ticker"),
-    "kraken_futures": ("book", "trade", "ticker"),
-    "polymarket": ("market",),
-    "kalshi": ("orderbook_delta", "trade", "ticker"),
-}
-
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*$")
-_MULT = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
-         "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
-_DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DMULT = {None: 1.0, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# One home per default: a setting a child takes defaults to that child's own
+# dataclass default (FlusherConfig, PublisherSettings, ReceiverConfig); only
+# what exists at this layer alone (the ring's size, metrics, shard layout)
+# has its default here.
 
 
 @dataclass(frozen=True)
@@ -58,11 +55,13 @@ class RingConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     data_dir: str = "./data"
-    segment_bytes: int = 256 << 20
-    fsync: str = "interval"
-    fsync_interval: float = 1.0
-    compress: bool = True
-    drain_timeout: float = 30.0
+    segment_bytes: int = FlusherConfig.segment_bytes
+    fsync: str = FlusherConfig.fsync
+    fsync_interval: float = FlusherConfig.fsync_interval
+    # Off unless asked for (the example config asks): compressing closed
+    # segments costs CPU on the host whose receiver is pinned.
+    compress: bool = FlusherConfig.compress
+    drain_timeout: float = FlusherConfig.drain_timeout
 
 
 @dataclass(frozen=True)
@@ -78,8 +77,8 @@ class NatsConfig:
     table: dict[str, Any] = field(default_factory=dict)
     bus: Any = None                      # flusher.publisher.stream.BusConfig
     embedded_port: int = 0
-    ack_timeout: float = 5.0
-    window: int = 4096
+    ack_timeout: float = PublisherSettings.ack_timeout
+    window: int = PublisherSettings.window
 
     @property
     def servers(self) -> tuple[str, ...]:
@@ -127,11 +126,11 @@ class ShardConfig:
     instruments: tuple[str, ...] = ()
     discovery: bool = False
     channels: tuple[str, ...] = ()
-    book_depth: int = 10
+    book_depth: int = ReceiverConfig.depth
     silence_timeout: float = 60.0
     rediscover_interval: float = 3600.0
     lock_memory: bool = False
-    max_instruments: int = 0          # 0 = no cap (discovery only)
+    max_instruments: int = ReceiverConfig.max_instruments   # 0 = no cap (discovery only)
 
 
 @dataclass(frozen=True)
@@ -182,7 +181,9 @@ class _Section:
             return default
         try:
             return conv(self.key(k), self.table[k])
-        except ConfigError:
+        except ConfigError as e:
+            if e.path is None and self.path is not None:
+                raise ConfigError(self.path, e.key, e.reason) from None
             raise
         except (TypeError, ValueError) as e:
             raise ConfigError(self.path, self.key(k), str(e)) from None
@@ -225,31 +226,11 @@ def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str, Any], i
 
 
 def _size(key: str, v: Any) -> int:
-    if isinstance(v, bool):
-        raise TypeError(f"must be a size like 4096 or \"4MiB\", not {v!r}")
-    if isinstance(v, int):
-        n = v
-    elif isinstance(v, str) and (m := _SIZE.match(v)):
-        n = int(m.group(1)) * _MULT[m.group(2)]
-    else:
-        raise ValueError(f"must be a size like 4096 or \"4MiB\", not {v!r}")
-    if n < 0:
-        raise ValueError("must not be negative")
-    return n
+    return units.parse_size(v, key)
 
 
 def _duration(key: str, v: Any) -> float:
-    if isinstance(v, bool):
-        raise TypeError(f"must be a duration like 1.5 or \"30s\", not {v!r}")
-    if isinstance(v, (int, float)):
-        d = float(v)
-    elif isinstance(v, str) and (m := _DUR.match(v)):
-        d = float(m.group(1)) * _DMULT[m.group(2)]
-    else:
-        raise ValueError(f"must be a duration like 1.5 or \"30s\", not {v!r}")
-    if d < 0:
-        raise ValueError("must not be negative")
-    return d
+    return units.parse_duration(v, key)
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[str, Any], str]:
@@ -326,8 +307,8 @@ def from_dict(data: dict[str, Any], path: str | None = None) -> Config:
         drain_timeout=s.get("drain_timeout", _duration, StorageConfig.drain_timeout),
     )
     s.done()
-    if storage.segment_bytes < (1 << 20):
-        raise ConfigError(path, "storage.segment_bytes", "must be at least 1MiB")
+    if storage.segment_bytes < MIN_SEGMENT_BYTES:  # the flusher's own limit (one home)
+        raise ConfigError(path, "storage.segment_bytes", f"must be at least {MIN_SEGMENT_BYTES}")
 
     top.used.add("nats")
     raw = data.get("nats", {})
@@ -337,30 +318,29 @@ def from_dict(data: dict[str, Any], path: str | None = None) -> Config:
     own = _Section(path, "nats", {k: table.pop(k) for k in ("embedded_port", "ack_timeout", "window")
                                   if k in table})
     for venue in (table.get("streams") or {}):
-        if venue not in VENUE_NAMES:
-            raise ConfigError(path, f"nats.streams.{venue}", f"unknown venue (known: {', '.join(VENUE_NAMES)})")
-    from flusher.publisher.stream import parse_config as parse_bus  # the publisher's rules, not a copy
+        if venue not in venue_registry.VENUES:
+            raise ConfigError(path, f"nats.streams.{venue}", f"unknown venue (known: {_known_venues()})")
     nats = NatsConfig(
         table=table,
         bus=parse_bus(table, path),
-        embedded_port=own.get("embedded_port", _int(0, 65535), 0),
-        ack_timeout=own.get("ack_timeout", _duration, 5.0),
-        window=own.get("window", _int(1, 1 << 20), 4096),
+        embedded_port=own.get("embedded_port", _int(0, 65535), NatsConfig.embedded_port),
+        ack_timeout=own.get("ack_timeout", _duration, NatsConfig.ack_timeout),
+        window=own.get("window", _int(1, 1 << 20), NatsConfig.window),
     )
     own.done()
 
     m = top.sub("metrics")
     metrics = MetricsConfig(
-        bind=m.get("bind", _str, "127.0.0.1"),
-        port_base=m.get("port_base", _int(0, 65535), 9400),
+        bind=m.get("bind", _str, MetricsConfig.bind),
+        port_base=m.get("port_base", _int(0, 65535), MetricsConfig.port_base),
     )
     m.done()
 
     vt = top.sub("venues")
     venues: dict[str, VenueConfig] = {}
     for venue in list(vt.table):
-        if venue not in VENUE_NAMES:
-            raise ConfigError(path, f"venues.{venue}", f"unknown venue (known: {', '.join(VENUE_NAMES)})")
+        if venue not in venue_registry.VENUES:
+            raise ConfigError(path, f"venues.{venue}", f"unknown venue (known: {_known_venues()})")
         vs = vt.sub(venue)
         venues[venue] = VenueConfig(
             url=vs.get("url", _opt_str, None),
@@ -386,23 +366,24 @@ def from_dict(data: dict[str, Any], path: str | None = None) -> Config:
         if sid in seen:
             raise ConfigError(path, f"shard[{i}].id", f"shard {sid} is defined twice")
         seen.add(sid)
-        venue = sh.get("venue", _choice(VENUE_NAMES), None)
+        venue = sh.get("venue", _choice(tuple(venue_registry.VENUES)), None)
         if venue is None:
             raise ConfigError(path, f"shard[{i}].venue", "missing")
+        vcls = venue_registry.get(venue)
         cfg = ShardConfig(
             id=sid,
             venue=venue,
             cores=sh.get("cores", _int_list, ()),
-            connections=sh.get("connections", _int(0, 4096), 0),
-            transport=sh.get("transport", _choice(TRANSPORTS), "picows"),
+            connections=sh.get("connections", _int(0, 4096), ShardConfig.connections),
+            transport=sh.get("transport", _choice(TRANSPORTS), ShardConfig.transport),
             instruments=sh.get("instruments", _str_list, ()),
-            discovery=sh.get("discovery", _bool, False),
-            channels=sh.get("channels", _str_list, DEFAULT_CHANNELS[venue]),
-            book_depth=sh.get("book_depth", _choice_int((10, 25, 100, 500, 1000)), 10),
-            silence_timeout=sh.get("silence_timeout", _duration, 60.0),
-            rediscover_interval=sh.get("rediscover_interval", _duration, 3600.0),
-            lock_memory=sh.get("lock_memory", _bool, False),
-            max_instruments=sh.get("max_instruments", _int(0, 1 << 20), 0),
+            discovery=sh.get("discovery", _bool, ShardConfig.discovery),
+            channels=sh.get("channels", _channels(vcls), vcls.default_channels),
+            book_depth=sh.get("book_depth", _choice_int((10, 25, 100, 500, 1000)), ShardConfig.book_depth),
+            silence_timeout=sh.get("silence_timeout", _duration, ShardConfig.silence_timeout),
+            rediscover_interval=sh.get("rediscover_interval", _duration, ShardConfig.rediscover_interval),
+            lock_memory=sh.get("lock_memory", _bool, ShardConfig.lock_memory),
+            max_instruments=sh.get("max_instruments", _int(0, 1 << 20), ShardConfig.max_instruments),
         )
         sh.done()
         if not cfg.instruments and not cfg.discovery:
@@ -411,16 +392,32 @@ def from_dict(data: dict[str, Any], path: str | None = None) -> Config:
         if cfg.instruments and cfg.discovery:
             raise ConfigError(path, f"shard[{i}].discovery",
                               "instruments and discovery = true exclude each other")
-        if venue == "kalshi":
-            vc = venues.get("kalshi", VenueConfig())
+        if vcls.needs_key:
+            vc = venues.get(venue, VenueConfig())
             if not vc.key_id or not vc.key_file:
-                raise ConfigError(path, "venues.kalshi.key_file",
-                                  "a Kalshi shard needs venues.kalshi.key_id and key_file")
+                raise ConfigError(path, f"venues.{venue}.key_file",
+                                  f"a {venue} shard needs venues.{venue}.key_id and key_file")
         shards.append(cfg)
     top.done()
     if not shards:
         raise ConfigError(path, "shard", "no [[shard]] defined")
     return Config(path, ring_cfg, storage, nats, metrics, venues, tuple(shards))
+
+
+def _known_venues() -> str:
+    return ", ".join(venue_registry.VENUES)
+
+
+def _channels(vcls: Any) -> Callable[[str, Any], tuple[str, ...]]:
+    """A shard's channel list: names the venue has (its ``channels`` trait)."""
+    def conv(key: str, v: Any) -> tuple[str, ...]:
+        chans = _str_list(key, v)
+        unknown = [c for c in chans if c not in vcls.channels]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not a {vcls.name} channel "
+                             f"(known: {', '.join(sorted(vcls.channels))})")
+        return chans
+    return conv
 
 
 def _choice_int(options: tuple[int, ...]) -> Callable[[str, Any], int]:
@@ -452,7 +449,3 @@ max_instruments = 500
 
 def default_config() -> Config:
     return loads(DEFAULT_TOML, "<built-in default>")
-
-
-def with_overrides(cfg: Config, **changes: Any) -> Config:
-    return replace(cfg, **changes)

@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 Start.  Take the shard lock (a second supervisor for the shard is refused),
 create or attach the shard's ring, start an embedded nats-server when the
-config names none, then the drains - flusher (tethered) and publisher
+config names none, resolve every child's settings (capture.children) and
+write each to an owner-only file in a private directory (the only way
+settings reach a child: ``--settings FILE``), then the drains - flusher (tethered) and publisher
 (untethered) - and only when both hold their reader slots, the receiver,
 pinned to its cores.  READY=1 goes to systemd once the ring is attached and
 every child is alive.
@@ -48,12 +50,10 @@ from __future__ import annotations
 import collections
 import ctypes
 import fcntl
-import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,12 +63,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import ring
+from capture import children
 from capture.config import Config
 from capture.metrics import MetricsServer, ShardView
 from capture.sdnotify import Notifier, watchdog_interval
-from capture.venues import checksum_venues
 from common.status import read_status, status_path, write_status
-from common.errors import CaptureError, RingDamaged, RingExists
+from common.errors import CaptureError, RingDamaged, RingExists, ShardBusy
 
 log = logging.getLogger("capture.supervisor")
 
@@ -152,12 +152,6 @@ class ShardLock:
         os.close(self.fd)
 
 
-class ShardBusy(CaptureError):
-    def __init__(self, path: str, pid: str) -> None:
-        super().__init__(f"another supervisor (pid {pid or '?'}) runs this shard ({path})")
-        self.path, self.pid = path, pid
-
-
 CommandBuilder = Callable[["Supervisor", str], list[str]]
 
 
@@ -182,6 +176,7 @@ class Supervisor:
         self.children: dict[str, Child] = {}
         self.nats = None
         self.nats_url: str | None = None
+        self.settings: children.ShardChildren | None = None
         self.workdir = tempfile.mkdtemp(prefix=f"capture-shard-{shard_id}-")
         os.chmod(self.workdir, 0o700)
         self._signals = 0
@@ -223,7 +218,7 @@ class Supervisor:
             return self.exit_code
         finally:
             self.notifier.close()
-            # holds the publisher's credentials file: never leave it behind
+            # holds the children's settings files (NATS credentials): never leave them behind
             shutil.rmtree(self.workdir, ignore_errors=True)
             if self._lock:
                 self._lock.release()
@@ -251,9 +246,10 @@ class Supervisor:
             self.nats = NatsServer(store, port=self.cfg.nats.embedded_port).start()
             self.nats_url = self.nats.url
             log.info("event=nats_embedded url=%s", self.nats_url)
-        readers = ["flusher", "publisher"]
-        if self.venue in INTEGRITY_VENUES:
-            readers.append("integrity")  # Kraken spot: the book-checksum validator
+        # Every child's settings, resolved once from the config, handed over
+        # as owner-only files in the private workdir (see capture.children).
+        self.settings = children.resolve(self.cfg, self.shard.id, nats_url=self.nats_url)
+        readers = list(self.settings.readers())  # with the checksum validator where the venue has one
         for role in (*readers, "receiver"):
             self.children[role] = Child(role, self.commands[role](self, role))
         # Readers first: they must hold their slots before frames flow.
@@ -468,58 +464,11 @@ class Supervisor:
 
 # -- how each child is started --------------------------------------------------------------
 
-def _py() -> list[str]:
-    return [sys.executable, "-m"]
+def settings_command(sup: Supervisor, role: str) -> list[str]:
+    """``python -m MODULE --settings FILE``: the role's settings (resolved in
+    ``sup.settings``) written to an owner-only file in the supervisor's
+    private workdir; credentials never reach a command line."""
+    return [sys.executable] + children.write_settings(sup.workdir, role, sup.settings.roles()[role])
 
 
-def flusher_command(sup: Supervisor, role: str) -> list[str]:
-    s, st = sup.shard, sup.cfg.storage
-    argv = _py() + ["flusher.segments.drain", "--ring", sup.ring_path, "--data-dir", st.data_dir,
-                    "--venue", s.venue, "--shard", str(s.id), "--host", socket.gethostname(),
-                    "--fsync", st.fsync, "--fsync-interval", str(st.fsync_interval),
-                    "--segment-bytes", str(st.segment_bytes), "--drain-timeout", str(st.drain_timeout),
-                    "--status-file", sup.status_file("flusher")]
-    if st.compress:
-        argv.append("--compress")
-    return argv
-
-
-def publisher_command(sup: Supervisor, role: str) -> list[str]:
-    s, n = sup.shard, sup.cfg.nats
-    table = dict(n.table)
-    if n.embedded:
-        table["servers"] = [sup.nats_url]
-    # Credentials go through an owner-only file, never the command line.
-    path = os.path.join(sup.workdir, "publisher-nats.json")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(table, f)
-    return _py() + ["flusher.publisher.publish", "--ring", sup.ring_path, "--venue", s.venue, "--shard", str(s.id),
-                    "--segments", sup.cfg.storage.data_dir, "--nats", "@" + path,
-                    "--ack-timeout", str(n.ack_timeout), "--window", str(n.window),
-                    "--drain-timeout", str(sup.cfg.storage.drain_timeout),
-                    "--status-file", sup.status_file("publisher")]
-
-
-def receiver_command(sup: Supervisor, role: str) -> list[str]:
-    argv = _py() + ["capture.receiver", "--ring", sup.ring_path, "--shard", str(sup.shard.id),
-                    "--status-file", sup.status_file("receiver")]
-    if sup.cfg.path:
-        argv += ["--config", sup.cfg.path]
-    return argv
-
-
-def integrity_command(sup: Supervisor, role: str) -> list[str]:
-    return _py() + ["capture.receiver.integrity", "--ring", sup.ring_path, "--venue", sup.venue,
-                    "--depth", str(sup.shard.book_depth), "--status-file", sup.status_file("integrity")]
-
-
-#: Venues whose books carry a checksum the validator checks off the hot path.
-INTEGRITY_VENUES = checksum_venues()
-
-DEFAULT_COMMANDS: dict[str, CommandBuilder] = {
-    "flusher": flusher_command,
-    "publisher": publisher_command,
-    "receiver": receiver_command,
-    "integrity": integrity_command,
-}
+DEFAULT_COMMANDS: dict[str, CommandBuilder] = {role: settings_command for role in children.MODULES}

@@ -1,34 +1,70 @@
 """The one exception tree of capture.
 
-::
+Every error capture raises on purpose is defined here, whatever layer raises
+it, so a caller can catch by meaning (``except PublishError``) without
+importing the layer that raised it, and this drawing stays the whole truth::
 
     CaptureError                     base of everything capture raises on purpose
     ├── RingError                    shared-memory ring
-    │   ├── BadRingFile              attach refused: names the file and what is wrong
-    │   ├── RingExists               create refused: the file is already there
-    │   ├── ProducerBusy             a live producer already holds the ring
-    │   ├── ReaderBusy               a live reader already holds that name
-    │   ├── NoReaderSlot             all reader slots are taken
-    │   ├── Lapped                   an untethered reader was overwritten
-    │   ├── CorruptFrame             a frame failed validation (CRC, size, sequence)
-    │   ├── RingDamaged              shared state never settled (a writer died mid-update)
-    │   └── FrameTooLarge            (raised only by strict callers; write() returns a status)
-    ├── SegmentError                 segment files on disk (file + offset)
-    │   └── CorruptSegment
-    ├── NoData                       reading back: no segments under a path, or none in a range
-    ├── ConfigError                  configuration (file + key)
+    │   ├── BadRingFile              attach refused: path, reason
+    │   ├── RingExists               create refused: the file is already there (path)
+    │   ├── ProducerBusy             a live producer already holds the ring (path, pid)
+    │   ├── ReaderBusy               a live reader already holds that name (path, name, pid)
+    │   ├── NoReaderSlot             all reader slots are taken (path, slots)
+    │   ├── Lapped                   an untethered reader was overwritten (positions, sequences)
+    │   ├── CorruptFrame             a frame failed validation (where, position, sequence, reason)
+    │   └── RingDamaged              shared state never settled: a writer died mid-update (path, what)
+    ├── SegmentError                 segment files on disk (path, offset, reason)
+    │   ├── CorruptSegment           a record failed its checks
+    │   ├── NotASegment              no segment magic
+    │   ├── TruncatedSegment         ends inside its header or a record of a closed segment
+    │   ├── UnsupportedVersion       a format version this code does not know (version)
+    │   └── UnsafePath               a path component is a symlink or not a directory
+    ├── NoData                       reading back: no segments under a path, or none in a range (path, reason)
+    ├── ExportError                  an export cannot write where asked (path, reason)
+    ├── ConfigError                  configuration (path, key, reason)
+    │   ├── UnknownConfigKey         a key the table does not have (allowed)
+    │   └── UnsafeStreamConfig       a stream setting that would lose or duplicate data
     ├── VenueError                   exchange protocol
-    └── PublishError                 NATS JetStream
+    │   ├── BookFormatError          a book frame unusable for checksumming (reason, symbol)
+    │   ├── KeyFileError             Kalshi private key file refused (path, reason)
+    │   └── DiscoveryError           a REST listing kept failing (url, attempts, reason)
+    │       └── BadPage              a response that is not a page of the listing
+    ├── TransportError               WebSocket transport
+    │   └── ConnectFailed            connect/handshake failed (url, reason, status)
+    ├── ConnectionStateError         an event a connection state does not allow (conn, state, event)
+    ├── PinningError                 pinning or memory locking
+    │   ├── NoSuchCore               cores asked for vs. available
+    │   ├── AffinityNotApplied       requested vs. what the OS reports afterwards
+    │   └── MemoryLockDenied         mlockall refused (errno, limit = RLIMIT_MEMLOCK)
+    ├── PublishError                 NATS JetStream
+    │   ├── NatsUnreachable          no server answered (servers, reason)
+    │   │   └── NatsTLSError         the TLS handshake failed
+    │   ├── NatsAuthError            credentials refused (servers, reason)
+    │   ├── StreamMismatch           the server's stream cannot be made to match (stream, key, reason)
+    │   ├── NatsServerError          the embedded nats-server failed (reason, log)
+    │   └── PipelineClosed           put after the ack pipeline closed
+    ├── ShardBusy                    another supervisor holds the shard's lock (path, pid)
+    └── SimulatorError               the exchange simulator could not start or was misused
 
 Errors carry the data a caller needs (paths, positions, sequences) as
-attributes, not only in the message.
+attributes, not only in the message.  Exceptions used only as internal
+control flow inside one module (a drain deadline, a full plan) stay private
+to that module and never escape it.
 """
 from __future__ import annotations
+
+import errno as _errno
+import os
+import resource
+from typing import Any
 
 
 class CaptureError(Exception):
     """Base class of every error capture raises on purpose."""
 
+
+# -- ring -------------------------------------------------------------------------
 
 class RingError(CaptureError):
     """Something is wrong with a shared-memory ring."""
@@ -68,6 +104,7 @@ class NoReaderSlot(RingError):
     def __init__(self, path: str, slots: int) -> None:
         super().__init__(f"{path}: all {slots} reader slots are in use")
         self.path = path
+        self.slots = slots
 
 
 class Lapped(RingError):
@@ -115,12 +152,7 @@ class RingDamaged(RingError):
         self.what = what
 
 
-class FrameTooLarge(RingError):
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"frame of {size} bytes exceeds the maximum of {limit}")
-        self.size = size
-        self.limit = limit
-
+# -- segment files ----------------------------------------------------------------
 
 class SegmentError(CaptureError):
     """A segment file problem; names the file and the byte offset."""
@@ -133,7 +165,7 @@ class SegmentError(CaptureError):
 
 
 class CorruptSegment(SegmentError):
-    pass
+    """A record of the file failed its checks (CRC, size, type, sequence)."""
 
 
 class NoData(CaptureError):
@@ -142,6 +174,39 @@ class NoData(CaptureError):
     ``path`` is what was searched; ``reason`` says what was asked for (venue,
     shard, time range) and, when there is data elsewhere, what is there.
     """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class NotASegment(SegmentError):
+    """The file does not start with the segment magic."""
+
+
+class TruncatedSegment(SegmentError):
+    """The file ends inside its header or inside a record of a closed segment."""
+
+
+class UnsupportedVersion(SegmentError):
+    """The segment was written by a format version this code does not know."""
+
+    def __init__(self, path: str, offset: int, version: int, known: int) -> None:
+        super().__init__(path, offset, f"unsupported segment format version {version} "
+                                       f"(this reader knows {known})")
+        self.version = version
+        self.known = known
+
+
+class UnsafePath(SegmentError):
+    """A path component is a symlink or not a directory; refused, not followed."""
+
+
+# -- configuration ------------------------------------------------------------------
+
+class ExportError(CaptureError):
+    """An export cannot write where it was asked to (names the path)."""
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
@@ -162,9 +227,182 @@ class ConfigError(CaptureError):
         self.reason = reason
 
 
+class UnknownConfigKey(ConfigError):
+    def __init__(self, path: str | None, key: str, allowed: set[str]) -> None:
+        super().__init__(path, key, f"unknown setting (allowed: {', '.join(sorted(allowed))})")
+        self.allowed = frozenset(allowed)
+
+
+class UnsafeStreamConfig(ConfigError):
+    """A stream setting that would lose (or duplicate) data."""
+
+
+# -- venues and their connections -----------------------------------------------------
+
 class VenueError(CaptureError):
     """An exchange protocol problem."""
 
 
+class BookFormatError(VenueError):
+    """A book frame or level could not be used for checksumming."""
+
+    def __init__(self, reason: str, symbol: str | None = None) -> None:
+        super().__init__(f"{symbol or '?'}: {reason}")
+        self.reason = reason
+        self.symbol = symbol
+
+
+class KeyFileError(VenueError):
+    """The Kalshi private key file was refused.  Never carries key material.
+
+    Attributes:
+        path: the file named in the config.
+        reason: what is wrong (missing, permissions, not a key, ...).
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"Kalshi key file {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class DiscoveryError(VenueError):
+    """Discovery failed; nothing partial is returned.
+
+    Attributes: ``url`` (the page that failed), ``attempts``, ``reason``.
+    """
+
+    def __init__(self, url: str, attempts: int, reason: str) -> None:
+        super().__init__(f"discovery {url}: {reason} (after {attempts} attempt(s))")
+        self.url = url
+        self.attempts = attempts
+        self.reason = reason
+
+
+class BadPage(DiscoveryError):
+    """A response body that is not a valid page of the venue's listing."""
+
+    def __init__(self, reason: str, url: str = "", attempts: int = 0) -> None:
+        super().__init__(url or "<page>", attempts, reason)
+
+
+class TransportError(CaptureError):
+    """A WebSocket transport problem."""
+
+
+class ConnectFailed(TransportError):
+    """Opening the connection failed.
+
+    Attributes: ``url``; ``status`` (the HTTP status of a refused handshake,
+    e.g. 429, or None for network errors and timeouts); ``reason``.
+    """
+
+    def __init__(self, url: str, reason: str, status: int | None = None) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
+        self.status = status
+
+
+class ConnectionStateError(CaptureError):
+    """An event arrived in a state that does not allow it (a bug, not a venue problem).
+
+    ``state`` and ``event`` are the lifecycle's enum members.
+    """
+
+    def __init__(self, conn: str, state: Any, event: Any) -> None:
+        super().__init__(f"{conn}: event {event.value!r} not allowed in state {state.value!r}")
+        self.conn = conn
+        self.state = state
+        self.event = event
+
+
+class PinningError(CaptureError):
+    """Pinning the process or locking its memory failed."""
+
+
+class NoSuchCore(PinningError):
+    def __init__(self, cores: list[int], available: list[int]) -> None:
+        super().__init__(f"CPU core(s) {cores} do not exist or are not available to this process; "
+                         f"available cores: {available}")
+        self.cores = cores
+        self.available = available
+
+
+class AffinityNotApplied(PinningError):
+    def __init__(self, requested: list[int], actual: list[int]) -> None:
+        super().__init__(f"asked to pin to cores {requested}, but the OS reports affinity {actual}")
+        self.requested = requested
+        self.actual = actual
+
+
+class MemoryLockDenied(PinningError):
+    def __init__(self, err: int, limit: tuple[int, int]) -> None:
+        soft, hard = (("unlimited" if v == resource.RLIM_INFINITY else f"{v} bytes") for v in limit)
+        super().__init__(f"mlockall not permitted ({_errno.errorcode.get(err, err)}: {os.strerror(err)}); "
+                         f"RLIMIT_MEMLOCK soft={soft} hard={hard}; grant CAP_IPC_LOCK or raise the "
+                         "limit (systemd: LimitMEMLOCK=infinity)")
+        self.errno = err
+        self.limit = limit
+
+
+# -- publishing -----------------------------------------------------------------------
+
 class PublishError(CaptureError):
     """A NATS / JetStream problem."""
+
+
+class NatsUnreachable(PublishError):
+    def __init__(self, servers: list[str], reason: str) -> None:
+        super().__init__(f"no NATS server reachable among {servers}: {reason}")
+        self.servers = servers
+        self.reason = reason
+
+
+class NatsTLSError(NatsUnreachable):
+    """The TLS handshake failed (certificate not trusted, client certificate missing)."""
+
+
+class NatsAuthError(PublishError):
+    def __init__(self, servers: list[str], reason: str) -> None:
+        super().__init__(f"NATS refused the credentials ({servers}): {reason}")
+        self.servers = servers
+        self.reason = reason
+
+
+class StreamMismatch(PublishError):
+    def __init__(self, stream: str, key: str, reason: str) -> None:
+        super().__init__(f"stream {stream!r}: {key}: {reason}")
+        self.stream = stream
+        self.key = key
+        self.reason = reason
+
+
+class NatsServerError(PublishError):
+    """The embedded nats-server could not be found, started or stopped."""
+
+    def __init__(self, reason: str, log: str | None = None) -> None:
+        msg = reason
+        if log:
+            msg += f"\n--- nats-server log (tail) ---\n{log}"
+        super().__init__(msg)
+        self.reason = reason
+        self.log = log
+
+
+class PipelineClosed(PublishError):
+    """put() after the ack pipeline was closed."""
+
+
+# -- the application ----------------------------------------------------------------------
+
+class ShardBusy(CaptureError):
+    """Another supervisor holds this shard's lock file."""
+
+    def __init__(self, path: str, pid: str) -> None:
+        super().__init__(f"another supervisor (pid {pid or '?'}) runs this shard ({path})")
+        self.path, self.pid = path, pid
+
+
+class SimulatorError(CaptureError):
+    """The simulator could not start or was used wrongly."""

@@ -16,7 +16,7 @@ theory-of-operation block in csrc/ring.c.
 """
 from ring.assemble import Assembler, Dropped, Message
 from ring.drain import Drained, FileDrain
-from common.errors import (BadRingFile, CaptureError, CorruptFrame, FrameTooLarge, Lapped, NoReaderSlot, ProducerBusy, ReaderBusy, RingDamaged, RingError, RingExists)
+from common.errors import (BadRingFile, CaptureError, CorruptFrame, Lapped, NoReaderSlot, ProducerBusy, ReaderBusy, RingDamaged, RingError, RingExists)
 from ring.file import DEFAULT_CAPACITY, DEFAULT_DIR, DEFAULT_MAX_FRAME, RingFile, attach, create, default_path, ensure_dir
 from ring.frame import FrameFlags, FrameType, crc32c
 from ring.producer import Producer, WriteStatus
@@ -24,7 +24,7 @@ from ring.reader import Batch, Frame, Reader
 from ring.stats import remove_reader, stats
 
 __all__ = [
-    "Assembler", "Dropped", "Message", "BadRingFile", "CaptureError", "CorruptFrame", "FrameTooLarge",
+    "Assembler", "Dropped", "Message", "BadRingFile", "CaptureError", "CorruptFrame", 
     "Lapped", "NoReaderSlot", "ProducerBusy", "ReaderBusy", "RingDamaged", "RingError", "RingExists",
     "DEFAULT_CAPACITY", "DEFAULT_DIR", "DEFAULT_MAX_FRAME", "RingFile", "attach", "create",
     "default_path", "ensure_dir", "FrameFlags", "FrameType", "crc32c", "Producer", "WriteStatus",

@@ -55,10 +55,6 @@ class FrameHeader(NamedTuple):
     crc: int
 
     @property
-    def payload_len(self) -> int:
-        return self.size - HEADER
-
-    @property
     def padded(self) -> int:
         return align8(self.size)
 
@@ -94,9 +90,3 @@ def encode(payload: bytes | bytearray | memoryview, seq: int, ts_ns: int,
 def decode_header(buf: bytes | bytearray | memoryview, offset: int = 0) -> FrameHeader:
     size, seq_lo, seq, ts, typ, flags, conn, crc = _HDR.unpack_from(buf, offset)
     return FrameHeader(size, seq, ts, typ, flags, conn, crc)
-
-
-def header_consistent(h: FrameHeader, raw: bytes | bytearray | memoryview, offset: int = 0) -> bool:
-    """Cheap structural checks that do not need the payload."""
-    seq_lo = struct.unpack_from("<I", raw, offset + 4)[0]
-    return h.size >= HEADER and seq_lo == (h.seq & 0xFFFFFFFF) and h.type in FrameType.__members__.values()

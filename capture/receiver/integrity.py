@@ -48,6 +48,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import ring
@@ -55,6 +56,7 @@ from common.errors import CaptureError, ConfigError, CorruptFrame, Lapped
 from ring.frame import FrameType
 
 from capture.receiver.repair import ChannelClient, channel_path
+from common import settings
 from common.status import write_status
 from capture.venues import checksum_venues, get as get_venue
 
@@ -220,30 +222,62 @@ class Validator:
         self.reader.close()
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+@dataclass
+class IntegritySettings:
+    """What one validator process is told (the one home of its defaults);
+    the supervisor hands it over as a settings file (:mod:`common.settings`)."""
+
+    ring: str
+    venue: str
+    depth: int = 10
+    socket: str | None = None
+    name: str = "integrity"
+    status_file: str | None = None
+    status_interval: float = 1.0
+    #: pairs whose checksums are not validated (the per-pair opt-out)
+    skip: list[str] = field(default_factory=list)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> IntegritySettings:
+    """argv -> :class:`IntegritySettings` (``--settings FILE``, or the options).
+
+    Raises:
+        ConfigError: a bad settings file.
+    """
+    d = IntegritySettings
     p = argparse.ArgumentParser(prog="python -m capture.receiver.integrity",
                                 description="Validate the book checksums of a venue that has them, from a ring.")
-    p.add_argument("--ring", required=True, help="the shard's ring file")
-    p.add_argument("--venue", required=True, help="a venue with book checksums: " + ", ".join(sorted(checksum_venues())))
-    p.add_argument("--depth", type=int, default=10, help="subscribed book depth")
-    p.add_argument("--socket", help="integrity channel (default: <ring>.integrity.sock)")
-    p.add_argument("--name", default="integrity", help="ring reader name")
-    p.add_argument("--status-file", help="write counters here about once a second")
-    p.add_argument("--status-interval", type=float, default=1.0)
+    p.add_argument("--settings", help="read every setting from this JSON file (what the supervisor does)")
+    p.add_argument("--ring", help="the shard's ring file")
+    p.add_argument("--venue", help="a venue with book checksums: " + ", ".join(sorted(checksum_venues())))
+    p.add_argument("--depth", type=int, default=d.depth, help="subscribed book depth")
+    p.add_argument("--socket", default=d.socket, help="integrity channel (default: <ring>.integrity.sock)")
+    p.add_argument("--name", default=d.name, help="ring reader name")
+    p.add_argument("--status-file", default=d.status_file, help="write counters here about once a second")
+    p.add_argument("--status-interval", type=float, default=d.status_interval)
     p.add_argument("--skip-checksum", action="append", default=[], metavar="SYMBOL",
-                   help="do not validate this pair's checksums (repeatable)")
-    return p.parse_args(argv)
+                   help="do not validate this pair's checksums (repeatable): the per-pair opt-out")
+    a = p.parse_args(argv)
+    if a.settings:
+        if a.ring is not None or a.venue is not None:
+            p.error("--settings carries every setting: give no --ring or --venue with it")
+        return settings.read(IntegritySettings, a.settings)
+    if a.ring is None or a.venue is None:
+        p.error("--ring and --venue are required (or --settings FILE)")
+    return IntegritySettings(ring=a.ring, venue=a.venue, depth=a.depth, socket=a.socket, name=a.name,
+                             status_file=a.status_file, status_interval=a.status_interval,
+                             skip=list(a.skip_checksum))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    a = parse_args(argv)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
+        a = parse_args(argv)
         v = Validator(a.ring, a.venue, a.depth, socket_path=a.socket, name=a.name,
-                      status_file=a.status_file, skip=a.skip_checksum)
+                      status_file=a.status_file, skip=a.skip)
     except CaptureError as exc:
         print(f"capture.receiver.integrity: {exc}", file=sys.stderr)
         return 2

@@ -35,7 +35,11 @@ import enum
 import random
 from dataclasses import dataclass
 
-from common.errors import CaptureError, ConfigError
+from common.errors import ConfigError
+from common import errors as _errors
+
+#: Defined in the one error tree; connection.py imports it from here.
+ConnectionStateError = _errors.ConnectionStateError
 
 
 class State(str, enum.Enum):
@@ -84,16 +88,6 @@ RECORD_KIND: dict[Event, str] = {
     E.CONNECT_FAILED: "connect_failed", E.SUBSCRIBED: "live", E.SILENCE: "silence_timeout",
     E.KEEPALIVE_TIMEOUT: "keepalive_timeout", E.LOST: "closed", E.STOP: "stopped",
 }
-
-
-class ConnectionStateError(CaptureError):
-    """An event arrived in a state that does not allow it (a bug, not a venue problem)."""
-
-    def __init__(self, conn: str, state: State, event: Event) -> None:
-        super().__init__(f"{conn}: event {event.value!r} not allowed in state {state.value!r}")
-        self.conn = conn
-        self.state = state
-        self.event = event
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ so page faults cannot stall the receive path.  It needs ``CAP_IPC_LOCK`` or a
 large enough ``RLIMIT_MEMLOCK`` (systemd: ``LimitMEMLOCK=infinity``); when not
 permitted it says exactly that, and fails only if the caller requires it.
 
-Errors (rooted in :class:`common.errors.CaptureError`)::
+Errors (defined in :mod:`common.errors`, rooted in :class:`~common.errors.CaptureError`)::
 
     CaptureError
     └── PinningError                 pinning or memory locking failed
@@ -31,39 +31,10 @@ import os
 import resource
 from typing import Iterable
 
-from common.errors import CaptureError
+from common.errors import AffinityNotApplied, MemoryLockDenied, NoSuchCore, PinningError  # noqa: F401
 
 MCL_CURRENT = 1
 MCL_FUTURE = 2
-
-
-class PinningError(CaptureError):
-    """Pinning the process or locking its memory failed."""
-
-
-class NoSuchCore(PinningError):
-    def __init__(self, cores: list[int], available: list[int]) -> None:
-        super().__init__(f"CPU core(s) {cores} do not exist or are not available to this process; "
-                         f"available cores: {available}")
-        self.cores = cores
-        self.available = available
-
-
-class AffinityNotApplied(PinningError):
-    def __init__(self, requested: list[int], actual: list[int]) -> None:
-        super().__init__(f"asked to pin to cores {requested}, but the OS reports affinity {actual}")
-        self.requested = requested
-        self.actual = actual
-
-
-class MemoryLockDenied(PinningError):
-    def __init__(self, err: int, limit: tuple[int, int]) -> None:
-        soft, hard = (("unlimited" if v == resource.RLIM_INFINITY else f"{v} bytes") for v in limit)
-        super().__init__(f"mlockall not permitted ({errno.errorcode.get(err, err)}: {os.strerror(err)}); "
-                         f"RLIMIT_MEMLOCK soft={soft} hard={hard}; grant CAP_IPC_LOCK or raise the "
-                         "limit (systemd: LimitMEMLOCK=infinity)")
-        self.errno = err
-        self.limit = limit
 
 
 def online_cores() -> list[int]:

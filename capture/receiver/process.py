@@ -12,8 +12,9 @@ or with everything explicit (no config file)::
         --symbols BTC/USD,ETH/USD --cores 1 --transport picows
 
 or, in Python, ``run_receiver(ReceiverConfig(...))`` (what ``main`` does after
-parsing argv; ``from_capture_config(config, shard_id)`` builds one from a
-:class:`capture.config.Config`, ``ReceiverConfig.to_argv()`` goes back).
+parsing argv; ``ReceiverConfig.to_argv()`` goes back).  Under ``capture run``
+the settings come resolved from the capture config as a file:
+``python -m capture.receiver --settings FILE`` (see :mod:`capture.children`).
 
 SIGTERM/SIGINT: connections are closed with a close handshake, a
 ``shard_stop`` record is written, the producer is closed and the process
@@ -66,7 +67,7 @@ from typing import Any, Sequence
 import ring
 from common.errors import CaptureError
 
-from capture import __version__
+from common.version import __version__
 from capture.receiver import transport as _transport
 from capture.receiver.connection import Connection
 from capture.receiver.pinning import lock_memory, pin
@@ -76,10 +77,10 @@ from capture.venues import get as get_venue
 # The config and assignment live in their own modules; re-exported here
 # because "the receiver's config" is what callers ask this module for.
 from capture.receiver.assignment import cap_units, discover_units, explicit_assignment, plan_assignment  # noqa: F401
-from capture.receiver.settings import DEFAULT_PER_CONNECTION, ReceiverConfig, from_capture_config, parse_args  # noqa: F401
+from capture.receiver.settings import ReceiverConfig, parse_args  # noqa: F401
 
-__all__ = ["DEFAULT_PER_CONNECTION", "SHARD_CONN", "Receiver", "ReceiverConfig", "cap_units",
-           "discover_units", "explicit_assignment", "from_capture_config", "main", "open_ring",
+__all__ = ["SHARD_CONN", "Receiver", "ReceiverConfig", "cap_units",
+           "discover_units", "explicit_assignment", "main", "open_ring",
            "parse_args", "plan_assignment", "run_receiver"]
 
 log = logging.getLogger("capture.receiver")

@@ -1,7 +1,12 @@
-"""What a receiver is told: :class:`ReceiverConfig`, and the two ways to
-build one - from a capture config file (``from_capture_config``, what
-``capture run`` does) and from ``python -m capture.receiver`` arguments
+"""What a receiver is told: :class:`ReceiverConfig`, and the two ways a
+receiver process gets one: a settings file (``--settings FILE``, what
+``capture run`` does: the application layer resolves the capture config into
+this dataclass, :func:`capture.children.resolve`, and writes it with
+:mod:`common.settings`), or ``python -m capture.receiver`` options
 (``parse_args``; ``ReceiverConfig.to_argv`` is its inverse).
+
+The receiver never reads the capture config itself: that file belongs to the
+application layer above it.
 """
 from __future__ import annotations
 
@@ -10,16 +15,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from common import settings
 from common.errors import ConfigError
 
-from capture.receiver.connection import Timing
+from capture.receiver.lifecycle import Timing
 from capture.receiver.transport import DEFAULT_MAX_MESSAGE, TRANSPORTS, default_transport
 from capture.venues import VENUES, get as get_venue
-
-#: Instruments per connection when not configured, by venue (each venue's
-#: ``per_connection`` trait; this table is for callers that list them).
-DEFAULT_PER_CONNECTION = {name: v.per_connection for name, v in VENUES.items()}
-
 
 @dataclass
 class ReceiverConfig:
@@ -171,46 +172,9 @@ class ReceiverConfig:
 
     @property
     def capacity(self) -> int:
+        """Instruments per connection: configured, or the venue's (its trait)."""
         return self.per_connection or get_venue(self.venue).per_connection
 
-
-
-def from_capture_config(conf: Any, shard_id: int, *, ring_path: str | None = None,
-                        status_file: str | None = None, timing: dict[str, Any] | None = None,
-                        seed: int | None = None) -> ReceiverConfig:
-    """The receiver config of shard ``shard_id`` of a :class:`capture.config.Config`
-    (what ``capture run --shard N`` starts with ``--config FILE --shard N``).
-
-    The plan's shard index is this shard's position among the venue's shards
-    (``Config.venue_shards``), so every host derives the same slice.
-
-    Raises:
-        ConfigError: no such shard.
-    """
-    sh = conf.shard(shard_id)
-    vc = conf.venue(sh.venue)
-    venue_cls = get_venue(sh.venue)
-    order = conf.venue_shards(sh.venue)
-    url = vc.url or (venue_cls.demo_url if vc.demo and venue_cls.demo_url else None)
-    tkw: dict[str, Any] = {"silence_timeout": sh.silence_timeout or None}
-    tkw.update(timing or {})
-    explicit = list(sh.instruments)
-    per = None
-    if explicit and sh.connections:
-        per = -(-len(explicit) // sh.connections)   # ceil: spread over that many connections
-    channels = list(sh.channels) if venue_cls.channels_configurable else None
-    return ReceiverConfig(
-        ring=ring_path or conf.ring_path(shard_id), venue=sh.venue, url=url,
-        symbols=explicit or None, discover=bool(sh.discovery), discovery_url=vc.rest_url,
-        rediscover_interval=sh.rediscover_interval if sh.discovery else 0.0,
-        shard=order.index(shard_id), shards=len(order), shard_id=shard_id,
-        per_connection=per,
-        min_connections=max(1, sh.connections * len(order)) if sh.discovery else 1,
-        transport=sh.transport, cores=list(sh.cores) or None, mlock=bool(sh.lock_memory),
-        channels=channels, depth=sh.book_depth, timing=Timing(**tkw),
-        max_instruments=sh.max_instruments, status_file=status_file, seed=seed,
-        kalshi_key_id=vc.key_id if venue_cls.needs_key else None,
-        kalshi_key_file=vc.key_file if venue_cls.needs_key else None)
 
 
 def _list(s: str) -> list[str]:
@@ -229,15 +193,16 @@ def _cores(s: str) -> list[int]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ReceiverConfig:
-    """argv -> :class:`ReceiverConfig` (raises SystemExit on bad usage)."""
+    """argv -> :class:`ReceiverConfig` (raises SystemExit on bad usage,
+    ConfigError for a bad settings file).  Defaults are the dataclass's."""
+    d = ReceiverConfig
     p = argparse.ArgumentParser(prog="python -m capture.receiver",
                                 description="Receive one shard's WebSocket connections into a ring.")
-    p.add_argument("--ring", help="ring file (see ring.create); config mode: the config's")
-    p.add_argument("--config", help="config mode: a capture TOML file (see capture.config); "
-                                    "with --shard N and no --venue (default: the built-in config)")
+    p.add_argument("--settings", help="read every setting from this JSON file (what capture run "
+                                      "does; see common.settings); no other option then")
+    p.add_argument("--ring", help="ring file (see ring.create)")
     p.add_argument("--status-file", help="write the connections' status here every poll")
-    p.add_argument("--venue", choices=sorted(VENUES),
-                   help="explicit mode: the venue (without it: config mode)")
+    p.add_argument("--venue", choices=sorted(VENUES), help="the venue")
     p.add_argument("--url", help="WebSocket URL (default: the venue's)")
     p.add_argument("--symbols", type=_list, help="comma-separated instruments")
     p.add_argument("--connection", action="append", type=_list, dest="connections",
@@ -245,39 +210,43 @@ def parse_args(argv: Sequence[str] | None = None) -> ReceiverConfig:
     p.add_argument("--per-connection", type=int, help="instruments per connection")
     p.add_argument("--discover", action="store_true", help="instruments from discovery + sharding")
     p.add_argument("--discovery-url", help="REST base URL for discovery")
-    p.add_argument("--rediscover-interval", type=float, default=0.0, help="seconds (0: never)")
-    p.add_argument("--shard", type=int, default=0,
-                   help="config mode: the shard id; explicit mode: index among --shards")
-    p.add_argument("--shards", type=int, default=1)
-    p.add_argument("--min-connections", type=int, default=1)
-    p.add_argument("--max-instruments", type=int, default=0,
+    p.add_argument("--rediscover-interval", type=float, default=d.rediscover_interval,
+                   help="seconds (0: never)")
+    p.add_argument("--shard", type=int, default=d.shard, help="index among --shards")
+    p.add_argument("--shards", type=int, default=d.shards)
+    p.add_argument("--min-connections", type=int, default=d.min_connections)
+    p.add_argument("--max-instruments", type=int, default=d.max_instruments,
                    help="discovery: keep at most this many instruments (0: all)")
     p.add_argument("--transport", choices=TRANSPORTS, default=default_transport())
     p.add_argument("--cores", type=_cores, help="CPU cores to pin to, e.g. 1 or 0,1 or 2-3")
     p.add_argument("--mlock", nargs="?", const="try", choices=("try", "require"),
                    help="lock memory (mlockall); 'require' fails when not permitted")
     p.add_argument("--channels", type=_list, help="channels/feeds (venue default if absent)")
-    p.add_argument("--depth", type=int, default=10, help="Kraken book depth")
+    p.add_argument("--depth", type=int, default=d.depth, help="Kraken book depth")
     p.add_argument("--timing", action="append", default=[], metavar="KEY=SECONDS",
                    help="lifecycle interval, e.g. silence_timeout=60 (repeatable); keys: "
                         + ", ".join(f.name for f in dataclasses.fields(Timing)))
-    p.add_argument("--poll-interval", type=float, default=1.0)
-    p.add_argument("--stats-interval", type=float, default=60.0)
-    p.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE)
+    p.add_argument("--poll-interval", type=float, default=d.poll_interval)
+    p.add_argument("--stats-interval", type=float, default=d.stats_interval)
+    p.add_argument("--max-message", type=int, default=d.max_message)
     p.add_argument("--ring-capacity", type=int, help="create the ring with this capacity if missing")
-    p.add_argument("--frag-timeout", type=float, default=0.1,
+    p.add_argument("--frag-timeout", type=float, default=d.frag_timeout,
                    help="seconds a fragmented (very large) frame may wait for ring room")
     p.add_argument("--seed", type=int, help="seed of the jitter randomness")
     p.add_argument("--kalshi-key-id")
     p.add_argument("--kalshi-key-file")
     p.add_argument("--no-integrity", dest="integrity", action="store_false",
                    help="no sequence checks, no checksum reports, no repairs")
-    p.add_argument("--repair-burst", type=int, default=3,
+    p.add_argument("--repair-burst", type=int, default=d.repair_burst,
                    help="per-symbol repairs allowed per --repair-window (token bucket)")
-    p.add_argument("--repair-window", type=float, default=60.0, help="seconds")
+    p.add_argument("--repair-window", type=float, default=d.repair_window, help="seconds")
     p.add_argument("--integrity-socket",
                    help="the checksum validator's channel (default: <ring>.integrity.sock)")
     a = p.parse_args(argv)
+    if a.settings:
+        if a.venue is not None or a.ring is not None:
+            p.error("--settings carries every setting: give no --venue or --ring with it")
+        return settings.read(ReceiverConfig, a.settings)
     tkw: dict[str, Any] = {}
     names = {f.name: f for f in dataclasses.fields(Timing)}
     for item in a.timing:
@@ -286,16 +255,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ReceiverConfig:
             p.error(f"unknown timing key {k!r}")
         tkw[k] = int(v) if k == "peek_bytes" else (None if v.lower() == "none" else float(v))
     mlock: bool | str = False if a.mlock is None else ("require" if a.mlock == "require" else True)
-    if a.venue is None:
-        from capture import config as capture_config
-        conf = capture_config.load(a.config) if a.config else capture_config.default_config()
-        cfg = from_capture_config(conf, a.shard, ring_path=a.ring, status_file=a.status_file,
-                                  timing=tkw, seed=a.seed)
-        cfg.integrity, cfg.integrity_socket = a.integrity, a.integrity_socket
-        cfg.repair_burst, cfg.repair_window = a.repair_burst, a.repair_window
-        return cfg
-    if a.ring is None:
-        p.error("--ring is required with --venue")
+    if a.venue is None or a.ring is None:
+        p.error("--venue and --ring are required (or --settings FILE)")
     return ReceiverConfig(
         ring=a.ring, venue=a.venue, url=a.url, symbols=a.symbols, connections=a.connections,
         discover=a.discover, discovery_url=a.discovery_url,
@@ -308,5 +269,3 @@ def parse_args(argv: Sequence[str] | None = None) -> ReceiverConfig:
         kalshi_key_id=a.kalshi_key_id, kalshi_key_file=a.kalshi_key_file,
         integrity=a.integrity, repair_burst=a.repair_burst, repair_window=a.repair_window,
         integrity_socket=a.integrity_socket)
-
-

@@ -36,8 +36,9 @@ translated once, here at the edge)::
 
     CaptureError
     └── TransportError               a WebSocket transport problem
-        ├── ConnectFailed            connect/handshake failed: url, status (HTTP, or None), reason
-        └── MessageTooBig            a message above max_message (the connection is closed 1009)
+        └── ConnectFailed            connect/handshake failed: url, status (HTTP, or None), reason
+
+(defined in :mod:`common.errors` with the rest of the tree).
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from common.errors import CaptureError
+from common.errors import ConnectFailed, TransportError
 from ring.frame import FrameFlags
 
 #: Deliver one message: ``(payload, receive ts ns, flags)``.
@@ -61,31 +62,6 @@ _BINARY = int(FrameFlags.BINARY)
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 USER_AGENT = "capture/0.1"
 TRANSPORTS = ("picows", "websockets")
-
-
-class TransportError(CaptureError):
-    """A WebSocket transport problem."""
-
-
-class ConnectFailed(TransportError):
-    """Opening the connection failed.
-
-    Attributes: ``url``; ``status`` (the HTTP status of a refused handshake,
-    e.g. 429, or None for network errors and timeouts); ``reason``.
-    """
-
-    def __init__(self, url: str, reason: str, status: int | None = None) -> None:
-        super().__init__(f"{url}: {reason}")
-        self.url = url
-        self.reason = reason
-        self.status = status
-
-
-class MessageTooBig(TransportError):
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"message of at least {size} bytes exceeds max_message {limit}")
-        self.size = size
-        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True)

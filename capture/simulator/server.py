@@ -35,7 +35,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from common.errors import CaptureError, ConfigError
+from common.errors import ConfigError, SimulatorError  # SimulatorError: raised here, imported from here by callers
 
 from capture.simulator.blast import BlastPlan, marker
 from capture.simulator.kalshi import KalshiSession, verify_handshake
@@ -58,10 +58,6 @@ VENUE_SPECS: dict[str, tuple[type[Session], str]] = {
     "kalshi": (KalshiSession, "/trade-api/ws/v2"),
 }
 MAX_CLIENT_MESSAGE = 16 * 1024 * 1024
-
-
-class SimulatorError(CaptureError):
-    """The simulator could not start or was used wrongly."""
 
 
 def _response(status: int, body: bytes, content_type: str = "application/json") -> Response:

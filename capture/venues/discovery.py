@@ -40,30 +40,12 @@ from typing import Any, Callable, TypeVar
 
 import orjson
 
-from common.errors import VenueError
+from common.errors import BadPage, DiscoveryError
 
 #: What ``discover`` returns: placement units ``(key, members)``.
 Units = list[tuple[str, tuple[str, ...]]]
 
 
-class DiscoveryError(VenueError):
-    """Discovery failed; nothing partial is returned.
-
-    Attributes: ``url`` (the page that failed), ``attempts``, ``reason``.
-    """
-
-    def __init__(self, url: str, attempts: int, reason: str) -> None:
-        super().__init__(f"discovery {url}: {reason} (after {attempts} attempt(s))")
-        self.url = url
-        self.attempts = attempts
-        self.reason = reason
-
-
-class BadPage(DiscoveryError):
-    """A response body that is not a valid page of the venue's listing."""
-
-    def __init__(self, reason: str, url: str = "", attempts: int = 0) -> None:
-        super().__init__(url or "<page>", attempts, reason)
 
 
 def loads(body: bytes | str | dict | list) -> Any:

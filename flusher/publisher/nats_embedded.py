@@ -35,22 +35,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.errors import PublishError
+from common.errors import NatsServerError
 
 MAX_PAYLOAD = 8 * 1024 * 1024
 LOOPBACK = "127.0.0.1"
-
-
-class NatsServerError(PublishError):
-    """The embedded nats-server could not be found, started or stopped."""
-
-    def __init__(self, reason: str, log: str | None = None) -> None:
-        msg = reason
-        if log:
-            msg += f"\n--- nats-server log (tail) ---\n{log}"
-        super().__init__(msg)
-        self.reason = reason
-        self.log = log
 
 
 def find_nats_server() -> str:
@@ -322,19 +310,3 @@ class NatsCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def servers_or_embedded(bus, data_dir: str | os.PathLike[str], port: int = 0):
-    """The bus settings to use, and the embedded server started for them if any.
-
-    When the config names no servers, start a local one with its store under
-    ``data_dir/nats`` and return settings pointing at it (the caller stops
-    the server).  Otherwise return the settings unchanged and None.
-
-    Args:
-        bus: a :class:`flusher.publisher.stream.BusConfig`.
-    """
-    if bus.servers:
-        return bus, None
-    srv = NatsServer(Path(data_dir) / "nats", port=port).start()
-    return bus.with_servers([srv.url]), srv

@@ -59,7 +59,7 @@ import orjson
 from nats.aio.client import Client
 
 from flusher.publisher.client_hooks import ClientHooks
-from common.errors import PublishError
+from common.errors import PipelineClosed, PublishError  # noqa: F401
 
 log = logging.getLogger("capture.publisher")
 
@@ -70,10 +70,6 @@ _monotonic = time.monotonic
 _FLUSH_BYTES = 64 << 10
 # Longest span of sends that share one deadline record (see _record_deadline).
 _TIMER_GRAIN = 0.005
-
-
-class PipelineClosed(PublishError):
-    """submit() after close()."""
 
 
 class Entry:

@@ -54,17 +54,18 @@ import logging
 import signal
 import sys
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
 import ring
 from ring.assemble import Assembler
-from common.errors import CaptureError, ConfigError, Lapped, RingError
+from common.errors import ConfigError, Lapped, RingError
 from ring.frame import HEADER as _FRAME_HEADER, FrameType
 
-from common import histogram
-from flusher.publisher.routing import SubjectFn, _valid_subject, test_subject_fn, venue_subject_fn  # noqa: F401
+from common import histogram, settings
+from flusher.publisher.routing import RoutingFactory, SubjectFn, _valid_subject, test_routing
 from flusher.publisher.catchup import SegmentCatchup
 from flusher.publisher.pipeline import AckPipeline
 from flusher.publisher.stream import (BusConfig, NatsAuthError, NatsTLSError, NatsUnreachable, StreamMismatch, connect, ensure_stream, horizon_margin, parse_config, stored_sequences)
@@ -80,6 +81,38 @@ _HDR_FMT = (b"NATS/1.0\r\nNats-Msg-Id: %s:%d\r\nCapture-Seq: %d\r\nCapture-Recv-
 _OVERHEAD = 256
 
 
+@dataclass
+class PublisherSettings:
+    """What one publisher process is told (the one home of its defaults).
+
+    The supervisor resolves it from the capture config and hands it over as
+    a settings file (:mod:`common.settings`); ``python -m flusher.publisher.publish``
+    builds it from its options.  ``nats`` is the ``[nats]`` table as
+    :func:`flusher.publisher.stream.parse_config` takes it (credentials
+    included: the file is owner-only, never a command line).
+    ``route``: ``venue`` (the caller's routing from the venue registry, see
+    :mod:`capture.publish`) or ``test`` (:func:`routing.test_subject_fn`).
+    """
+
+    ring: str
+    venue: str
+    shard: int
+    segments: str | None = None
+    nats: dict[str, Any] = field(default_factory=dict)
+    route: str = "venue"
+    # The publisher's figures (bench/) were measured with this window; the
+    # example config names a smaller one explicitly.
+    window: int = 8192
+    ack_timeout: float = 5.0
+    drain_timeout: float = 30.0
+    status_file: str | None = None
+    log_level: str = "INFO"
+
+    def __repr__(self) -> str:  # the nats table may hold credentials: never print them
+        return (f"PublisherSettings(ring={self.ring!r}, venue={self.venue!r}, shard={self.shard}, "
+                f"route={self.route!r}, window={self.window})")
+
+
 class _DrainExpired(Exception):
     """Internal: the shutdown drain ran out of time."""
 
@@ -93,8 +126,11 @@ class Publisher(SegmentCatchup):
         bus: parsed NATS settings (:func:`flusher.publisher.stream.parse_config`).
         segments: root directory of the flusher's segment files (None: no
             catch-up from disk; a lap is then a counted gap).
-        subject_fn: raw payload -> subject or None (unrouted).  Default: the
-            venue's route extractor.
+        subject_fn: raw payload -> subject or None (unrouted): the caller's
+            (the venue's route extractor from ``capture.publish``; flusher/
+            does not know the venues).
+        exchange_ts: raw payload -> the exchange's timestamp (ns) for the
+            exchange-lag metric, or None (no such metric).
         window, ack_timeout: see :class:`flusher.publisher.pipeline.AckPipeline`.
         drain_timeout: bound on the shutdown drain (seconds).
         disk_wait: how long catch-up may wait for frames the segment files
@@ -102,10 +138,12 @@ class Publisher(SegmentCatchup):
     """
 
     def __init__(self, ring_path: str, *, venue: str, shard: int, bus: BusConfig,
-                 segments: str | None = None, subject_fn: SubjectFn | None = None,
-                 reader_name: str = "publisher", window: int = 8192,
-                 window_bytes: int = 64 << 20, ack_timeout: float = 5.0,
-                 drain_timeout: float = 30.0, disk_wait: float = 5.0,
+                 subject_fn: SubjectFn,
+                 exchange_ts: Callable[[bytes], int | None] | None = None,
+                 segments: str | None = None,
+                 reader_name: str = "publisher", window: int = PublisherSettings.window,
+                 window_bytes: int = 64 << 20, ack_timeout: float = PublisherSettings.ack_timeout,
+                 drain_timeout: float = PublisherSettings.drain_timeout, disk_wait: float = 5.0,
                  max_frames: int = 4096, status_file: str | None = None) -> None:
         self.ring_path = ring_path
         self.venue, self.shard = venue, shard
@@ -113,7 +151,7 @@ class Publisher(SegmentCatchup):
         self.settings = bus.stream_for(venue)
         self.segments = segments
         self.prefix = bus.prefix
-        self.subject_fn = subject_fn or venue_subject_fn(bus.prefix, venue, shard)
+        self.subject_fn = subject_fn
         self.reader_name = reader_name
         self.window, self.window_bytes, self.ack_timeout = window, window_bytes, ack_timeout
         self.drain_timeout = drain_timeout
@@ -148,11 +186,7 @@ class Publisher(SegmentCatchup):
         self._lag_sum = 0.0
         self._lag_ahead = 0
         self._lag_n = 0
-        try:
-            from capture import venues
-            self._exchange_ts = venues.get(venue).exchange_ts_ns
-        except CaptureError:
-            self._exchange_ts = None  # not a venue we know (tests): no lag metric
+        self._exchange_ts = exchange_ts
 
     # -- status for the supervisor ---------------------------------------------------------
     def write_status(self) -> None:
@@ -607,38 +641,77 @@ class Publisher(SegmentCatchup):
 
 # -- process entry point --------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    d = PublisherSettings
     ap = argparse.ArgumentParser(prog="python -m flusher.publisher.publish",
                                  description="Publish one shard's ring to NATS JetStream.")
-    ap.add_argument("--ring", required=True)
-    ap.add_argument("--venue", required=True)
-    ap.add_argument("--shard", type=int, required=True)
-    ap.add_argument("--segments", default=None, help="root directory of the segment files")
+    ap.add_argument("--settings", help="read every setting from this JSON file "
+                                       "(what the supervisor does; see common.settings)")
+    ap.add_argument("--ring")
+    ap.add_argument("--venue")
+    ap.add_argument("--shard", type=int)
+    ap.add_argument("--segments", default=d.segments, help="root directory of the segment files")
     ap.add_argument("--nats", default="{}", help="the nats config table as JSON (or @file)")
-    ap.add_argument("--route", default="venue", choices=("venue", "test"),
-                    help="subject function: the venue's extractor, or test (payload prefix)")
-    ap.add_argument("--ack-timeout", type=float, default=5.0)
-    ap.add_argument("--window", type=int, default=8192)
-    ap.add_argument("--drain-timeout", type=float, default=30.0)
-    ap.add_argument("--log-level", default="INFO")
-    ap.add_argument("--status-file", default=None, help="write counters here every second (JSON)")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=a.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ap.add_argument("--route", default=d.route, choices=("venue", "test"),
+                    help="subject function: the venue's extractor (needs the venue registry: "
+                         "python -m capture.publish), or test (payload prefix)")
+    ap.add_argument("--ack-timeout", type=float, default=d.ack_timeout)
+    ap.add_argument("--window", type=int, default=d.window)
+    ap.add_argument("--drain-timeout", type=float, default=d.drain_timeout)
+    ap.add_argument("--log-level", default=d.log_level)
+    ap.add_argument("--status-file", default=d.status_file,
+                    help="write counters here every second (JSON)")
+    return ap
+
+
+def settings_from_args(a: argparse.Namespace) -> PublisherSettings:
+    """Raises: ConfigError (a bad settings file or ``--nats`` table, a missing option)."""
+    if a.settings:
+        if a.ring is not None or a.venue is not None:
+            raise ConfigError(a.settings, "settings", "carries every setting: give no --ring "
+                                                      "or --venue with it")
+        return settings.read(PublisherSettings, a.settings)
+    missing = [o for o in ("ring", "venue", "shard") if getattr(a, o) is None]
+    if missing:
+        raise ConfigError(None, missing[0], "required (or give --settings FILE)")
     raw = a.nats
     if raw.startswith("@"):
-        with open(raw[1:]) as f:
-            raw = f.read()
+        try:
+            with open(raw[1:]) as f:
+                raw = f.read()
+        except OSError as e:
+            raise ConfigError(raw[1:], None, f"cannot read: {e.strerror}") from None
     try:
-        bus = parse_config(json.loads(raw))
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    subject_fn = test_subject_fn(bus.prefix, a.venue) if a.route == "test" else None
+        table = json.loads(raw)
+    except ValueError as e:
+        raise ConfigError(None, "nats", f"not valid JSON: {e}") from None
+    return PublisherSettings(ring=a.ring, venue=a.venue, shard=a.shard, segments=a.segments,
+                             nats=table, route=a.route, window=a.window, ack_timeout=a.ack_timeout,
+                             drain_timeout=a.drain_timeout, status_file=a.status_file,
+                             log_level=a.log_level)
+
+
+def main(argv: list[str] | None = None, *, venue_routing: RoutingFactory | None = None) -> int:
+    """The publisher process.  ``venue_routing`` is the caller's (the venue
+    registry lives above flusher/): without it only ``--route test`` runs."""
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=a.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        pub = Publisher(a.ring, venue=a.venue, shard=a.shard, bus=bus, segments=a.segments,
-                        subject_fn=subject_fn, ack_timeout=a.ack_timeout, window=a.window,
-                        drain_timeout=a.drain_timeout, status_file=a.status_file)
+        s = settings_from_args(a)
+        logging.getLogger().setLevel(s.log_level)
+        bus = parse_config(s.nats)
+        if s.route == "test":
+            routing = test_routing(bus.prefix, s.venue, s.shard)
+        elif venue_routing is None:
+            raise ConfigError(None, "route", "venue routing comes from the venue registry: "
+                                             "run python -m capture.publish (or --route test)")
+        else:
+            routing = venue_routing(bus.prefix, s.venue, s.shard)
+        pub = Publisher(s.ring, venue=s.venue, shard=s.shard, bus=bus, segments=s.segments,
+                        subject_fn=routing.subject_fn, exchange_ts=routing.exchange_ts,
+                        ack_timeout=s.ack_timeout, window=s.window,
+                        drain_timeout=s.drain_timeout, status_file=s.status_file)
     except ConfigError as exc:
         log.error("%s", exc)
         return 2

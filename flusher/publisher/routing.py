@@ -8,7 +8,7 @@ and counts it).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 SubjectFn = Callable[[bytes], "str | None"]
 
@@ -20,12 +20,23 @@ def _valid_subject(b: bytes) -> bool:
     return all(b.split(b"."))
 
 
-def venue_subject_fn(prefix: str, venue: str, shard: int) -> SubjectFn:
-    """The venue's rule (:func:`capture.venues.subject_fn`): data by route
-    key, venue chatter to the shard's control subject, None (-> unrouted)
-    for the rest."""
-    from capture import venues
-    return venues.subject_fn(prefix, venue, shard)
+class Routing(NamedTuple):
+    """What the publisher is told about a venue's frames by its caller.
+
+    flusher/ sits below the venues (capture/venues/), so it never imports
+    them: the capture-level entry (``python -m capture.publish``) builds this
+    from the venue registry and hands it down.
+    """
+
+    #: raw payload -> subject, or None (-> ``{prefix}.{venue}.unrouted``)
+    subject_fn: SubjectFn
+    #: raw payload -> the exchange's own timestamp (ns), for the lag metric;
+    #: None: no lag metric
+    exchange_ts: Callable[[bytes], "int | None"] | None = None
+
+
+#: (prefix, venue, shard) -> Routing; what a caller gives ``publish.main``.
+RoutingFactory = Callable[[str, str, int], Routing]
 
 
 def test_subject_fn(prefix: str, venue: str) -> SubjectFn:
@@ -45,3 +56,8 @@ def test_subject_fn(prefix: str, venue: str) -> SubjectFn:
                                if head.count(b".") == 1 else None)
         return s
     return subject
+
+
+def test_routing(prefix: str, venue: str, shard: int) -> Routing:
+    """:func:`test_subject_fn` as a :data:`RoutingFactory` (no lag metric)."""
+    return Routing(test_subject_fn(prefix, venue))

@@ -56,7 +56,8 @@ from nats.aio.client import Client
 from nats.js import api
 from nats.js.errors import APIError
 
-from common.errors import ConfigError, PublishError
+from common import units
+from common.errors import (ConfigError, NatsAuthError, NatsTLSError, NatsUnreachable, PublishError, StreamMismatch, UnknownConfigKey, UnsafeStreamConfig)  # noqa: F401
 
 log = logging.getLogger("capture.publisher")
 
@@ -74,81 +75,22 @@ def horizon_margin(horizon_s: float) -> float:
     return min(HORIZON_MARGIN_S, horizon_s / 4)
 
 
-class UnknownConfigKey(ConfigError):
-    def __init__(self, path: str | None, key: str, allowed: set[str]) -> None:
-        super().__init__(path, key, f"unknown setting (allowed: {', '.join(sorted(allowed))})")
-
-
-class UnsafeStreamConfig(ConfigError):
-    """A stream setting that would lose (or duplicate) data."""
-
-
-class NatsUnreachable(PublishError):
-    def __init__(self, servers: list[str], reason: str) -> None:
-        super().__init__(f"no NATS server reachable among {servers}: {reason}")
-        self.servers = servers
-        self.reason = reason
-
-
-class NatsAuthError(PublishError):
-    def __init__(self, servers: list[str], reason: str) -> None:
-        super().__init__(f"NATS refused the credentials ({servers}): {reason}")
-        self.servers = servers
-        self.reason = reason
-
-
-class NatsTLSError(NatsUnreachable):
-    """The TLS handshake failed (certificate not trusted, client certificate missing)."""
-
-
-class StreamMismatch(PublishError):
-    def __init__(self, stream: str, key: str, reason: str) -> None:
-        super().__init__(f"stream {stream!r}: {key}: {reason}")
-        self.stream = stream
-        self.key = key
-        self.reason = reason
-
-
 # -- parsing helpers ------------------------------------------------------------------------
 
-_DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|m|h|d)?\s*$")
-_DUR_UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
-             None: 1.0}
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.I)
-
-
 def parse_duration(v: Any, key: str, path: str | None = None) -> float:
-    if isinstance(v, bool):
-        raise ConfigError(path, key, f"expected a duration, got {v!r}")
-    if isinstance(v, (int, float)):
-        if v < 0:
-            raise ConfigError(path, key, f"negative duration {v!r}")
-        return float(v)
-    m = _DUR.match(str(v))
-    if not m:
-        raise ConfigError(path, key, f"expected a duration like 30s, 10m, 2h; got {v!r}")
-    return float(m.group(1)) * _DUR_UNIT[m.group(2)]
+    """Seconds (the shared grammar, :mod:`common.units`)."""
+    return units.parse_duration(v, key, path)
 
 
 def parse_size(v: Any, key: str, path: str | None = None) -> int:
-    """Bytes; -1 (or None) means unlimited."""
-    if v is None:
+    """Bytes (the shared grammar, :mod:`common.units`); -1 (or None) means
+    unlimited, 0 is refused (a stream of no bytes holds nothing)."""
+    if v is None or (v == -1 and not isinstance(v, bool)):
         return -1
-    if isinstance(v, bool):
-        raise ConfigError(path, key, f"expected a size, got {v!r}")
-    if isinstance(v, int):
-        if v < -1 or v == 0:
-            raise ConfigError(path, key, f"size must be positive or -1 (unlimited), got {v}")
-        return v
-    m = _SIZE.match(str(v))
-    if not m:
-        raise ConfigError(path, key, f"expected a size like 512MiB or 10GB; got {v!r}")
-    n = int(m.group(1))
-    unit = (m.group(2) or "b").lower()
-    mult = {"b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}[unit[0]]
-    if "i" in unit:
-        mult = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[unit[0]]
-    return n * mult
+    n = units.parse_size(v, key, path)
+    if n == 0:
+        raise ConfigError(path, key, "size must be positive or -1 (unlimited), got 0")
+    return n
 
 
 def _check_keys(d: Mapping[str, Any], allowed: set[str], where: str, path: str | None) -> None:
@@ -203,11 +145,6 @@ class BusConfig:
     def stream_for(self, venue: str) -> StreamSettings:
         s = self.streams.get(venue)
         return s if s is not None else default_stream(self.prefix, venue, self.horizon_s)
-
-    def with_servers(self, servers: list[str]) -> "BusConfig":
-        d = dict(self.__dict__)
-        d["servers"] = list(servers)
-        return BusConfig(**d)
 
 
 BUS_KEYS = {"servers", "user", "password", "token", "creds", "tls", "prefix", "connect_timeout",

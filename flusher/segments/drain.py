@@ -42,7 +42,8 @@ around it kept (error log, ``repaired_segments``/``damaged_frames``); a bad
 file header moves the file aside (``.corrupt``, ``corrupt_segments``).  The newest sequence on disk from the same ring
 is remembered, and ring frames up to it are committed without being written.
 
-Run: ``python -m flusher.segments.drain --ring R --data-dir D --venue V --shard N``.
+Run: ``python -m flusher.segments.drain --ring R --data-dir D --venue V --shard N`` (or
+``--settings FILE``: what the supervisor does).
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from common import histogram
+from common import histogram, settings
 from common.status import write_status
 from flusher.segments.recovery import RecoveryReport, last_on_disk, recover_open
 from flusher.segments.names import SUFFIX_OPEN, list_segments, open_dir, parse_name
@@ -73,6 +74,13 @@ POLICIES = ("interval", "always", "never")
 HOUR_NS = 3600 * 1_000_000_000
 EXIT_OK = 0
 EXIT_DRAIN_TIMEOUT = 75
+
+#: The smallest segment size accepted, here and in the capture config (one
+#: home).  One page: the writer is correct at any size that holds its header
+#: (a record larger than a segment gets a segment of its own), and small
+#: segments are how rotation is exercised in tests; a production size is an
+#: operator's choice (the default is 256 MiB), not a correctness limit.
+MIN_SEGMENT_BYTES = 4096
 
 
 @dataclass
@@ -98,14 +106,16 @@ class FlusherConfig:
     status_interval: float = 1.0
     backoff_initial: float = 0.01
     backoff_max: float = 1.0
-    clock: Callable[[], int] = time.time_ns     # wall clock (ns) for names and hour rotation
+    # wall clock (ns) for names and hour rotation; the process's own, never in a settings file
+    clock: Callable[[], int] = field(default=time.time_ns, metadata={"settings": False})
 
     def __post_init__(self) -> None:
         """Raises ConfigError naming the setting that is out of range."""
         if self.fsync not in POLICIES:
             raise ConfigError(None, "fsync", f"must be one of {POLICIES}, not {self.fsync!r}")
-        if self.segment_bytes < 4096:
-            raise ConfigError(None, "segment_bytes", f"must be at least 4096, not {self.segment_bytes}")
+        if self.segment_bytes < MIN_SEGMENT_BYTES:
+            raise ConfigError(None, "segment_bytes",
+                              f"must be at least {MIN_SEGMENT_BYTES}, not {self.segment_bytes}")
         if self.max_bytes < 1:
             raise ConfigError(None, "max_bytes", f"must be at least 1, not {self.max_bytes}")
         if self.index_every < 1:
@@ -158,7 +168,7 @@ class FlusherStats:
         return asdict(self)
 
 
-class DrainTimeout(Exception):
+class _DrainTimeout(Exception):
     """Internal: the drain deadline passed while an I/O error persisted."""
 
 
@@ -302,7 +312,7 @@ class Flusher:
                 prod_stopped = self.rd.producer_stopped() if self._deadline is not None else False
                 try:
                     n = self.step()
-                except DrainTimeout:
+                except _DrainTimeout:
                     break
                 if n:
                     if time.monotonic() - self._last_status >= self.cfg.status_interval:
@@ -423,7 +433,7 @@ class Flusher:
                 delay = self._io_error("writing", exc, delay)
 
     def _io_error(self, what: str, exc: OSError, delay: float) -> float:
-        """Log, count, back off; raise DrainTimeout if draining and out of time."""
+        """Log, count, back off; raise _DrainTimeout if draining and out of time."""
         self.stats.io_retries += 1
         self._outage += 1
         self.stats.last_error = f"{what}: {errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror}"
@@ -433,7 +443,7 @@ class Flusher:
         self.stats.state = "io_error"
         self.write_status()
         if self._deadline is not None and time.monotonic() + delay > self._deadline:
-            raise DrainTimeout()
+            raise _DrainTimeout()
         if self._stop.is_set():
             if self._deadline is None:
                 self._deadline = time.monotonic() + self.cfg.drain_timeout
@@ -504,7 +514,7 @@ class Flusher:
                 self.stats.fsync_errors += 1
                 try:
                     delay = self._io_error("closing a segment", exc, delay)
-                except DrainTimeout:
+                except _DrainTimeout:
                     # Leave it open-named: recovery finishes it on the next start.
                     seg.abandon()
                     self.seg = None
@@ -545,7 +555,7 @@ class Flusher:
             if self.seg is not None:
                 try:
                     self._close_segment()
-                except DrainTimeout:
+                except _DrainTimeout:
                     pass
         finally:
             self.stats.state = "stopped"
@@ -556,28 +566,43 @@ class Flusher:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Two ways to say the same thing: ``--settings FILE`` (what the supervisor
+    does: the :class:`FlusherConfig` resolved from the capture config, see
+    :mod:`common.settings`), or the options below; defaults are the dataclass's."""
+    d = FlusherConfig
     ap = argparse.ArgumentParser(prog="python -m flusher.segments.drain", description=__doc__.split("\n")[0])
-    ap.add_argument("--ring", required=True, help="ring file")
-    ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--venue", required=True)
-    ap.add_argument("--shard", type=int, required=True)
-    ap.add_argument("--host", default=None)
-    ap.add_argument("--fsync", choices=POLICIES, default="interval")
-    ap.add_argument("--fsync-interval", type=float, default=1.0)
-    ap.add_argument("--segment-bytes", type=int, default=256 << 20)
+    ap.add_argument("--settings", help="read every setting from this JSON file (and nothing else)")
+    ap.add_argument("--ring", help="ring file (required without --settings)")
+    ap.add_argument("--data-dir")
+    ap.add_argument("--venue")
+    ap.add_argument("--shard", type=int)
+    ap.add_argument("--host", default=d.host)
+    ap.add_argument("--fsync", choices=POLICIES, default=d.fsync)
+    ap.add_argument("--fsync-interval", type=float, default=d.fsync_interval)
+    ap.add_argument("--segment-bytes", type=int, default=d.segment_bytes)
     ap.add_argument("--no-hourly", action="store_true", help="do not rotate at UTC hour boundaries")
-    ap.add_argument("--drain-timeout", type=float, default=30.0)
-    ap.add_argument("--reader-name", default="flusher")
-    ap.add_argument("--max-bytes", type=int, default=FlusherConfig.max_bytes)
-    ap.add_argument("--index-every", type=int, default=1024)
-    ap.add_argument("--compress", action="store_true", help="zstd-compress closed segments")
-    ap.add_argument("--status-file", default=None)
+    ap.add_argument("--drain-timeout", type=float, default=d.drain_timeout)
+    ap.add_argument("--reader-name", default=d.reader_name)
+    ap.add_argument("--max-bytes", type=int, default=d.max_bytes)
+    ap.add_argument("--index-every", type=int, default=d.index_every)
+    ap.add_argument("--compress", action=argparse.BooleanOptionalAction, default=d.compress,
+                    help="zstd-compress closed segments")
+    ap.add_argument("--status-file", default=d.status_path)
     ap.add_argument("--clock-offset-ns", type=int, default=0, help=argparse.SUPPRESS)  # tests
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap
 
 
 def config_from_args(args: argparse.Namespace) -> FlusherConfig:
+    """Raises: ConfigError (a bad settings file, a missing option, a value out of range)."""
+    if args.settings:
+        if args.ring is not None or args.data_dir is not None:
+            raise ConfigError(args.settings, "settings", "carries every setting: give no --ring "
+                                                         "or --data-dir with it")
+        return settings.read(FlusherConfig, args.settings)
+    missing = [o for o in ("ring", "data_dir", "venue", "shard") if getattr(args, o) is None]
+    if missing:
+        raise ConfigError(None, missing[0], "required (or give --settings FILE)")
     clock = time.time_ns
     if args.clock_offset_ns:
         off = args.clock_offset_ns

@@ -57,7 +57,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from common.errors import CaptureError, NoData, SegmentError
+from common.errors import ExportError, NoData, SegmentError
 from flusher.segments.read import TimeLike, to_ns
 from flusher.segments.walk import Msg, Skipped, find_paths, no_data_in_range, walk
 from ring.assemble import Dropped
@@ -81,15 +81,6 @@ SCHEMA = pa.schema([
     ("msg", pa.large_string()), ("msg_binary", pa.large_binary()),
 ])
 _NAMES = SCHEMA.names
-
-
-class ExportError(CaptureError):
-    """The export cannot write where it was asked to (names the path)."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 class _Columns:

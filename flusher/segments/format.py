@@ -78,7 +78,7 @@ from typing import Iterator, NamedTuple
 import orjson
 
 from flusher.segments.names import O_CLOEXEC, O_NOFOLLOW, SUFFIX_CORRUPT
-from common.errors import CorruptSegment, SegmentError
+from common.errors import CorruptSegment, NotASegment, TruncatedSegment, UnsupportedVersion
 from ring.frame import HEADER as FRAME_HEADER
 from ring.frame import FrameType, align8, crc32c, encode, frame_crc
 
@@ -94,21 +94,6 @@ _CONTROL = int(FrameType.CONTROL)
 GAP_PREFIX = b'{"kind":"gap"'
 
 # -- errors (rooted at common.errors.SegmentError) -------------------------------
-class NotASegment(SegmentError):
-    """The file does not start with the segment magic."""
-
-
-class TruncatedSegment(SegmentError):
-    """The file ends inside its header or inside a record of a closed segment."""
-
-
-class UnsupportedVersion(SegmentError):
-    """The segment was written by a format version this code does not know."""
-
-    def __init__(self, path: str, offset: int, version: int) -> None:
-        super().__init__(path, offset, f"unsupported segment format version {version} "
-                                       f"(this reader knows {VERSION})")
-        self.version = version
 
 
 # -- file header ---------------------------------------------------------------
@@ -155,7 +140,7 @@ class SegmentHeader:
             raise TruncatedSegment(path, n, f"file ends inside the segment header ({n} of {FILE_HEADER} bytes)")
         version = struct.unpack_from("<H", buf, 8)[0]
         if version != VERSION:
-            raise UnsupportedVersion(path, 8, version)
+            raise UnsupportedVersion(path, 8, version, VERSION)
         if n < FILE_HEADER:
             raise TruncatedSegment(path, n, f"file ends inside the segment header ({n} of {FILE_HEADER} bytes)")
         (_, version, hsize, shard, ring_id, created, first, venue, host) = _FH.unpack_from(buf, 0)

@@ -23,7 +23,7 @@ import re
 import time
 from typing import NamedTuple
 
-from common.errors import SegmentError
+from common.errors import UnsafePath
 
 SUFFIX_OPEN = ".seg.open"
 SUFFIX_SEG = ".seg"
@@ -40,20 +40,12 @@ O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
-class UnsafePath(SegmentError):
-    """A path component is a symlink or not a directory; refused, not followed."""
-
-
 class SegmentName(NamedTuple):
     venue: str
     shard: int
     time: str
     first_seq: int
     suffix: str
-
-    @property
-    def sort_key(self) -> tuple[str, int]:
-        return (self.time, self.first_seq)
 
 
 def parse_name(name: str) -> SegmentName | None:

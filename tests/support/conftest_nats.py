@@ -74,7 +74,7 @@ def run_async(coro, seconds: float = 60.0):
 # -- the shard: ring, load, flusher and publisher processes ---------------------------------
 
 def payload_for(i: int, size: int) -> bytes:
-    """Frame i of a test load: routable by flusher.publisher.publish.test_subject_fn."""
+    """Frame i of a test load: routable by flusher.publisher.routing.test_subject_fn."""
     head = b"book.SYM-%d|%d|" % (i % 7, i)
     if i % 13 == 5:
         head = b"garbage %d|" % i          # unroutable: must land on .unrouted
@@ -280,7 +280,7 @@ def assert_exactly_once(msgs: list[StoredMsg], expected: dict[int, tuple[int, by
                         ring_id: str, *, ordered: bool = True, prefix: str = "prod",
                         venue: str = VENUE, shard: int = SHARD) -> None:
     """Each expected frame exactly once, byte for byte, with subject and headers."""
-    from flusher.publisher.publish import test_subject_fn
+    from flusher.publisher.routing import test_subject_fn
     subj = test_subject_fn(prefix, venue)
     seen: dict[int, StoredMsg] = {}
     dups = []

@@ -62,7 +62,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from common.errors import ConfigError, VenueError
+from common.errors import ConfigError, KeyFileError
 
 from capture.venues.base import (CONTROL_MAX, Classified, HEAD, Keepalive, Kind, RouteKey, SeqInfo, SeqLayout, VenueDefaults, as_list, dumps, epoch_to_ns, loads_small, lstrip_ws, rfc3339_to_ns, scan_int, scan_str, value_at)
 from capture.venues.kalshi import discovery
@@ -98,19 +98,6 @@ _K_SEQ = b'"seq"'
 # --------------------------------------------------------------------------
 # Key handling and signing
 # --------------------------------------------------------------------------
-
-class KeyFileError(VenueError):
-    """The private key file was refused.  Never carries key material.
-
-    Attributes:
-        path: the file named in the config.
-        reason: what is wrong (missing, permissions, not a key, ...).
-    """
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"Kalshi key file {path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 def load_private_key(path: str | os.PathLike) -> rsa.RSAPrivateKey:

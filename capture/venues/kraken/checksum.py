@@ -45,7 +45,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from common.errors import VenueError
+from common.errors import BookFormatError
 
 from capture.venues.base import ChecksumSpec
 
@@ -53,15 +53,6 @@ CHECKSUM_LEVELS = 10
 DEPTHS = (10, 25, 100, 500, 1000)
 
 Level = tuple[str, str]  # (price text, qty text) exactly as received
-
-
-class BookFormatError(VenueError):
-    """A book frame or level could not be used for checksumming."""
-
-    def __init__(self, reason: str, symbol: str | None = None) -> None:
-        super().__init__(f"{symbol or '?'}: {reason}")
-        self.reason = reason
-        self.symbol = symbol
 
 
 def digits(text: str) -> str:

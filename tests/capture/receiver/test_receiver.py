@@ -389,10 +389,10 @@ discovery = true
 """
 
 
-def test_from_capture_config_gives_each_shard_its_receiver(ring_dir):
+def test_the_config_resolves_each_shard_its_receiver(ring_dir):
     from capture import config as cc
+    from capture.children import receiver_settings as from_capture_config
     from capture.receiver.pinning import online_cores
-    from capture.receiver.process import from_capture_config
     conf = cc.loads(TOML.format(dir=ring_dir, url="ws://127.0.0.1:1/v2", core=online_cores()[-1]))
     a = from_capture_config(conf, 3, status_file="/tmp/x.json")
     assert (a.venue, a.shard, a.shards, a.shard_id) == ("kraken", 0, 2, 3)
@@ -410,22 +410,25 @@ def test_from_capture_config_gives_each_shard_its_receiver(ring_dir):
 
 
 def test_supervisor_style_start_writes_status_and_stops_cleanly(ring_dir):
-    """``python -m capture.receiver --config F --shard N --status-file S``,
-    as capture.supervisor starts it."""
+    """``python -m capture.receiver --settings FILE``, the settings resolved
+    from the config, as capture.supervisor starts it."""
+    import dataclasses
+
+    from capture import children, config as cc
     from capture.receiver.pinning import online_cores
     from common.status import read_status
     sc = Scenario(rate=100, heartbeat_interval=3600, seed=1)
     with SimulatorThread(["kraken"], sc) as st:
-        cfg_path = os.path.join(ring_dir, "capture.toml")
-        with open(cfg_path, "w") as f:
-            f.write(TOML.format(dir=ring_dir, url=st.url("kraken"), core=online_cores()[-1]))
+        conf = cc.loads(TOML.format(dir=ring_dir, url=st.url("kraken"), core=online_cores()[-1]))
+        rx = children.resolve(conf, 3).receiver
+        rx = dataclasses.replace(rx, timing=dataclasses.replace(rx.timing, stagger=0.01))
         path = os.path.join(ring_dir, "shard-3.ring")
         ring.create(path, 4 << 20).close()
         status = os.path.join(ring_dir, "shard-3.receiver.json")
+        assert rx.ring == path and rx.status_file == status
+        argv = children.write_settings(ring_dir, "receiver", rx)
         col = Collector(path)
-        proc = subprocess.Popen([sys.executable, "-m", "capture.receiver", "--config", cfg_path,
-                                 "--shard", "3", "--status-file", status,
-                                 "--timing", "stagger=0.01"], cwd=ROOT, stderr=subprocess.PIPE)
+        proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, stderr=subprocess.PIPE)
         try:
             def live():
                 s = read_status(status)

@@ -149,7 +149,18 @@ def test_replicas_beyond_the_cluster_are_refused(nats_server):
 def test_publisher_bad_ring_is_a_clear_error(tmp_path):
     import subprocess
     import sys as _sys
-    r = subprocess.run([_sys.executable, "-m", "flusher.publisher.publish", "--ring", str(tmp_path / "no.ring"),
+    r = subprocess.run([_sys.executable, "-m", "capture.publish", "--ring", str(tmp_path / "no.ring"),
                         "--venue", "kraken", "--shard", "0"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "no such ring file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_publisher_without_venue_routing_says_where_it_comes_from(tmp_path):
+    """flusher/ does not know the venues: their routing comes from the
+    capture-level entry, and the flusher-level one says so instead of guessing."""
+    import subprocess
+    import sys as _sys
+    r = subprocess.run([_sys.executable, "-m", "flusher.publisher.publish", "--ring", str(tmp_path / "no.ring"),
+                        "--venue", "kraken", "--shard", "0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "capture.publish" in r.stderr and "Traceback" not in r.stderr

@@ -81,16 +81,3 @@ def test_cluster_of_three(nats_cluster):
         await nc.close()
     run_async(main())
     assert len({n.port for n in nats_cluster.nodes}) == 3
-
-
-def test_embedded_when_no_servers_are_configured(tmp_path):
-    from flusher.publisher.nats_embedded import servers_or_embedded
-    from flusher.publisher.stream import parse_config
-    bus, srv = servers_or_embedded(parse_config({}), tmp_path)
-    try:
-        assert srv is not None and bus.servers == [srv.url]
-        assert (tmp_path / "nats" / "jetstream").is_dir()
-    finally:
-        srv.stop()
-    bus2, none = servers_or_embedded(parse_config({"servers": ["nats://h:4222"]}), tmp_path)
-    assert none is None and bus2.servers == ["nats://h:4222"]

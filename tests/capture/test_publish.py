@@ -1,7 +1,8 @@
 """Subjects through the publisher with the venues' real route extractors:
 data to {prefix}.{venue}.{channel}.{symbol}, chatter and control frames to
 the shard's control subject, unroutable and malformed frames to unrouted.
-The publisher runs in-process here (Publisher.run / stop)."""
+The publisher runs in-process here (Publisher.run / stop), wired the way
+``python -m capture.publish`` wires it."""
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +16,7 @@ from conftest_nats import read_stream, run_async, timeout  # noqa: E402
 
 import ring  # noqa: E402
 from capture import venues  # noqa: E402
-from flusher.publisher.publish import Publisher, venue_subject_fn  # noqa: E402
+from capture.publish import make_publisher, venue_routing  # noqa: E402
 from flusher.publisher.stream import parse_config  # noqa: E402
 
 SHAPES = {
@@ -47,7 +48,7 @@ SHAPES = {
 
 @pytest.mark.parametrize("venue", sorted(SHAPES))
 def test_subject_function_agrees_with_the_venue_module(venue):
-    fn = venue_subject_fn("prod", venue, 2)
+    fn = venue_routing("prod", venue, 2).subject_fn
     for raw, want in SHAPES[venue]:
         got = fn(raw) or f"prod.{venue}.unrouted"
         assert got == venues.subject("prod", venue, raw, shard=2), raw
@@ -63,7 +64,7 @@ def test_publisher_routes_every_shape(tmp_path, nats_server):
     frames.append((int(ring.FrameType.CONTROL), json.dumps({"kind": "conn_open"}).encode()))
 
     async def main():
-        pub = Publisher(path, venue="kraken", shard=2, bus=bus, segments=None)
+        pub = make_publisher(path, venue="kraken", shard=2, bus=bus, segments=None)
         task = asyncio.ensure_future(pub.run())
         await asyncio.wait_for(pub.started.wait(), timeout(30))
         with ring.Producer(path) as p:
