@@ -98,7 +98,7 @@ class SubscriptionReplies:
         connection at once, so none stays silent until a reconnect."""
         if r is not None:
             r.pending.clear()
-        channel, markets = self.subscriber.lost(c.sid, r)
+        channel, markets, first = self.subscriber.lost(c.sid, r)
         if markets is None:
             markets = list(self.members)
         if c.sid is not None:
@@ -114,6 +114,10 @@ class SubscriptionReplies:
                     c.code, len(markets))
         t = self.transport
         if markets and self.state in (S.LIVE, S.SUBSCRIBING) and t is not None and not t.closed:
+            for p in first:
+                self._record("unsubscribe_sent", channel=channel, symbols=markets,
+                             reason="subscription_lost")
+                t.send_text(p)
             self._send_requests(self.subscriber.resubscribe(channel, markets),
                                 "subscription_lost")
 
@@ -122,7 +126,8 @@ class SubscriptionReplies:
         refused too (the venue answers the resubscribe "already subscribed"),
         and a subscribe alone would then leave the book unrepaired."""
         if r.reason in ("repair", "repair_retry") and (
-                self.subscriber.rate_limited(c.detail) or self.subscriber.already(c.detail)):
+                self.subscriber.rate_limited(c.detail) or self.subscriber.already(c.detail)
+                or self.subscriber.rate_limited_code(c.code)):
             return "repair"
         return "subscribe"
 
