@@ -125,3 +125,15 @@ def test_scenario_refuses_an_unknown_sid_model():
         Scenario(kalshi_sid_model="sometimes")
     with pytest.raises(ConfigError, match="listed_closed"):
         Scenario(listed_closed=-1)
+
+
+def test_polymarket_no_new_assets_is_a_notice():
+    from capture.simulator.polymarket import PolymarketSession
+    from capture.venues.polymarket import protocol as pm
+    s = PolymarketSession(Scenario(rate=0), UNI, 0)
+    toks = list(UNI.poly[0].token_ids)
+    first = s.on_message(orjson.dumps({"assets_ids": toks, "type": "market"}))
+    assert first and first[0].data
+    again = s.on_message(orjson.dumps({"assets_ids": toks, "operation": "subscribe"}))
+    assert [o.payload for o in again] == [b"NO NEW ASSETS"]
+    assert pm.classify(again[0].payload).kind is pm.Kind.INFO
