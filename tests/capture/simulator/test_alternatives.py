@@ -9,11 +9,13 @@ import pytest
 
 from capture.simulator.kalshi import KalshiSession
 from capture.simulator.kraken import KrakenSession
+from capture.simulator.polymarket import PolymarketSession
 from capture.simulator.script import Scenario
 from capture.simulator.universe import Universe
 from capture.venues.base import GapDetector
 from capture.venues.kalshi import protocol as kalshi
 from capture.venues.kraken import protocol as kraken
+from capture.venues.polymarket import protocol as pm
 from common.errors import ConfigError
 
 UNI = Universe(0, 20)
@@ -128,8 +130,6 @@ def test_scenario_refuses_an_unknown_sid_model():
 
 
 def test_polymarket_no_new_assets_is_a_notice():
-    from capture.simulator.polymarket import PolymarketSession
-    from capture.venues.polymarket import protocol as pm
     s = PolymarketSession(Scenario(rate=0), UNI, 0)
     toks = list(UNI.poly[0].token_ids)
     first = s.on_message(orjson.dumps({"assets_ids": toks, "type": "market"}))
