@@ -393,7 +393,7 @@ class Connection:
         messages were lost).  Recorded as a gap (record, counter, log line),
         its sequence state forgotten, and its markets subscribed again on this
         connection at once, so none stays silent until a reconnect."""
-        channel, markets = self.subscriber.lost(c.sid, r)
+        channel, markets, first = self.subscriber.lost(c.sid, r)
         if markets is None:
             markets = list(self.members)
         if c.sid is not None:
@@ -407,6 +407,10 @@ class Connection:
                     "lost messages; subscribing them again", self.name, c.sid, c.detail,
                     c.code, len(markets))
         if markets and self._can_send():
+            for p in first:
+                self._record("unsubscribe_sent", channel=channel, symbols=markets,
+                             reason="subscription_lost")
+                self._send_text(p)
             self.replies.send(self.subscriber.resubscribe(channel, markets), "subscription_lost")
 
     def _replies_settled(self) -> None:

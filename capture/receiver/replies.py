@@ -149,7 +149,8 @@ class Replies:
         refused too (the venue answers the resubscribe "already subscribed"),
         and a subscribe alone would then leave the book unrepaired."""
         if r.reason in ("repair", "repair_retry") and (
-                self.subscriber.rate_limited(c.detail) or self.subscriber.already(c.detail)):
+                self.subscriber.rate_limited(c.detail) or self.subscriber.already(c.detail)
+                or self.subscriber.rate_limited_code(c.code)):
             return "repair"
         return "subscribe"
 

@@ -21,6 +21,9 @@ from capture.simulator.universe import PolyMarket
 from capture.simulator.values import rng, trimmed
 
 INVALID = b"INVALID OPERATION"
+#: The answer to a live subscribe whose tokens were all subscribed already
+#: (reported from the live venue; a notice, not an error).
+NO_NEW_ASSETS = b"NO NEW ASSETS"
 
 
 class AssetBook:
@@ -161,6 +164,8 @@ class PolymarketSession(Session):
             if dump:
                 target = self.sc.large_snapshot_size if first else 0
                 out.append(dat(self._dump(dump, live, target)))
+        elif ids and req.get("operation") == "subscribe" and not out:
+            out.append(Out(NO_NEW_ASSETS, False))
         return out
 
     def _dump(self, dump: list[dict], assets: list[str], target: int) -> bytes:

@@ -119,7 +119,9 @@ class Subscriber:
         """The venue error ``code`` ended a subscription (messages were lost)."""
         return False
 
-    def lost(self, sid: int | None, r: Request | None) -> tuple[str | None, list[str] | None]:
-        """Forget a subscription the venue ended: ``(channel, instruments)``
-        to subscribe again (``None``: every member of the connection)."""
-        return None, []
+    def lost(self, sid: int | None, r: Request | None
+             ) -> tuple[str | None, list[str] | None, list[bytes]]:
+        """Forget a subscription the venue ended: ``(channel, instruments to
+        subscribe again (None: every member of the connection), payloads to
+        send before that)``."""
+        return None, [], []

@@ -115,25 +115,31 @@ class KalshiSubscriber(Subscriber):
     def terminal(self, code: int | None) -> bool:
         return code is not None and code in self.terminal_codes
 
-    def lost(self, sid: int | None, r: Request | None) -> tuple[str | None, list[str] | None]:
+    def lost(self, sid: int | None, r: Request | None
+             ) -> tuple[str | None, list[str] | None, list[bytes]]:
         """The venue ended subscription ``sid`` (or, naming none, the request
         ``r``): forget it; its markets are to be subscribed afresh.  With
-        neither, every book market is affected (the error cannot say which)."""
+        neither, the error cannot say which book sid ended: every book sid is
+        unsubscribed (an already-ended one answers "unknown subscription ID")
+        and every book market subscribed again, so none is left stale."""
         if sid is None and r is not None:
-            return r.channel, list(r.symbols)
+            return r.channel, list(r.symbols), []
         if sid is None:
             markets = sorted(self.market_sids)
+            sids = sorted(self.sid_markets)
             self.market_sids.clear()
             self.sid_markets.clear()
-            return "orderbook_delta", markets
+            for s in sids:
+                self.sid_channel.pop(s, None)
+            return "orderbook_delta", markets, [self.builder.unsubscribe(sids)] if sids else []
         channel = self.sid_channel.pop(sid, None)
         markets = sorted(self.sid_markets.pop(sid, set()))
         for m in markets:
             self.market_sids.pop(m, None)
         if channel is not None and self.sids.get(channel) == sid:
             del self.sids[channel]    # the next subscribe opens a new sid
-            return channel, None      # every member of the connection
-        return channel or "orderbook_delta", markets
+            return channel, None, []  # every member of the connection
+        return channel or "orderbook_delta", markets, []
 
     def headers(self) -> dict[str, str] | None:
         signer = self.options.get("signer")

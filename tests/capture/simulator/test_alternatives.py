@@ -9,11 +9,13 @@ import pytest
 
 from capture.simulator.kalshi import KalshiSession
 from capture.simulator.kraken import KrakenSession
+from capture.simulator.polymarket import PolymarketSession
 from capture.simulator.script import Scenario
 from capture.simulator.universe import Universe
 from capture.venues.base import GapDetector
 from capture.venues.kalshi import protocol as kalshi
 from capture.venues.kraken import protocol as kraken
+from capture.venues.polymarket import protocol as pm
 from common.errors import ConfigError
 
 UNI = Universe(0, 20)
@@ -125,3 +127,13 @@ def test_scenario_refuses_an_unknown_sid_model():
         Scenario(kalshi_sid_model="sometimes")
     with pytest.raises(ConfigError, match="listed_closed"):
         Scenario(listed_closed=-1)
+
+
+def test_polymarket_no_new_assets_is_a_notice():
+    s = PolymarketSession(Scenario(rate=0), UNI, 0)
+    toks = list(UNI.poly[0].token_ids)
+    first = s.on_message(orjson.dumps({"assets_ids": toks, "type": "market"}))
+    assert first and first[0].data
+    again = s.on_message(orjson.dumps({"assets_ids": toks, "operation": "subscribe"}))
+    assert [o.payload for o in again] == [b"NO NEW ASSETS"]
+    assert pm.classify(again[0].payload).kind is pm.Kind.INFO

@@ -102,15 +102,23 @@ def test_no_false_gaps_and_a_gap_repairs_every_market_of_its_sid(ring_path, tmp_
     # replies carried seq (so they were part of the numbering the check followed)
     replies = [d for d in data_json(msgs) if d.get("type") in ("ok", "unsubscribed")]
     assert replies and all("seq" in r for r in replies)
-    # no market stale: every remaining market's last snapshot is followed by its deltas
+    # no market stale: every remaining market has deltas after its last snapshot
+    frames = data_json(msgs)
     for s in syms[:2]:
-        assert _snapshots(msgs, s)
+        last = max(i for i, d in enumerate(frames) if d.get("type") == "orderbook_snapshot"
+                   and d["msg"]["market_ticker"] == s)
+        assert any(d.get("type") == "orderbook_delta" and d["msg"]["market_ticker"] == s
+                   for d in frames[last + 1:]), s
     assert status["gaps"]["seq_gap"] == 1
     assert not controls(msgs, "reconnect")
 
 
-@pytest.mark.parametrize("model", MODELS)
-def test_terminal_error_is_a_gap_a_metric_and_a_resubscription(ring_path, tmp_path, model):
+@pytest.mark.parametrize("model,with_sid", [("per_command", True), ("shared", True),
+                                            ("per_command", False)])
+def test_terminal_error_is_a_gap_a_metric_and_a_resubscription(ring_path, tmp_path, model,
+                                                               with_sid):
+    """With a sid, the error ends that sid's markets; without one (the error
+    cannot say which) every book market of the connection is resubscribed."""
     sc = Scenario(rate=0, heartbeat_interval=3600, seed=22, kalshi_sid_model=model,
                   kalshi_reply_seq=True)
     with SimulatorThread(["kalshi"], sc, kalshi_key_id=KEY_ID) as st:
@@ -121,9 +129,9 @@ def test_terminal_error_is_a_gap_a_metric_and_a_resubscription(ring_path, tmp_pa
             col.wait_control("live")
             st.inject("kalshi", "data", count=30)
             _all_in_ring(col, st)
-            st.inject("kalshi", "terminal_error", symbol=syms[0])
+            st.inject("kalshi", "terminal_error", symbol=syms[0], with_sid=with_sid)
             lost = col.wait_control("subscription_lost")[0]
-            ended = syms if model == "shared" else syms[:1]
+            ended = syms if model == "shared" or not with_sid else syms[:1]
             wait_for(lambda: all(len(_snapshots(col.snapshot(), s)) == 2 for s in ended), 10,
                      "a fresh subscription (and snapshot) of every market the error ended")
             st.inject("kalshi", "data", count=60)

@@ -7,7 +7,9 @@ import orjson
 import pytest
 
 import conformance
-from capture.venues import subject_fn
+from capture.venues import fanout_fn, subject_fn
+from capture.receiver.process import ReceiverConfig
+from capture.venues.polymarket.subscriber import PolymarketSubscriber
 from capture.venues.polymarket import protocol as pm
 from capture.venues.polymarket.discovery import gamma_markets, parse_gamma_page
 
@@ -82,8 +84,6 @@ def test_gamma_page():
 
 
 def test_a_configured_cap_above_the_venue_ceiling_is_refused():
-    from capture.receiver.process import ReceiverConfig
-    from capture.venues.polymarket.subscriber import PolymarketSubscriber
     ok = ReceiverConfig(ring="/nonexistent/r", venue="polymarket", symbols=["1"], per_connection=500)
     ok.validate()
     assert ReceiverConfig(ring="r", venue="polymarket", symbols=["1"]).capacity == \
@@ -97,7 +97,6 @@ def test_a_configured_cap_above_the_venue_ceiling_is_refused():
 
 
 def test_fanout_gives_each_event_of_the_dump_its_market_subject():
-    from capture.venues import fanout_fn
     events = DOC["initial_dump"]["events"]
     raw = orjson.dumps(events)
     fan = fanout_fn("md", "polymarket")
