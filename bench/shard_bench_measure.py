@@ -177,8 +177,17 @@ def capture_sustained(r: dict) -> tuple[bool, str]:
         return False, f"recv->ack p99 {_p99(p99)}"
     got = r["disk"].get("recv_rate")
     if got is not None and got < (1 - BEHIND) * r["rate"]:
-        return False, f"received {got:.0f}/s"
+        return False, f"received {got:.0f}/s" + _sender_note(r)
     return True, "ok"
+
+
+def _sender_note(r: dict) -> str:
+    """A receive rate short of the offer: the socket pushed back, or the
+    driver itself could not keep its schedule (its CPU says which)."""
+    sent = (r.get("sender") or {}).get("achieved_rate")
+    if sent is not None and sent < (1 - BEHIND) * r["rate"]:
+        return f"; the sender managed {sent:.0f}/s (push-back, or the driver's own limit)"
+    return ""
 
 
 def peer_sustained(r: dict) -> tuple[bool, str]:
@@ -189,7 +198,7 @@ def peer_sustained(r: dict) -> tuple[bool, str]:
         return False, f"recv->ack p99 {_p99(p99)}"
     got = r.get("recv_rate")
     if got is not None and got < (1 - BEHIND) * r["rate"]:
-        return False, f"received {got:.0f}/s"
+        return False, f"received {got:.0f}/s" + _sender_note(r)
     return True, "ok"
 
 

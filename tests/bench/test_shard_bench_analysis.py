@@ -70,7 +70,11 @@ def test_sustained_rule():
     # The exact figure decides over the histogram's bucket bound.
     assert m.capture_sustained(_step(p99=0.0164, exact_p99=0.009))[0]
     assert not m.capture_sustained(_step(exact_p99=0.011))[0]
-    assert not m.capture_sustained(_step(recv_rate=4000.0))[0]     # fell > 5% behind the offer
+    ok, why = m.capture_sustained(_step(recv_rate=4000.0))        # fell > 5% behind the offer
+    assert not ok and why == "received 4000/s"
+    slow = _step(recv_rate=4000.0)
+    slow["sender"]["achieved_rate"] = 4100.0
+    assert "the sender managed 4100/s" in m.capture_sustained(slow)[1]
 
 
 def test_summary_names_the_sustained_rates_and_ratios():
