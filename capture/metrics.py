@@ -119,6 +119,11 @@ class ShardCollector(Collector):
             for reason, n in st["drops"].items():
                 drops.add_metric(lv + [reason], n)
             yield drops
+            owed = g("capture_ring_drops_unrecorded",
+                     "Refused frames not yet written as a drop record (owed: the producer, or the "
+                     "next one to open the ring, writes them first)")
+            owed.add_metric(lv, st["drops_unrecorded"])
+            yield owed
             frames = c("capture_ring_frames", "Frames written into the ring (data and control)")
             frames.add_metric(lv, st["frames"])
             yield frames

@@ -249,7 +249,7 @@ class Publisher(SegmentCatchup):
                 self.nats_error = getattr(exc, "reason", type(exc).__name__)
                 now = time.monotonic()
                 if last_log is None or now - last_log > 60.0:
-                    log.warning("publisher: NATS %s (%s); retrying with a backoff capped at 5s, "
+                    log.warning("publisher: NATS %s (%s); retrying forever (backoff capped at 5s), "
                                 "disk capture goes on", self.nats_state, self.nats_error)
                     last_log = now
                 self.write_status()

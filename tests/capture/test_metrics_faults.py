@@ -61,3 +61,20 @@ def test_damaged_ring_is_reported_not_waited_on(shard_dir):
     ok, body = _view(shard_dir).health()
     assert not ok and any("ring damaged" in r for r in body["reasons"])
     list(ShardCollector(_view(shard_dir)).collect())  # answers, without the ring's figures
+
+
+def test_drops_not_yet_recorded_are_a_metric(shard_dir):
+    _, path = shard_dir
+    p = ring.Producer(path, reserve=0)
+    rd = ring.Reader(path, "flusher", tethered=True)
+    while p.write(b"x" * 8) == ring.WriteStatus.OK:
+        pass
+    p.write(b"y" * 8)
+    fams = {f.name: f for f in ShardCollector(_view(shard_dir)).collect()}
+    assert fams["capture_ring_drops_unrecorded"].samples[0].value == 2
+    rd.commit(rd.read())
+    p.poll()   # room again: the drop record is written
+    fams = {f.name: f for f in ShardCollector(_view(shard_dir)).collect()}
+    assert fams["capture_ring_drops_unrecorded"].samples[0].value == 0
+    p.close()
+    rd.close()

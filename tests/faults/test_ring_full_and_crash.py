@@ -16,7 +16,7 @@ from timing import wait_for
 pytestmark = pytest.mark.timeout(600)
 
 
-def _stall_flusher_until_drops(sh, at_least=200):
+def _stall_flusher_until_drops(sh, at_least=2000):
     pid = sh.child_pid("flusher")
     os.kill(pid, signal.SIGSTOP)
     wait_for(lambda: (sh.stats() or {}).get("drops", {}).get("full", 0) >= at_least, 60,
