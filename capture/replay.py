@@ -57,7 +57,7 @@ from picows import (WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, WS
 from capture import venues
 from common.errors import CaptureError, NoData, SegmentError
 from flusher.segments.names import parse_name
-from flusher.segments.read import TimeLike, metadata, to_ns
+from flusher.segments.read import TimeLike, to_ns
 from flusher.segments.walk import SHARD_CONN, Msg, Skipped, find_paths, no_data_in_range, walk
 from ring.frame import FrameFlags, FrameType
 
@@ -131,19 +131,19 @@ class Replay:
 
     # -- what is there ----------------------------------------------------------------------
     def connections(self) -> list[dict]:
-        """Each recorded connection in the range: path, shard, conn, records (cached)."""
+        """Each recorded connection in the range: path, shard, conn, messages (one pass
+        over the range, on first use; cached)."""
         if self._connections is None:
             out = []
             for shard, paths in sorted(self.by_shard.items()):
                 conns: dict[int, int] = {}
-                for p in paths:
-                    fr = metadata(p, self.start, self.end).frames
-                    fr = fr[fr["type"] != _CONTROL]
-                    for c in set(fr["conn"].tolist()):
-                        conns[c] = conns.get(c, 0) + int((fr["conn"] == c).sum())
+                for m in walk(self.data, paths=paths, start=self.start, end=self.end,
+                              skip_corrupt=self.skip_corrupt):
+                    if m.type != _CONTROL:
+                        conns[m.conn] = conns.get(m.conn, 0) + 1
                 for c, n in sorted(conns.items()):
                     out.append({"path": f"/{self.venue}/{self._conn_name(shard, c)}",
-                                "shard": shard, "conn": c, "records": n})
+                                "shard": shard, "conn": c, "messages": n})
             self._connections = out
         return self._connections
 
@@ -335,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--shard", type=int)
     ap.add_argument("--start", help="receive time from (ns or ISO-8601, UTC)")
     ap.add_argument("--end", help="receive time until, inclusive")
-    ap.add_argument("--speed", default="1", help="X times the original pace, or max (default 1)")
+    ap.add_argument("--speed", default=None, help="X times the original pace, or max "
+                    "(default: 1 for WebSocket feeds, max with --to-nats)")
     ap.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback)")
     ap.add_argument("--port", type=int, default=DEFAULT_PORT, help="0: any free port")
     ap.add_argument("--include-control", action="store_true",
@@ -350,12 +351,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _time(s: str | None):
-    if s is None:
-        return None
-    return int(s) if s.isdigit() else to_ns(s)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 done (or stopped by a signal), 1 not every message acknowledged by
     NATS, 2 bad usage or nothing to replay."""
@@ -363,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
     try:
-        speed = parse_speed(args.speed)
-        start, end = _time(args.start), _time(args.end)
+        speed = parse_speed(args.speed or ("max" if args.to_nats else "1"))
+        start, end = to_ns(args.start), to_ns(args.end)
         if args.to_nats:
             return _to_nats(args, speed, start, end)
         replay = Replay(args.data, args.venue, shard=args.shard, start=start, end=end,

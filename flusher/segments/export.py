@@ -418,8 +418,8 @@ def main_export(argv: list[str] | None = None, describe_for: DescribeFor | None 
         print(f"capture export: skipped a corrupt record: {sk}", file=sys.stderr)
 
     try:
-        man = export(args.paths, args.out, args.format, start=time_arg(args.start),
-                     end=time_arg(args.end), venue=args.venue, shard=args.shard,
+        man = export(args.paths, args.out, args.format, start=to_ns(args.start),
+                     end=to_ns(args.end), venue=args.venue, shard=args.shard,
                      describe_for=describe_for, skip_corrupt=args.skip_corrupt, on_skip=on_skip)
     except SegmentError as exc:
         print(f"capture export: corrupt segment {exc}; stopped there (--skip-corrupt goes on past "
@@ -434,12 +434,6 @@ def main_export(argv: list[str] | None = None, describe_for: DescribeFor | None 
     print(f"capture export: {man['rows']} messages in {len(man['files'])} files under {args.out}",
           file=sys.stderr)
     return 1 if skipped else 0
-
-
-def time_arg(s: str | None):
-    if s is None:
-        return None
-    return int(s) if s.isdigit() else to_ns(s)
 
 
 __all__ = ["to_arrow", "export", "main_export", "SCHEMA", "ExportError", "FORMATS", "MANIFEST"]

@@ -40,6 +40,9 @@ from ring.frame import FrameType
 _BEGIN = int(FrameType.FRAG_BEGIN)
 _MIDDLE, _END = int(FrameType.FRAG_MIDDLE), int(FrameType.FRAG_END)
 _PADDING = int(FrameType.PADDING)
+#: Types up to this one are whole frames (data, control); padding and fragments are above.
+_WHOLE = max(int(FrameType.DATA), int(FrameType.CONTROL))
+assert _WHOLE < min(_PADDING, _BEGIN, _MIDDLE, _END)
 #: ``conn`` of records that belong to the shard rather than to one connection
 #: (shard start/stop, drops counted for the whole ring).
 SHARD_CONN = 0xFFFF
@@ -155,21 +158,27 @@ def walk(path_or_dir: str | Iterable[str], *, venue: str | None = None, shard: i
                             key = k
                         if on_file is not None:
                             on_file(path, hdr)
-                    seq, ts, typ, flags, conn = rec[2], rec[3], rec[4], rec[5], rec[6]
-                    if typ == _PADDING:
-                        continue
-                    if typ == _BEGIN:
-                        chain_at, chain_hdr = (path, off), hdrs[0]
-                    m = asm.feed(seq, ts, typ, flags, conn, payload)
-                    if asm.dropped:
-                        report_dropped(path, filtering)
-                    if m is None:
-                        continue
-                    mts, mseq = m.ts, m.seq
+                    _size, _lo, seq, ts, typ, flags, conn, _crc = rec
+                    if typ <= _WHOLE and asm.open_chain_seq is None:
+                        # The common case, a whole frame outside any chain: what the
+                        # assembler would return unchanged, without the call.
+                        mts, mseq = ts, seq
+                        m = None
+                    else:
+                        if typ == _PADDING:
+                            continue
+                        if typ == _BEGIN:
+                            chain_at, chain_hdr = (path, off), hdrs[0]
+                        m = asm.feed(seq, ts, typ, flags, conn, payload)
+                        if asm.dropped:
+                            report_dropped(path, filtering)
+                        if m is None:
+                            continue
+                        mts, mseq = m.ts, m.seq
                     if ((lo is None or mts >= lo) and (hi is None or mts <= hi)
                             and (first_seq is None or mseq >= first_seq)
                             and (last_seq is None or mseq <= last_seq)):
-                        if m.seq != m.last_seq:
+                        if m is not None and m.seq != m.last_seq:
                             yield Msg(mseq, mts, m.type or int(FrameType.DATA), m.flags, m.conn,
                                       m.payload, m.last_seq, chain_at[0], chain_at[1],
                                       chain_hdr or hdrs[0])
