@@ -268,7 +268,12 @@ class Replay:
                     self.index(), {"Content-Type": "application/json"}), None)
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
                 404, b"no such feed; GET / lists them\n"), None)
-        sel = self.parse_path(request.path)
+        try:
+            sel = self.parse_path(request.path)
+        except CaptureError as exc:   # the connection list could not be read
+            log.error("event=feed_refused path=%r error=%s", request.path, exc)
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
+                500, f"{exc}\n".encode()), None)
         if sel is None:
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
                 404, b"no such feed; GET / lists them\n"), None)
@@ -365,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         replay = Replay(args.data, args.venue, shard=args.shard, start=start, end=end,
                         speed=speed, include_control=args.include_control,
                         skip_corrupt=args.skip_corrupt)
+        replay.connections()        # one pass over the range, before serving
     except SegmentError as exc:
         print(f"capture replay: corrupt segment {exc}; stopped there (--skip-corrupt goes on "
               f"past it)", file=sys.stderr)
