@@ -30,7 +30,10 @@ import os
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 from common.errors import NoData, SegmentError
+# _valid_after is recovery's rule for "a valid record follows": the same rule
+# decides where a skip resumes, so a skip and `verify` agree on the region.
 from flusher.segments.format import SegmentHeader, _valid_after
+from flusher.segments.index import index_path_for, load_index
 from flusher.segments.names import O_CLOEXEC, O_NOFOLLOW
 from flusher.segments.read import (TimeLike, _monotonic, _skip_segment, records, segment_paths,
                                    to_ns)
@@ -227,7 +230,6 @@ def _next_valid(path: str, offset: int) -> int | None:
 
 def no_data_in_range(paths: list[str], start: TimeLike, end: TimeLike) -> NoData:
     """The error for a range that holds nothing, saying what the files do hold."""
-    from flusher.segments.index import index_path_for, load_index
     lo_all = hi_all = None
     for p in paths:
         idx = load_index(index_path_for(p))
@@ -235,7 +237,7 @@ def no_data_in_range(paths: list[str], start: TimeLike, end: TimeLike) -> NoData
             continue
         lo_all = idx.min_ts if lo_all is None else min(lo_all, idx.min_ts)
         hi_all = idx.max_ts if hi_all is None else max(hi_all, idx.max_ts)
-    from flusher.segments.tools import _iso
+    from flusher.segments.tools import _iso   # here: tools imports this module (cat)
     asked = f"{_iso(to_ns(start)) if start is not None else 'the beginning'} .. " \
             f"{_iso(to_ns(end)) if end is not None else 'the end'}"
     held = (f"; the files hold {_iso(lo_all)} .. {_iso(hi_all)}" if lo_all is not None else "")
