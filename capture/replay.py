@@ -4,7 +4,7 @@
 
     capture replay DATA --venue kraken [--shard 2] [--start T] [--end T] [--speed 10|max]
                    [--bind 127.0.0.1] [--port 8765] [--include-control] [--skip-corrupt]
-    capture replay DATA --venue kraken --to-nats nats://host:4222 [--prefix capture]
+    capture replay DATA --venue kraken --to-nats nats://host:4222 [--prefix P] [--config FILE]
 
 Paths a WebSocket client may ask for (each client gets its own replay, from
 the start of the range)::
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import heapq
 import json
 import logging
@@ -351,7 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--to-nats", metavar="URL",
                     help="republish into JetStream instead of serving (original Msg-Ids)")
     ap.add_argument("--prefix", default=None, help="subject prefix for --to-nats "
-                    "(default: the publisher's)")
+                    "(default: the config's, else the publisher's default)")
+    ap.add_argument("--config", default=None, help="with --to-nats: the NATS settings "
+                    "(credentials, TLS, prefix, streams) of this capture config; the URL "
+                    "given replaces its servers")
     ap.add_argument("--log-level", default="INFO")
     return ap
 
@@ -404,10 +408,16 @@ async def _serve(replay: Replay, host: str, port: int) -> int:
 def _to_nats(args: argparse.Namespace, speed: float | None, start, end) -> int:
     from capture.replay_nats import Republisher
     from flusher.publisher.stream import parse_config
-    cfg: dict = {"servers": [args.to_nats]}
-    if args.prefix:
-        cfg["prefix"] = args.prefix
-    bus = parse_config(cfg)
+    if args.config:
+        from capture import config
+        bus = config.load(args.config).nats.bus.with_servers([args.to_nats])
+        if args.prefix:
+            bus = dataclasses.replace(bus, prefix=parse_config({"prefix": args.prefix}).prefix)
+    else:
+        cfg: dict = {"servers": [args.to_nats]}
+        if args.prefix:
+            cfg["prefix"] = args.prefix
+        bus = parse_config(cfg)
     paths = find_paths(args.data, args.venue, args.shard)
     by_shard: dict[int, list[str]] = {}
     for p in paths:
