@@ -408,16 +408,21 @@ async def _serve(replay: Replay, host: str, port: int) -> int:
 def _to_nats(args: argparse.Namespace, speed: float | None, start, end) -> int:
     from capture.replay_nats import Republisher
     from flusher.publisher.stream import parse_config
+    # Credentials in the URL go to the settings, so no server list (logged,
+    # put in error messages) ever holds them.
+    url, creds = _split_credentials(args.to_nats)
     if args.config:
         from capture import config
-        bus = config.load(args.config).nats.bus.with_servers([args.to_nats])
+        bus = config.load(args.config).nats.bus.with_servers([url])
         if args.prefix:
             bus = dataclasses.replace(bus, prefix=parse_config({"prefix": args.prefix}).prefix)
     else:
-        cfg: dict = {"servers": [args.to_nats]}
+        cfg: dict = {"servers": [url]}
         if args.prefix:
             cfg["prefix"] = args.prefix
         bus = parse_config(cfg)
+    if creds:
+        bus = dataclasses.replace(bus, **creds)
     paths = find_paths(args.data, args.venue, args.shard)
     by_shard: dict[int, list[str]] = {}
     for p in paths:
@@ -433,12 +438,26 @@ def _to_nats(args: argparse.Namespace, speed: float | None, start, end) -> int:
         ok = asyncio.run(rp.republish(msgs)) and ok
         s = rp.summary()
         total += s["messages"]
-        print(f"capture replay: shard {shard}: {s['messages']} messages to {args.to_nats}, "
+        print(f"capture replay: shard {shard}: {s['messages']} messages to {url}, "
               f"{s['acked']} acknowledged, {s['already_in_stream']} already in the stream",
               file=sys.stderr)
     if not total:
         raise no_data_in_range(paths, start, end)
     return 0 if ok else 1
+
+
+def _split_credentials(url: str) -> tuple[str, dict]:
+    """``nats://user:pass@host`` -> (``nats://host``, {user, password}); a lone
+    ``nats://token@host`` gives {token}."""
+    u = urllib.parse.urlsplit(url)
+    info, at, host = u.netloc.rpartition("@")
+    if not at:
+        return url, {}
+    bare = urllib.parse.urlunsplit((u.scheme, host, u.path, u.query, u.fragment))
+    user, colon, password = info.partition(":")
+    user, password = urllib.parse.unquote(user), urllib.parse.unquote(password)
+    return bare, ({"user": user, "password": password, "token": None} if colon
+                  else {"token": user, "user": None, "password": None})
 
 
 __all__ = ["Replay", "Selection", "parse_speed", "main", "DEFAULT_PORT"]
