@@ -4,7 +4,7 @@
 
     capture replay DATA --venue kraken [--shard 2] [--start T] [--end T] [--speed 10|max]
                    [--bind 127.0.0.1] [--port 8765] [--include-control] [--skip-corrupt]
-    capture replay DATA --venue kraken --to-nats nats://host:4222 [--prefix capture]
+    capture replay DATA --venue kraken --to-nats nats://host:4222 [--prefix P] [--config FILE]
 
 Paths a WebSocket client may ask for (each client gets its own replay, from
 the start of the range)::
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import heapq
 import json
 import logging
@@ -57,7 +58,7 @@ from picows import (WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, WS
 from capture import venues
 from common.errors import CaptureError, NoData, SegmentError
 from flusher.segments.names import parse_name
-from flusher.segments.read import TimeLike, metadata, to_ns
+from flusher.segments.read import TimeLike, to_ns
 from flusher.segments.walk import SHARD_CONN, Msg, Skipped, find_paths, no_data_in_range, walk
 from ring.frame import FrameFlags, FrameType
 
@@ -131,19 +132,19 @@ class Replay:
 
     # -- what is there ----------------------------------------------------------------------
     def connections(self) -> list[dict]:
-        """Each recorded connection in the range: path, shard, conn, records (cached)."""
+        """Each recorded connection in the range: path, shard, conn, messages (one pass
+        over the range, on first use; cached)."""
         if self._connections is None:
             out = []
             for shard, paths in sorted(self.by_shard.items()):
                 conns: dict[int, int] = {}
-                for p in paths:
-                    fr = metadata(p, self.start, self.end).frames
-                    fr = fr[fr["type"] != _CONTROL]
-                    for c in set(fr["conn"].tolist()):
-                        conns[c] = conns.get(c, 0) + int((fr["conn"] == c).sum())
+                for m in walk(self.data, paths=paths, start=self.start, end=self.end,
+                              skip_corrupt=self.skip_corrupt):
+                    if m.type != _CONTROL:
+                        conns[m.conn] = conns.get(m.conn, 0) + 1
                 for c, n in sorted(conns.items()):
                     out.append({"path": f"/{self.venue}/{self._conn_name(shard, c)}",
-                                "shard": shard, "conn": c, "records": n})
+                                "shard": shard, "conn": c, "messages": n})
             self._connections = out
         return self._connections
 
@@ -268,7 +269,12 @@ class Replay:
                     self.index(), {"Content-Type": "application/json"}), None)
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
                 404, b"no such feed; GET / lists them\n"), None)
-        sel = self.parse_path(request.path)
+        try:
+            sel = self.parse_path(request.path)
+        except CaptureError as exc:   # the connection list could not be read
+            log.error("event=feed_refused path=%r error=%s", request.path, exc)
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
+                500, f"{exc}\n".encode()), None)
         if sel is None:
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
                 404, b"no such feed; GET / lists them\n"), None)
@@ -335,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--shard", type=int)
     ap.add_argument("--start", help="receive time from (ns or ISO-8601, UTC)")
     ap.add_argument("--end", help="receive time until, inclusive")
-    ap.add_argument("--speed", default="1", help="X times the original pace, or max (default 1)")
+    ap.add_argument("--speed", default=None, help="X times the original pace, or max "
+                    "(default: 1 for WebSocket feeds, max with --to-nats)")
     ap.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback)")
     ap.add_argument("--port", type=int, default=DEFAULT_PORT, help="0: any free port")
     ap.add_argument("--include-control", action="store_true",
@@ -345,15 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--to-nats", metavar="URL",
                     help="republish into JetStream instead of serving (original Msg-Ids)")
     ap.add_argument("--prefix", default=None, help="subject prefix for --to-nats "
-                    "(default: the publisher's)")
+                    "(default: the config's, else the publisher's default)")
+    ap.add_argument("--config", default=None, help="with --to-nats: the NATS settings "
+                    "(credentials, TLS, prefix, streams) of this capture config; the URL "
+                    "given replaces its servers")
     ap.add_argument("--log-level", default="INFO")
     return ap
-
-
-def _time(s: str | None):
-    if s is None:
-        return None
-    return int(s) if s.isdigit() else to_ns(s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,13 +367,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
     try:
-        speed = parse_speed(args.speed)
-        start, end = _time(args.start), _time(args.end)
+        speed = parse_speed(args.speed or ("max" if args.to_nats else "1"))
+        start, end = to_ns(args.start), to_ns(args.end)
         if args.to_nats:
             return _to_nats(args, speed, start, end)
         replay = Replay(args.data, args.venue, shard=args.shard, start=start, end=end,
                         speed=speed, include_control=args.include_control,
                         skip_corrupt=args.skip_corrupt)
+        replay.connections()        # one pass over the range, before serving
     except SegmentError as exc:
         print(f"capture replay: corrupt segment {exc}; stopped there (--skip-corrupt goes on "
               f"past it)", file=sys.stderr)
@@ -403,10 +408,21 @@ async def _serve(replay: Replay, host: str, port: int) -> int:
 def _to_nats(args: argparse.Namespace, speed: float | None, start, end) -> int:
     from capture.replay_nats import Republisher
     from flusher.publisher.stream import parse_config
-    cfg: dict = {"servers": [args.to_nats]}
-    if args.prefix:
-        cfg["prefix"] = args.prefix
-    bus = parse_config(cfg)
+    # Credentials in the URL go to the settings, so no server list (logged,
+    # put in error messages) ever holds them.
+    url, creds = _split_credentials(args.to_nats)
+    if args.config:
+        from capture import config
+        bus = config.load(args.config).nats.bus.with_servers([url])
+        if args.prefix:
+            bus = dataclasses.replace(bus, prefix=parse_config({"prefix": args.prefix}).prefix)
+    else:
+        cfg: dict = {"servers": [url]}
+        if args.prefix:
+            cfg["prefix"] = args.prefix
+        bus = parse_config(cfg)
+    if creds:
+        bus = dataclasses.replace(bus, **creds)
     paths = find_paths(args.data, args.venue, args.shard)
     by_shard: dict[int, list[str]] = {}
     for p in paths:
@@ -422,12 +438,26 @@ def _to_nats(args: argparse.Namespace, speed: float | None, start, end) -> int:
         ok = asyncio.run(rp.republish(msgs)) and ok
         s = rp.summary()
         total += s["messages"]
-        print(f"capture replay: shard {shard}: {s['messages']} messages to {args.to_nats}, "
+        print(f"capture replay: shard {shard}: {s['messages']} messages to {url}, "
               f"{s['acked']} acknowledged, {s['already_in_stream']} already in the stream",
               file=sys.stderr)
     if not total:
         raise no_data_in_range(paths, start, end)
     return 0 if ok else 1
+
+
+def _split_credentials(url: str) -> tuple[str, dict]:
+    """``nats://user:pass@host`` -> (``nats://host``, {user, password}); a lone
+    ``nats://token@host`` gives {token}."""
+    u = urllib.parse.urlsplit(url)
+    info, at, host = u.netloc.rpartition("@")
+    if not at:
+        return url, {}
+    bare = urllib.parse.urlunsplit((u.scheme, host, u.path, u.query, u.fragment))
+    user, colon, password = info.partition(":")
+    user, password = urllib.parse.unquote(user), urllib.parse.unquote(password)
+    return bare, ({"user": user, "password": password, "token": None} if colon
+                  else {"token": user, "user": None, "password": None})
 
 
 __all__ = ["Replay", "Selection", "parse_speed", "main", "DEFAULT_PORT"]

@@ -22,7 +22,7 @@ from typing import Iterator
 
 from flusher.publisher.pipeline import AckPipeline
 from flusher.publisher.publish import Publisher
-from flusher.publisher.stream import BusConfig
+from flusher.publisher.stream import BusConfig, connect
 from flusher.segments.walk import Msg
 
 log = logging.getLogger("capture.replay")
@@ -45,6 +45,13 @@ class Republisher(Publisher):
                          drain_timeout=drain_timeout)
         self.speed = speed
         self.messages = 0
+
+    async def _connect_forever(self) -> None:
+        """Unlike the shard's publisher, a command gives up: a few attempts per
+        server, then NatsUnreachable (or NatsAuthError) for the caller to print."""
+        self.nc = await connect(self.bus, name=f"capture-replay-{self.venue}-{self.shard}",
+                                attempts=3, disconnected_cb=self._on_disconnected,
+                                reconnected_cb=self._on_reconnected)
 
     async def republish(self, messages: Iterator[Msg]) -> bool:
         """Publish every message, wait for the acks.  True when all were acknowledged.

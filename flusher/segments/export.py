@@ -287,25 +287,34 @@ def export(path_or_dir: str | Iterable[str], out: str, fmt: str = "parquet", *,
             on_skip(sk)
 
     error: SegmentError | None = None
+    cur_h, cur_day = None, -1
     try:
         for m in walk(path_or_dir, paths=paths, start=start, end=end, skip_corrupt=skip_corrupt,
                       on_skip=note_skip, on_dropped=lambda p, d: (dropped.append((p, d)),
                                                                   _log_dropped(p, d))):
-            h = m.header
-            date = time.strftime("%Y-%m-%d", time.gmtime(m.ts_ns // 1_000_000_000))
-            key = (h.venue, date, h.shard)
-            f = files.get(key)
-            if f is None:
-                rel = os.path.join(h.venue, date, f"shard-{h.shard}.{'parquet' if fmt == 'parquet' else 'csv'}")
-                f = files[key] = _OutFile(rel, h.venue, date, h.shard, os.path.join(out, rel), fmt)
-                f.open()
-            ring_key = (h.venue, h.shard, h.ring_id)
+            h, ts = m.header, m.ts_ns
+            day = ts // _DAY_NS
+            if h is not cur_h or day != cur_day:
+                # Once per file and UTC day, not per message: the output file, its
+                # ring's continuity key and the describer.
+                cur_h, cur_day = h, day
+                date = time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))
+                key = (h.venue, date, h.shard)
+                f = files.get(key)
+                if f is None:
+                    rel = os.path.join(h.venue, date, f"shard-{h.shard}.{fmt}")
+                    f = files[key] = _OutFile(rel, h.venue, date, h.shard, os.path.join(out, rel),
+                                              fmt, first_ns=ts, last_ns=ts)
+                    f.open()
+                ring_key = (h.venue, h.shard, h.ring_id)
+                rid = h.ring_id.hex()
+                describe = desc.get(h.venue)
+                cols = f.cols
             prev = last.get(ring_key)
             if prev is not None and m.seq != prev[0] + 1 and m.seq > prev[0]:
                 f.gaps.append(_gap(prev, m, skipped, dropped))
             last[ring_key] = (m.last_seq, m.path)
             src = f.sources[-1] if f.sources else None
-            rid = h.ring_id.hex()
             if src is None or src.segment != m.path or src.ring_id != rid:
                 src = _Source(m.path, rid, m.seq, m.last_seq)
                 f.sources.append(src)
@@ -313,11 +322,13 @@ def export(path_or_dir: str | Iterable[str], out: str, fmt: str = "parquet", *,
             src.rows += 1
             if m.type == _CONTROL and (b'"drop"' in m.payload or b'"oversize"' in m.payload):
                 _note_drop(f, m)
-            f.cols.add(m, desc.get(h.venue))
+            cols.add(m, describe)
             f.rows += 1
-            f.first_ns = m.ts_ns if f.first_ns is None else min(f.first_ns, m.ts_ns)
-            f.last_ns = m.ts_ns if f.last_ns is None else max(f.last_ns, m.ts_ns)
-            if f.cols.n >= _BATCH_ROWS:
+            if ts < f.first_ns:
+                f.first_ns = ts
+            elif ts > f.last_ns:
+                f.last_ns = ts
+            if cols.n >= _BATCH_ROWS:
                 f.flush()
     except SegmentError as exc:
         error = exc
@@ -409,8 +420,8 @@ def main_export(argv: list[str] | None = None, describe_for: DescribeFor | None 
         print(f"capture export: skipped a corrupt record: {sk}", file=sys.stderr)
 
     try:
-        man = export(args.paths, args.out, args.format, start=time_arg(args.start),
-                     end=time_arg(args.end), venue=args.venue, shard=args.shard,
+        man = export(args.paths, args.out, args.format, start=to_ns(args.start),
+                     end=to_ns(args.end), venue=args.venue, shard=args.shard,
                      describe_for=describe_for, skip_corrupt=args.skip_corrupt, on_skip=on_skip)
     except SegmentError as exc:
         print(f"capture export: corrupt segment {exc}; stopped there (--skip-corrupt goes on past "
@@ -425,12 +436,6 @@ def main_export(argv: list[str] | None = None, describe_for: DescribeFor | None 
     print(f"capture export: {man['rows']} messages in {len(man['files'])} files under {args.out}",
           file=sys.stderr)
     return 1 if skipped else 0
-
-
-def time_arg(s: str | None):
-    if s is None:
-        return None
-    return int(s) if s.isdigit() else to_ns(s)
 
 
 __all__ = ["to_arrow", "export", "main_export", "SCHEMA", "ExportError", "FORMATS", "MANIFEST"]

@@ -68,7 +68,12 @@ class Event(NamedTuple):
 
 
 def to_ns(t: TimeLike) -> int | None:
-    """ns since the epoch from an int (ns), a float (seconds), an ISO string or a datetime."""
+    """ns since the epoch from an int (ns), a float (seconds), an ISO string, a string
+    of digits (ns, as the command line gives it) or a datetime.
+
+    Raises:
+        ValueError: a string that is neither digits nor ISO-8601 (the message names it).
+    """
     if t is None:
         return None
     if isinstance(t, bool):
@@ -79,9 +84,15 @@ def to_ns(t: TimeLike) -> int | None:
         return int(t * 1e9)
     if isinstance(t, str):
         s = t.strip()
+        if s.isdigit():
+            return int(s)
         if s.endswith("Z") or s.endswith("z"):
             s = s[:-1] + "+00:00"
-        t = _dt.datetime.fromisoformat(s)
+        try:
+            t = _dt.datetime.fromisoformat(s)
+        except ValueError:
+            raise ValueError(f"not a time: {t!r} (ns since the epoch or ISO-8601, "
+                             f"e.g. 2026-11-22T10:00Z)") from None
     if isinstance(t, _dt.datetime):
         if t.tzinfo is None:
             t = t.replace(tzinfo=_dt.timezone.utc)

@@ -364,7 +364,7 @@ def main_cat(argv: list[str] | None = None,
     count = 0
     try:
         paths = find_paths(args.paths, args.venue, args.shard)
-        for m in walk(args.paths, paths=paths, start=_time_arg(args.start), end=_time_arg(args.end),
+        for m in walk(args.paths, paths=paths, start=to_ns(args.start), end=to_ns(args.end),
                       first_seq=args.first_seq, last_seq=args.last_seq,
                       skip_corrupt=args.skip_corrupt, on_skip=on_skip, on_dropped=on_dropped):
             if args.data_only and m.type != _DATA:
@@ -385,14 +385,14 @@ def main_cat(argv: list[str] | None = None,
             write(orjson.dumps(rec) + b"\n")
             count += 1
         if not count and (args.start or args.end):
-            raise no_data_in_range(paths, _time_arg(args.start), _time_arg(args.end))
+            raise no_data_in_range(paths, to_ns(args.start), to_ns(args.end))
     except BrokenPipeError:
         return EXIT_OK
     except SegmentError as exc:
         sys.stdout.flush()
         print(f"capture cat: {exc} (--skip-corrupt goes on past it)", file=sys.stderr)
         return EXIT_CORRUPT
-    except NoData as exc:
+    except (NoData, ValueError) as exc:
         print(f"capture cat: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_CORRUPT if skipped else EXIT_OK
@@ -422,12 +422,6 @@ def _put_msg(rec: dict, payload: bytes, flags: int, raw: bool) -> None:
 
 
 _NOT_JSON = object()
-
-
-def _time_arg(s: str | None):
-    if s is None:
-        return None
-    return int(s) if s.isdigit() else to_ns(s)
 
 
 COMMANDS = {"cat": main_cat, "verify": main_verify, "stats": main_stats}

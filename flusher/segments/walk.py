@@ -30,7 +30,10 @@ import os
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 from common.errors import NoData, SegmentError
+# _valid_after is recovery's rule for "a valid record follows": the same rule
+# decides where a skip resumes, so a skip and `verify` agree on the region.
 from flusher.segments.format import SegmentHeader, _valid_after
+from flusher.segments.index import index_path_for, load_index
 from flusher.segments.names import O_CLOEXEC, O_NOFOLLOW
 from flusher.segments.read import (TimeLike, _monotonic, _skip_segment, records, segment_paths,
                                    to_ns)
@@ -40,6 +43,9 @@ from ring.frame import FrameType
 _BEGIN = int(FrameType.FRAG_BEGIN)
 _MIDDLE, _END = int(FrameType.FRAG_MIDDLE), int(FrameType.FRAG_END)
 _PADDING = int(FrameType.PADDING)
+#: Types up to this one are whole frames (data, control); padding and fragments are above.
+_WHOLE = max(int(FrameType.DATA), int(FrameType.CONTROL))
+assert _WHOLE < min(_PADDING, _BEGIN, _MIDDLE, _END)
 #: ``conn`` of records that belong to the shard rather than to one connection
 #: (shard start/stop, drops counted for the whole ring).
 SHARD_CONN = 0xFFFF
@@ -155,21 +161,27 @@ def walk(path_or_dir: str | Iterable[str], *, venue: str | None = None, shard: i
                             key = k
                         if on_file is not None:
                             on_file(path, hdr)
-                    seq, ts, typ, flags, conn = rec[2], rec[3], rec[4], rec[5], rec[6]
-                    if typ == _PADDING:
-                        continue
-                    if typ == _BEGIN:
-                        chain_at, chain_hdr = (path, off), hdrs[0]
-                    m = asm.feed(seq, ts, typ, flags, conn, payload)
-                    if asm.dropped:
-                        report_dropped(path, filtering)
-                    if m is None:
-                        continue
-                    mts, mseq = m.ts, m.seq
+                    _size, _lo, seq, ts, typ, flags, conn, _crc = rec
+                    if typ <= _WHOLE and asm.open_chain_seq is None:
+                        # The common case, a whole frame outside any chain: what the
+                        # assembler would return unchanged, without the call.
+                        mts, mseq = ts, seq
+                        m = None
+                    else:
+                        if typ == _PADDING:
+                            continue
+                        if typ == _BEGIN:
+                            chain_at, chain_hdr = (path, off), hdrs[0]
+                        m = asm.feed(seq, ts, typ, flags, conn, payload)
+                        if asm.dropped:
+                            report_dropped(path, filtering)
+                        if m is None:
+                            continue
+                        mts, mseq = m.ts, m.seq
                     if ((lo is None or mts >= lo) and (hi is None or mts <= hi)
                             and (first_seq is None or mseq >= first_seq)
                             and (last_seq is None or mseq <= last_seq)):
-                        if m.seq != m.last_seq:
+                        if m is not None and m.seq != m.last_seq:
                             yield Msg(mseq, mts, m.type or int(FrameType.DATA), m.flags, m.conn,
                                       m.payload, m.last_seq, chain_at[0], chain_at[1],
                                       chain_hdr or hdrs[0])
@@ -218,7 +230,6 @@ def _next_valid(path: str, offset: int) -> int | None:
 
 def no_data_in_range(paths: list[str], start: TimeLike, end: TimeLike) -> NoData:
     """The error for a range that holds nothing, saying what the files do hold."""
-    from flusher.segments.index import index_path_for, load_index
     lo_all = hi_all = None
     for p in paths:
         idx = load_index(index_path_for(p))
@@ -226,7 +237,7 @@ def no_data_in_range(paths: list[str], start: TimeLike, end: TimeLike) -> NoData
             continue
         lo_all = idx.min_ts if lo_all is None else min(lo_all, idx.min_ts)
         hi_all = idx.max_ts if hi_all is None else max(hi_all, idx.max_ts)
-    from flusher.segments.tools import _iso
+    from flusher.segments.tools import _iso   # here: tools imports this module (cat)
     asked = f"{_iso(to_ns(start)) if start is not None else 'the beginning'} .. " \
             f"{_iso(to_ns(end)) if end is not None else 'the end'}"
     held = (f"; the files hold {_iso(lo_all)} .. {_iso(hi_all)}" if lo_all is not None else "")

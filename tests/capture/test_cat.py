@@ -93,3 +93,17 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert "no segment files of shard 9" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["cat", "--bogus", str(tmp_path)])
+
+
+def test_times_on_the_command_line(tmp_path, capsys):
+    from flusher.segments.read import to_ns
+    assert to_ns("1800000000000000000") == 1_800_000_000 * 10**9
+    assert to_ns("2027-01-15T08:00Z") == 1_800_000_000 * 10**9
+    rec = kraken_recording(str(tmp_path), 20)
+    ts = [v[0] for v in rec.messages.values()]
+    assert cli.main(["cat", "--start", str(ts[3]), "--end", str(ts[5]), str(tmp_path)]) == 0
+    lines, _, _ = _lines(capsys)
+    assert [x["ts"] for x in lines] == ts[3:6]
+    assert cli.main(["cat", "--start", "yesterday", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a time: 'yesterday'" in err

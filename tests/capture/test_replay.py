@@ -17,7 +17,7 @@ import websockets
 
 from capture import cli
 from capture.replay import Replay, Selection, parse_speed
-from common.errors import NoData
+from common.errors import NoData, SegmentError
 from dataout_helpers import SHARD_CONN, kraken_recording
 from flusher.segments.read import read
 from ring.frame import FrameFlags, FrameType
@@ -219,3 +219,59 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert "--speed must be" in capsys.readouterr().err
     with pytest.raises(NoData):
         Replay(data, "kraken", shard=5)
+
+
+def test_two_shards_named_shard_dot_conn_and_merged_by_receive_time(tmp_path):
+    data = str(tmp_path)
+    kraken_recording(data, 20, shard=2)
+    kraken_recording(data, 20, shard=5, t0=1_800_000_000 * 10**9 - 3_600 * 10**9 + 3_000_000)
+    replay = Replay(data, "kraken", speed=None)
+    frames = sorted((f for f in read(data) if f.type == FrameType.DATA),
+                    key=lambda f: f.ts_ns)          # read() gives shard 2, then shard 5
+
+    async def go():
+        server = await replay.serve("127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            paths = [c["path"] for c in json.loads((await _http_get(port, "/"))[1])["connections"]]
+            assert paths == ["/kraken/2.0", "/kraken/2.1", "/kraken/5.0", "/kraken/5.1"]
+            with pytest.raises(websockets.InvalidStatus):
+                await _feed(port, "/kraken/0")                  # ambiguous with two shards
+            got = await _feed(port, "/kraken")
+            assert got == [f.payload if f.flags & FrameFlags.BINARY else f.payload.decode()
+                           for f in frames]
+        finally:
+            server.close()
+    _run(go())
+
+
+def test_corrupt_record_ends_the_feed_or_is_skipped(tmp_path):
+    from dataout_helpers import corrupt_record
+    data = str(tmp_path)
+    rec = kraken_recording(data, 40)
+    bad = next(s for s in rec.messages if s >= 30 and s + 1 in rec.messages
+               and rec.messages[s][1] == 1 and rec.messages[s][3] == 0)
+    corrupt_record(rec.paths[1], bad)
+    want = [v[4] if v[2] & FrameFlags.BINARY else v[4].decode()
+            for s, v in rec.messages.items() if v[1] == 1 and v[3] == 0]
+    cut = [v[4] if v[2] & FrameFlags.BINARY else v[4].decode()
+           for s, v in rec.messages.items() if v[1] == 1 and v[3] == 0 and s != bad]
+
+    async def feed(replay: Replay) -> tuple[list, int, str]:
+        server = await replay.serve("127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/kraken/0", max_size=None) as ws:
+                got = [m async for m in ws]
+            return got, ws.close_code, ws.close_reason
+        finally:
+            server.close()
+
+    with pytest.raises(SegmentError) as ei:       # the connection list reads the whole range
+        Replay(data, "kraken", speed=None).connections()
+    assert ei.value.path == rec.paths[1]
+    assert cli.main(["replay", data, "--venue", "kraken", "--port", "0"]) == 1   # before serving
+    skipping = Replay(data, "kraken", speed=None, skip_corrupt=True)
+    got, code, _ = _run(feed(skipping))
+    assert code == 1000 and got == cut and len(cut) == len(want) - 1
+    assert [sk.path for sk in skipping.skipped][:1] == [rec.paths[1]]
