@@ -23,11 +23,13 @@ import sys
 from typing import Any
 
 from common.errors import CaptureError, ConfigError
+from common.redact import install_log_filter, redact_urls
 
 
 def _setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    install_log_filter()
 
 
 def _load_config(path: str | None):
@@ -97,7 +99,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         return 0
     print(f"{cfg.path}: OK")
     print(f"ring dir {cfg.ring.dir}, capacity {cfg.ring.capacity}; data dir {cfg.storage.data_dir}; "
-          f"fsync {cfg.storage.fsync}; NATS {'embedded' if cfg.nats.embedded else ', '.join(cfg.nats.servers)}")
+          f"fsync {cfg.storage.fsync}; NATS {'embedded' if cfg.nats.embedded else ', '.join(redact_urls(cfg.nats.servers))}")
     for p in plan:
         print(f"shard {p['shard']} ({p['venue']}), cores {p['cores'] or 'any'}, transport {p['transport']}:")
         if "error" in p:

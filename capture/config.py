@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from common.errors import ConfigError
+from common.redact import redact_urls
 
 VENUE_NAMES = ("kraken", "kraken_futures", "polymarket", "kalshi")
 TRANSPORTS = ("picows", "websockets")
@@ -97,7 +98,7 @@ class NatsConfig:
         return self.bus.stream_for(venue).name
 
     def __repr__(self) -> str:  # never print secrets
-        return (f"NatsConfig(servers={self.servers!r}, prefix={self.prefix!r}, "
+        return (f"NatsConfig(servers={redact_urls(self.servers)!r}, prefix={self.prefix!r}, "
                 f"user={self.table.get('user')!r}, password={'***' if self.table.get('password') else None}, "
                 f"token={'***' if self.table.get('token') else None})")
 

@@ -67,6 +67,7 @@ from common import histogram
 from flusher.publisher.routing import SubjectFn, _valid_subject, test_subject_fn, venue_subject_fn  # noqa: F401
 from flusher.publisher.catchup import SegmentCatchup
 from flusher.publisher.pipeline import AckPipeline
+from common.redact import install_log_filter
 from flusher.publisher.stream import (BusConfig, NatsAuthError, NatsTLSError, NatsUnreachable, StreamMismatch, connect, ensure_stream, horizon_margin, parse_config, stored_sequences)
 
 log = logging.getLogger("capture.publisher")
@@ -600,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    install_log_filter()
     raw = a.nats
     if raw.startswith("@"):
         with open(raw[1:]) as f:

@@ -57,6 +57,7 @@ from nats.js import api
 from nats.js.errors import APIError
 
 from common.errors import ConfigError, PublishError
+from common.redact import redact, redact_urls
 
 log = logging.getLogger("capture.publisher")
 
@@ -85,14 +86,14 @@ class UnsafeStreamConfig(ConfigError):
 
 class NatsUnreachable(PublishError):
     def __init__(self, servers: list[str], reason: str) -> None:
-        super().__init__(f"no NATS server reachable among {servers}: {reason}")
+        super().__init__(f"no NATS server reachable among {redact_urls(servers)}: {redact(reason)}")
         self.servers = servers
         self.reason = reason
 
 
 class NatsAuthError(PublishError):
     def __init__(self, servers: list[str], reason: str) -> None:
-        super().__init__(f"NATS refused the credentials ({servers}): {reason}")
+        super().__init__(f"NATS refused the credentials ({redact_urls(servers)}): {redact(reason)}")
         self.servers = servers
         self.reason = reason
 
