@@ -22,7 +22,7 @@ import shutil
 import sys
 from typing import Any
 
-from common.errors import CaptureError, ConfigError
+from common.errors import BadRingFile, CaptureError, ConfigError
 from common.redact import install_log_filter, redact_urls
 
 
@@ -40,7 +40,7 @@ def _load_config(path: str | None):
 # -- run -------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from capture.supervisor import EXIT_CONFIG, Supervisor
+    from capture.supervisor import EXIT_CONFIG, EXIT_STARTUP, Supervisor
     _setup_logging(args.log_level)
     try:
         cfg = _load_config(args.config)
@@ -48,7 +48,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         logging.getLogger("capture").error("event=config_error %s", e)
         return EXIT_CONFIG
-    return sup.run()
+    try:
+        return sup.run()
+    except BadRingFile as e:
+        # The ring directory refused on start (mode, owner, symlink): nothing started.
+        logging.getLogger("capture").error("event=refused reason=%s", e)
+        return EXIT_STARTUP
 
 
 # -- config check -------------------------------------------------------------------
