@@ -60,7 +60,7 @@ import numpy as np
 
 import ring
 from ring.assemble import Assembler
-from common.errors import CaptureError, ConfigError, Lapped, RingError
+from common.errors import CaptureError, ConfigError, CorruptFrame, Lapped, RingError
 from ring.frame import HEADER as _FRAME_HEADER, FrameType
 
 from common import histogram
@@ -135,6 +135,7 @@ class Publisher(SegmentCatchup):
         self.mode = "ring"
         self.next_seq = 0
         self._lap_pos = 0
+        self._corrupt_seq = -1     # the last frame found corrupt in the ring (see _corrupt)
         self._asm = Assembler()
         self.started = asyncio.Event()     # connected, stream ready, reader attached
         self.status_file = status_file
@@ -249,8 +250,9 @@ class Publisher(SegmentCatchup):
         """
         # The cursor first: from here on every frame is accounted for, even if
         # NATS is unreachable for longer than the ring holds (catch-up from disk).
+        # verify_crc: a bit flip in the shared ring must not reach the bus (_corrupt).
         self.rd = ring.Reader(self.ring_path, self.reader_name, tethered=False, start="oldest",
-                              max_frames=self.max_frames)
+                              max_frames=self.max_frames, verify_crc=True)
         try:
             await self._connect_forever()
             await self._ensure_stream_forever()
@@ -390,6 +392,9 @@ class Publisher(SegmentCatchup):
         except Lapped as lap:
             self._lapped(lap)
             return False
+        except CorruptFrame as bad:
+            self._corrupt(bad)
+            return False
         if not n:
             if self.stopping.is_set() and rd.producer_stopped() and rd.drained():
                 return True
@@ -468,6 +473,25 @@ class Publisher(SegmentCatchup):
         self.mode = "disk"
         self._lap_pos = lap.position
         self._asm = Assembler()     # next_seq is a message boundary: nothing half-done
+        self._disk_progress_at = time.monotonic()
+
+    def _corrupt(self, bad: CorruptFrame) -> None:
+        """A frame in the ring failed its checks (a bit flip in shared memory).
+
+        It is not published from the ring.  As after a lap, the segment files
+        provide it (the flusher checked it when it wrote it); the catch-up
+        stays on them until the producer has overwritten the bad frame, and
+        if they lack it, records it lost (publisher_gap).  Counted once per
+        frame, logged."""
+        if bad.sequence != self._corrupt_seq:
+            self.stats["corrupt_frames"] += 1
+            log.error("publisher: frame %d at ring position %d failed its check in the ring (%s): "
+                      "not published from the ring; taking it from the segment files",
+                      bad.sequence, bad.position, bad.reason)
+        self._corrupt_seq = bad.sequence
+        self.mode = "disk"
+        self._lap_pos = bad.position
+        self._asm = Assembler()
         self._disk_progress_at = time.monotonic()
 
     def _lost(self, first: int, last: int, why: str) -> None:
