@@ -58,11 +58,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from common import histogram
 from common.status import write_status
 from flusher.segments.recovery import RecoveryReport, last_on_disk, recover_open
 from flusher.segments.names import SUFFIX_OPEN, UnsafePath, list_segments, open_dir, parse_name, with_path
-from flusher.segments.format import read_header
+from flusher.segments.format import gap_record, read_header
+from flusher.segments.index import index_path_for, load_index
 from flusher.segments.writer import SegmentWriter, writer_header
 from ring.drain import FileDrain
 from common.errors import CaptureError, ConfigError, SegmentError
@@ -143,6 +146,7 @@ class FlusherStats:
     repaired_segments: int = 0       # damaged mid-file: rebuilt around gap records
     damaged_regions: int = 0
     damaged_frames: int = 0          # sequences lost in damaged regions (each in a gap record)
+    missing_frames: int = 0          # committed but in no segment at start (named by a gap record)
     recovered_segments: int = 0
     last_seq: int = -1
     committed_seq: int = -1
@@ -193,6 +197,7 @@ class Flusher:
         self._last_sync = time.monotonic()
         self._last_status = 0.0
         self.skip_through: int | None = None
+        self._missing: tuple[int, int, int, str] | None = None    # see _write_missing
         self._outage = 0              # consecutive I/O retries (for the log)
         self.recovery = RecoveryReport()
         self.compressor = None
@@ -312,9 +317,13 @@ class Flusher:
                     self.skip_through = last
                     log.info("frames %d..%d are already on disk; skipping them", nxt, last)
                 elif last + 1 < nxt:
-                    log.warning("frames %d..%d were committed but are not in any segment "
-                                "(power loss under fsync=%s, or a .corrupt file holds them)",
-                                last + 1, nxt - 1, cfg.fsync)
+                    why = (f"committed from the ring but in no segment: a power loss under "
+                           f"fsync={cfg.fsync}, or a segment lost or set aside")
+                    if rep.corrupt:
+                        why += f" ({', '.join(os.path.basename(c[0]) for c in rep.corrupt)})"
+                    log.error("frames %d..%d were %s; a gap record will name them", last + 1, nxt - 1, why)
+                    ts = load_index(index_path_for(newest))
+                    self._missing = (last + 1, nxt - 1, ts.max_ts if ts is not None else cfg.clock(), why)
         self.stats.last_seq = rep.last_seq
 
     def _newest_segment_of_this_ring(self, window: int = 64) -> str | None:
@@ -423,6 +432,8 @@ class Flusher:
         no commit.  Returns the frames consumed: written, or skipped because
         a crash between write and commit left them on disk already."""
         consumed = 0
+        if self._missing is not None:
+            self._write_missing()
         if self.skip_through is not None:
             r = self.drain.write(-1, 0, 0, skip_below=self.skip_through + 1)
             consumed += r.skipped
@@ -446,6 +457,26 @@ class Flusher:
         if seg.size >= limit:
             self._close_segment()
         return consumed + r.frames
+
+    def _write_missing(self) -> None:
+        """The gap record for frames committed from the ring but found in no
+        segment at start (see ``_recover``): first in the next segment, so
+        the hole is explained where it is."""
+        first, last, ts, why = self._missing
+        rec = gap_record(first, last, ts, reason=why, source="flusher")
+        seg = self._segment(first)
+        delay = self.cfg.backoff_initial
+        while True:
+            try:
+                seg.append([rec], len(rec), np.array([first], np.uint64), np.array([ts], np.int64),
+                           np.array([0], np.int64))
+                break
+            except OSError as exc:
+                self.stats.write_errors += 1
+                delay = self._io_error("writing a gap record", exc, delay)
+        seg.last_seq = seg.index.last_seq = last       # the record stands for first..last
+        self.stats.missing_frames += last - first + 1
+        self._missing = None
 
     def _segment(self, first_seq: int) -> SegmentWriter:
         if self.seg is not None:

@@ -22,7 +22,8 @@ import ring
 from common.status import read_status
 from flusher.segments import tools as cli
 from flusher.segments.drain import EXIT_DRAIN_TIMEOUT, EXIT_OK, Flusher, FlusherConfig
-from flusher.segments.names import day_dir_name
+from flusher.segments.index import index_path_for
+from flusher.segments.names import day_dir_name, list_segments
 from flusher.segments.read import read
 from ring.frame import FrameType
 from timing import timeout, wait_for
@@ -251,3 +252,43 @@ def test_the_flusher_process_stays_up_while_its_start_waits_and_stops_on_sigterm
             proc.wait()
     assert read_status(status)["state"] == "stopped"
     assert EXIT_OK != EXIT_DRAIN_TIMEOUT
+
+
+def test_frames_committed_but_in_no_segment_are_named_by_a_gap_record(ring_path, tmp_path, capsys):
+    """A segment lost after its frames were committed (a power loss under fsync=interval
+    with the ring kept, a file removed): the next start writes a gap record for them."""
+    ring.create(ring_path, capacity=1 << 20)
+    data = str(tmp_path / "data")
+    os.mkdir(data)
+    clock = [H.BASE_NS]
+    cfg = _cfg(ring_path, data, str(tmp_path / "flusher.json"), clock=lambda: clock[0])
+    fl = Flusher(cfg)
+    with ring.Producer(ring_path) as p:
+        for i in range(100):
+            assert p.write(H.payload(i, 6)) == ring.WriteStatus.OK
+        _drain(fl)
+        fl._close_segment()
+        clock[0] += 10**9
+        for i in range(100, 180):
+            assert p.write(H.payload(i, 6)) == ring.WriteStatus.OK
+        _drain(fl)
+        fl.close()
+        segs = list_segments(data)
+        assert len(segs) == 2
+        os.unlink(segs[1])
+        os.unlink(index_path_for(segs[1]))
+        assert cli.main(["verify", data]) == 0              # the hole is at the end: not seen yet
+        capsys.readouterr()
+        clock[0] += 10**9
+        fl2 = Flusher(cfg)
+        for i in range(180, 200):
+            assert p.write(H.payload(i, 6)) == ring.WriteStatus.OK
+        _drain(fl2)
+        fl2.close()
+    assert fl2.stats.missing_frames == 80
+    got = list(read(data))
+    assert [f.seq for f in got] == list(range(101)) + list(range(180, 200))
+    assert got[100].type == FrameType.CONTROL and orjson.loads(got[100].payload)["last_seq"] == 179
+    assert cli.main(["verify", data]) == 0
+    out = capsys.readouterr().out
+    assert "gap_record" in out and "sequences 100..179 lost" in out and "80 lost frames" in out
