@@ -24,12 +24,14 @@ import shutil
 import sys
 from typing import Any
 
-from common.errors import CaptureError, ConfigError
+from common.errors import BadRingFile, CaptureError, ConfigError
+from common.redact import install_log_filter, redact_urls
 
 
 def _setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    install_log_filter()
 
 
 def _load_config(path: str | None):
@@ -40,7 +42,7 @@ def _load_config(path: str | None):
 # -- run -------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from capture.supervisor import EXIT_CONFIG, Supervisor
+    from capture.supervisor import EXIT_CONFIG, EXIT_STARTUP, Supervisor
     _setup_logging(args.log_level)
     try:
         cfg = _load_config(args.config)
@@ -48,7 +50,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         logging.getLogger("capture").error("event=config_error %s", e)
         return EXIT_CONFIG
-    return sup.run()
+    try:
+        return sup.run()
+    except BadRingFile as e:
+        # The ring directory refused on start (mode, owner, symlink): nothing started.
+        logging.getLogger("capture").error("event=refused reason=%s", e)
+        return EXIT_STARTUP
 
 
 # -- config check -------------------------------------------------------------------
@@ -102,7 +109,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         return 0
     print(f"{cfg.path}: OK")
     print(f"ring dir {cfg.ring.dir}, capacity {cfg.ring.capacity}; data dir {cfg.storage.data_dir}; "
-          f"fsync {cfg.storage.fsync}; NATS {'embedded' if cfg.nats.embedded else ', '.join(cfg.nats.servers)}")
+          f"fsync {cfg.storage.fsync}; NATS {'embedded' if cfg.nats.embedded else ', '.join(redact_urls(cfg.nats.servers))}")
     for p in plan:
         print(f"shard {p['shard']} ({p['venue']}), cores {p['cores'] or 'any'}, transport {p['transport']}:")
         if "error" in p:

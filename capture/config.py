@@ -38,6 +38,7 @@ from common.errors import ConfigError
 from flusher.publisher.publish import PublisherSettings
 from flusher.publisher.stream import parse_config as parse_bus  # the publisher's rules, not a copy
 from flusher.segments.drain import MIN_SEGMENT_BYTES, POLICIES as FSYNC_POLICIES, FlusherConfig
+from common.redact import redact_urls
 
 # One home per default: a setting a child takes defaults to that child's own
 # dataclass default (FlusherConfig, PublisherSettings, ReceiverConfig); only
@@ -96,7 +97,7 @@ class NatsConfig:
         return self.bus.stream_for(venue).name
 
     def __repr__(self) -> str:  # never print secrets
-        return (f"NatsConfig(servers={self.servers!r}, prefix={self.prefix!r}, "
+        return (f"NatsConfig(servers={redact_urls(self.servers)!r}, prefix={self.prefix!r}, "
                 f"user={self.table.get('user')!r}, password={'***' if self.table.get('password') else None}, "
                 f"token={'***' if self.table.get('token') else None})")
 

@@ -75,6 +75,9 @@ class ShardView:
         if pub.get("nats") not in (None, "connected"):
             reasons.append(f"publisher: NATS {pub['nats']} ({pub.get('nats_error') or 'no detail'}); "
                            f"retrying, disk capture goes on")
+        fl = snap["children"].get("flusher") or {}
+        if fl.get("state") in ("start_blocked", "io_error"):
+            reasons.append(f"flusher waits for the disk: {fl.get('last_error', '?')}")
         rec = snap["children"].get("receiver") or {}
         conns = rec.get("connections") or []
         if not conns:
@@ -181,6 +184,16 @@ class ShardCollector(Collector):
         fl = ch.get("flusher") or {}
         yield one(c("capture_flusher_bytes", "Bytes the flusher wrote to segment files"), fl.get("bytes", 0))
         yield one(c("capture_flusher_frames", "Frames the flusher wrote to segment files"), fl.get("frames", 0))
+        # A flusher waiting for the disk (full, read-only, a refused path) stays
+        # up and says so here; the ring's drop counters show what it costs.
+        yield one(g("capture_flusher_blocked", "1 while the flusher waits for the disk (start or writes)"),
+                  1.0 if fl.get("state") in ("start_blocked", "io_error") else 0.0)
+        yield one(c("capture_flusher_io_retries", "Disk operations the flusher retried (start, write, fsync)"),
+                  fl.get("io_retries", 0) + fl.get("start_retries", 0))
+        yield one(c("capture_flusher_unsafe_paths", "Segment paths refused: a symlink or non-directory there"),
+                  fl.get("unsafe_paths", 0))
+        yield one(c("capture_flusher_damaged_frames", "Frames lost in damaged segment regions, each in a gap record"),
+                  fl.get("damaged_frames", 0))
         hist = fl.get("fsync_hist_us")
         if hist:
             h = HistogramMetricFamily("capture_flusher_fsync_seconds", "fsync latency", labels=base)

@@ -59,6 +59,8 @@ import os
 import resource
 from typing import Any
 
+from common.redact import redact, redact_urls
+
 
 class CaptureError(Exception):
     """Base class of every error capture raises on purpose."""
@@ -354,7 +356,8 @@ class PublishError(CaptureError):
 
 class NatsUnreachable(PublishError):
     def __init__(self, servers: list[str], reason: str) -> None:
-        super().__init__(f"no NATS server reachable among {servers}: {reason}")
+        # URLs may carry credentials (nats://user:pass@host): never in a message
+        super().__init__(f"no NATS server reachable among {redact_urls(servers)}: {redact(reason)}")
         self.servers = servers
         self.reason = reason
 
@@ -365,7 +368,7 @@ class NatsTLSError(NatsUnreachable):
 
 class NatsAuthError(PublishError):
     def __init__(self, servers: list[str], reason: str) -> None:
-        super().__init__(f"NATS refused the credentials ({servers}): {reason}")
+        super().__init__(f"NATS refused the credentials ({redact_urls(servers)}): {redact(reason)}")
         self.servers = servers
         self.reason = reason
 

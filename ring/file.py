@@ -51,7 +51,15 @@ def default_path(name: str, directory: str = DEFAULT_DIR) -> str:
 
 
 def ensure_dir(directory: str) -> None:
-    """Create the ring directory 0700, refusing a symlink or a foreign owner."""
+    """Create the ring directory 0700, or check the one that is there: every start.
+
+    Refuses a symlink, a non-directory, a foreign owner, and any group or
+    other permission bit: whoever can write the directory can unlink the
+    live ring or take the shard's lock file in it (the lock lives here
+    because only the owner can write here).  The error names the path, the
+    mode and the owner, and is not repaired silently: a loose mode may mean
+    someone else has been in it.
+    """
     try:
         os.mkdir(directory, 0o700)
     except FileExistsError:
@@ -61,8 +69,11 @@ def ensure_dir(directory: str) -> None:
         raise BadRingFile(directory, "ring directory is a symbolic link")
     if not stat.S_ISDIR(st.st_mode):
         raise BadRingFile(directory, "ring directory is not a directory")
-    if st.st_uid != os.geteuid():
-        raise BadRingFile(directory, f"ring directory is owned by uid {st.st_uid}, not {os.geteuid()}")
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid != os.geteuid() or mode & 0o077:
+        raise BadRingFile(directory, f"ring directory has mode {mode:04o} and owner uid {st.st_uid}; "
+                                     f"it must be 0700 and owned by uid {os.geteuid()} (chmod 0700 / "
+                                     f"chown it, or remove it, after checking who else used it)")
 
 
 @dataclass(frozen=True)

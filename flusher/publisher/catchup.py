@@ -89,15 +89,17 @@ class SegmentCatchup:
         if self.next_seq > start:
             self.stats["catchup_rounds"] += 1
         # Back to the ring if it still holds next_seq.
+        # Not while the ring still holds a frame found corrupt there: reading
+        # from the oldest frame would meet it again (publish._corrupt).
         pos, oldest = self.rd.resume_oldest()
-        if oldest <= self.next_seq:
+        if oldest <= self.next_seq and oldest > self._corrupt_seq:
             self.mode = "ring"
             self._asm = Assembler()
             self.stats["catchup_done"] += 1
             log.info("publisher: caught up from disk; back on the ring at sequence %d",
                      self.next_seq)
             return False
-        if time.monotonic() - self._disk_progress_at > self.disk_wait:
+        if time.monotonic() - self._disk_progress_at > self.disk_wait and oldest > self.next_seq:
             self._lost(self.next_seq, oldest - 1, "not in the ring and not in the segment files")
             self.next_seq = oldest
             self.mode = "ring"

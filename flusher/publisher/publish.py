@@ -61,13 +61,14 @@ import numpy as np
 
 import ring
 from ring.assemble import Assembler
-from common.errors import ConfigError, Lapped, RingError
+from common.errors import ConfigError, CorruptFrame, Lapped, RingError
 from ring.frame import HEADER as _FRAME_HEADER, FrameType
 
 from common import histogram, settings
 from flusher.publisher.routing import RoutingFactory, SubjectFn, _valid_subject, test_routing
 from flusher.publisher.catchup import SegmentCatchup
 from flusher.publisher.pipeline import AckPipeline
+from common.redact import install_log_filter
 from flusher.publisher.stream import (BusConfig, NatsAuthError, NatsTLSError, NatsUnreachable, StreamMismatch, connect, ensure_stream, horizon_margin, parse_config, stored_sequences)
 
 log = logging.getLogger("capture.publisher")
@@ -172,6 +173,7 @@ class Publisher(SegmentCatchup):
         self.mode = "ring"
         self.next_seq = 0
         self._lap_pos = 0
+        self._corrupt_seq = -1     # the last frame found corrupt in the ring (see _corrupt)
         self._asm = Assembler()
         self.started = asyncio.Event()     # connected, stream ready, reader attached
         self.nats_state = "connecting"     # for the status file: /healthz fails unless connected
@@ -302,8 +304,9 @@ class Publisher(SegmentCatchup):
         """
         # The cursor first: from here on every frame is accounted for, even if
         # NATS is unreachable for longer than the ring holds (catch-up from disk).
+        # verify_crc: a bit flip in the shared ring must not reach the bus (_corrupt).
         self.rd = ring.Reader(self.ring_path, self.reader_name, tethered=False, start="oldest",
-                              max_frames=self.max_frames)
+                              max_frames=self.max_frames, verify_crc=True)
         try:
             await self._connect_forever()
             await self._ensure_stream_forever()
@@ -448,6 +451,9 @@ class Publisher(SegmentCatchup):
         except Lapped as lap:
             self._lapped(lap)
             return False
+        except CorruptFrame as bad:
+            self._corrupt(bad)
+            return False
         if not n:
             if self.stopping.is_set() and rd.producer_stopped() and rd.drained():
                 return True
@@ -526,6 +532,25 @@ class Publisher(SegmentCatchup):
         self.mode = "disk"
         self._lap_pos = lap.position
         self._asm = Assembler()     # next_seq is a message boundary: nothing half-done
+        self._disk_progress_at = time.monotonic()
+
+    def _corrupt(self, bad: CorruptFrame) -> None:
+        """A frame in the ring failed its checks (a bit flip in shared memory).
+
+        It is not published from the ring.  As after a lap, the segment files
+        provide it (the flusher checked it when it wrote it); the catch-up
+        stays on them until the producer has overwritten the bad frame, and
+        if they lack it, records it lost (publisher_gap).  Counted once per
+        frame, logged."""
+        if bad.sequence != self._corrupt_seq:
+            self.stats["corrupt_frames"] += 1
+            log.error("publisher: frame %d at ring position %d failed its check in the ring (%s): "
+                      "not published from the ring; taking it from the segment files",
+                      bad.sequence, bad.position, bad.reason)
+        self._corrupt_seq = bad.sequence
+        self.mode = "disk"
+        self._lap_pos = bad.position
+        self._asm = Assembler()
         self._disk_progress_at = time.monotonic()
 
     def _lost(self, first: int, last: int, why: str) -> None:
@@ -697,6 +722,7 @@ def main(argv: list[str] | None = None, *, venue_routing: RoutingFactory | None 
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=a.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    install_log_filter()
     try:
         s = settings_from_args(a)
         logging.getLogger().setLevel(s.log_level)

@@ -59,11 +59,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from common import histogram, settings
 from common.status import write_status
 from flusher.segments.recovery import RecoveryReport, last_on_disk, recover_open
-from flusher.segments.names import SUFFIX_OPEN, list_segments, open_dir, parse_name
-from flusher.segments.format import read_header
+from flusher.segments.names import SUFFIX_OPEN, UnsafePath, list_segments, open_dir, parse_name, with_path
+from flusher.segments.format import gap_record, read_header
+from flusher.segments.index import index_path_for, load_index
 from flusher.segments.writer import SegmentWriter, writer_header
 from ring.drain import FileDrain
 from common.errors import CaptureError, ConfigError, SegmentError
@@ -147,10 +150,13 @@ class FlusherStats:
     io_retries: int = 0
     last_error: str = ""
     torn_tails: int = 0
+    start_retries: int = 0           # start-up recovery refused by the disk, retried
+    unsafe_paths: int = 0            # segment paths refused (symlink / not a directory / planted)
     corrupt_segments: int = 0        # set aside (a bad file header)
     repaired_segments: int = 0       # damaged mid-file: rebuilt around gap records
     damaged_regions: int = 0
     damaged_frames: int = 0          # sequences lost in damaged regions (each in a gap record)
+    missing_frames: int = 0          # committed but in no segment at start (named by a gap record)
     recovered_segments: int = 0
     last_seq: int = -1
     committed_seq: int = -1
@@ -168,6 +174,14 @@ class FlusherStats:
         return asdict(self)
 
 
+def _describe(exc: BaseException) -> str:
+    """An error with its full path (OSError's text alone may name only the last component)."""
+    if isinstance(exc, OSError):
+        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        return f"{name}: {exc.strerror or exc}: {exc.filename}" if exc.filename else f"{name}: {exc}"
+    return str(exc)
+
+
 class _DrainTimeout(Exception):
     """Internal: the drain deadline passed while an I/O error persisted."""
 
@@ -179,17 +193,21 @@ class Flusher:
     named ``config.reader_name`` is opened.
     """
 
-    def __init__(self, config: FlusherConfig, reader=None) -> None:
+    def __init__(self, config: FlusherConfig, reader=None, *, stop: threading.Event | None = None) -> None:
         self.cfg = config
         self.stats = FlusherStats(started_ns=time.time_ns())
         self.fsync_recent: collections.deque[int] = collections.deque(maxlen=8192)   # ns, newest last
-        self._stop = threading.Event()
+        # ``stop`` may be set by a signal handler while the start is still
+        # waiting for the disk (``_start``).
+        self._stop = stop if stop is not None else threading.Event()
+        self.started = False
         self._deadline: float | None = None
         self.seg: SegmentWriter | None = None
         self._seg_hour = -1
         self._last_sync = time.monotonic()
         self._last_status = 0.0
         self.skip_through: int | None = None
+        self._missing: tuple[int, int, int, str] | None = None    # see _write_missing
         self._outage = 0              # consecutive I/O retries (for the log)
         self.recovery = RecoveryReport()
         self.compressor = None
@@ -204,10 +222,12 @@ class Flusher:
         self.shard_dir = os.path.join(config.data_dir, config.venue, f"shard-{config.shard}")
         self.status_path = config.status_path or os.path.join(self.shard_dir, "flusher.status.json")
         try:
-            self._recover()
+            self._start()
         except BaseException:
             self.rd.close()
             raise
+        if not self.started:
+            return
         if config.compress:
             from flusher.segments.compress import Compressor
             self.compressor = Compressor(config.compress_level)
@@ -217,6 +237,45 @@ class Flusher:
         self.stats.state = "running"
 
     # -- start-up recovery -------------------------------------------------------
+    def _start(self) -> None:
+        """Recovery, retried with capped backoff while the disk refuses it.
+
+        A full disk (ENOSPC from recovery's index write), a read-only or
+        unwritable data directory, or a symlink/non-directory planted at the
+        shard's directory must not turn into an exit: the supervisor would
+        count it against the restart limit and stop the shard.  The tethered
+        reader is already open, so the ring keeps every frame not yet on disk;
+        when the ring fills, the receiver counts its drops and writes them as
+        a gap record once this flusher drains again.  Returns with
+        ``started`` False only if stopped while waiting.
+        """
+        delay = self.cfg.backoff_initial
+        while True:
+            try:
+                self._recover()
+                break
+            except (OSError, UnsafePath) as exc:
+                if isinstance(exc, FileNotFoundError) and exc.filename == self.cfg.data_dir:
+                    # The configured directory itself is not there: a setting
+                    # to fix, not a disk to wait for.
+                    raise ConfigError(None, "data_dir", f"{exc.filename}: no such directory") from exc
+                self.stats.start_retries += 1
+                self.stats.state = "start_blocked"
+                self.stats.last_error = f"start: {_describe(exc)}"
+                n = self.stats.start_retries
+                if n & (n - 1) == 0:         # retries 1, 2, 4, 8...: not a flood
+                    log.error("cannot start: %s; frames stay in the ring, retrying in %.3fs (retry %d)",
+                              _describe(exc), delay, n)
+                self.write_status()
+                if self._stop.wait(delay):
+                    log.warning("stopped before the start could finish: the ring keeps every frame")
+                    self.stats.state = "stopped"
+                    return
+                delay = min(delay * 2, self.cfg.backoff_max)
+        if self.stats.start_retries:
+            log.warning("started after %d retries", self.stats.start_retries)
+        self.started = True
+
     def _recover(self) -> None:
         cfg = self.cfg
         os.close(open_dir(cfg.data_dir, [cfg.venue, f"shard-{cfg.shard}"]))
@@ -225,7 +284,7 @@ class Flusher:
             for fn in sorted(files):
                 full = os.path.join(dirpath, fn)
                 if fn.endswith(".tmp"):
-                    os.unlink(full)
+                    os.unlink(full)       # a crash mid-write: the original is still there
                     continue
                 if not fn.endswith(SUFFIX_OPEN):
                     continue
@@ -239,8 +298,13 @@ class Flusher:
                     self.stats.damaged_regions += 1
                     self.stats.damaged_frames += max(0, h.last_seq - h.first_seq + 1)
 
-                outcome, res = recover_open(full, index_every=cfg.index_every, on_corrupt=corrupt,
-                                            on_hole=hole)
+                try:
+                    outcome, res = recover_open(full, index_every=cfg.index_every, on_corrupt=corrupt,
+                                                on_hole=hole)
+                except OSError as exc:
+                    if exc.filename is None:        # e.g. a copy: name the segment being recovered
+                        raise OSError(exc.errno, exc.strerror, full) from exc
+                    raise with_path(exc, dirpath) from exc
                 if outcome == "repaired":
                     self.stats.repaired_segments += 1
                     outcome = "closed"
@@ -263,9 +327,13 @@ class Flusher:
                     self.skip_through = last
                     log.info("frames %d..%d are already on disk; skipping them", nxt, last)
                 elif last + 1 < nxt:
-                    log.warning("frames %d..%d were committed but are not in any segment "
-                                "(power loss under fsync=%s, or a .corrupt file holds them)",
-                                last + 1, nxt - 1, cfg.fsync)
+                    why = (f"committed from the ring but in no segment: a power loss under "
+                           f"fsync={cfg.fsync}, or a segment lost or set aside")
+                    if rep.corrupt:
+                        why += f" ({', '.join(os.path.basename(c[0]) for c in rep.corrupt)})"
+                    log.error("frames %d..%d were %s; a gap record will name them", last + 1, nxt - 1, why)
+                    ts = load_index(index_path_for(newest))
+                    self._missing = (last + 1, nxt - 1, ts.max_ts if ts is not None else cfg.clock(), why)
         self.stats.last_seq = rep.last_seq
 
     def _newest_segment_of_this_ring(self, window: int = 64) -> str | None:
@@ -302,6 +370,9 @@ class Flusher:
 
     def run(self) -> int:
         """Drain until stopped; returns the process exit status."""
+        if not self.started:               # stopped while waiting for the disk at start
+            self.close()
+            return EXIT_DRAIN_TIMEOUT
         drained = False
         try:
             while True:
@@ -371,6 +442,8 @@ class Flusher:
         no commit.  Returns the frames consumed: written, or skipped because
         a crash between write and commit left them on disk already."""
         consumed = 0
+        if self._missing is not None:
+            self._write_missing()
         if self.skip_through is not None:
             r = self.drain.write(-1, 0, 0, skip_below=self.skip_through + 1)
             consumed += r.skipped
@@ -395,6 +468,26 @@ class Flusher:
             self._close_segment()
         return consumed + r.frames
 
+    def _write_missing(self) -> None:
+        """The gap record for frames committed from the ring but found in no
+        segment at start (see ``_recover``): first in the next segment, so
+        the hole is explained where it is."""
+        first, last, ts, why = self._missing
+        rec = gap_record(first, last, ts, reason=why, source="flusher")
+        seg = self._segment(first)
+        delay = self.cfg.backoff_initial
+        while True:
+            try:
+                seg.append([rec], len(rec), np.array([first], np.uint64), np.array([ts], np.int64),
+                           np.array([0], np.int64))
+                break
+            except OSError as exc:
+                self.stats.write_errors += 1
+                delay = self._io_error("writing a gap record", exc, delay)
+        seg.last_seq = seg.index.last_seq = last       # the record stands for first..last
+        self.stats.missing_frames += last - first + 1
+        self._missing = None
+
     def _segment(self, first_seq: int) -> SegmentWriter:
         if self.seg is not None:
             return self.seg
@@ -406,10 +499,16 @@ class Flusher:
                                          writer_header(self.cfg.venue, self.cfg.shard, self.ring_id, now,
                                                        first_seq, self.host),
                                          index_every=self.cfg.index_every)
-            except FileExistsError:
-                # Same second and first sequence as a segment that exists: only
-                # after a crash that left it, recovered and closed; never reuse.
-                raise
+            except (UnsafePath, FileExistsError) as exc:
+                # A symlink or a non-directory planted at the day directory, or
+                # a file already at the new segment's name (same second and
+                # first sequence: a leftover, or planted).  Nothing is written
+                # through it and it is never reused; only the writes bound for
+                # that path wait (the name changes with the clock, the day
+                # directory at midnight), the shard goes on.
+                self.stats.unsafe_paths += 1
+                delay = self._io_error("creating a segment", exc, delay)
+                continue
             except OSError as exc:
                 self.stats.write_errors += 1
                 delay = self._io_error("creating a segment", exc, delay)
@@ -432,11 +531,11 @@ class Flusher:
                 self.stats.write_errors += 1
                 delay = self._io_error("writing", exc, delay)
 
-    def _io_error(self, what: str, exc: OSError, delay: float) -> float:
+    def _io_error(self, what: str, exc: OSError | UnsafePath, delay: float) -> float:
         """Log, count, back off; raise _DrainTimeout if draining and out of time."""
         self.stats.io_retries += 1
         self._outage += 1
-        self.stats.last_error = f"{what}: {errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror}"
+        self.stats.last_error = f"{what}: {_describe(exc)}"
         if self._outage & (self._outage - 1) == 0:     # retries 1, 2, 4, 8... of an outage: not a flood
             log.error("I/O error %s %s: %s; frames stay in the ring, retrying in %.3fs (retry %d)",
                       what, self.seg.path if self.seg else self.shard_dir, exc, delay, self._outage)
@@ -620,14 +719,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s flusher[%(process)d] %(levelname)s %(message)s")
+    stop = threading.Event()          # set by a signal, also while the start waits for the disk
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        fl = Flusher(config_from_args(args))
+        fl = Flusher(config_from_args(args), stop=stop)
     except (CaptureError, OSError) as exc:
         # Nothing was read from the ring yet: every frame is still there.
         print(f"flusher: cannot start: {exc}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, lambda *_: fl.stop())
-    signal.signal(signal.SIGINT, lambda *_: fl.stop())
     fl.write_status()
     return fl.run()
 

@@ -68,28 +68,43 @@ def shard_dir(root: str, venue: str, shard: int) -> str:
     return os.path.join(root, venue, f"shard-{shard}")
 
 
+def with_path(exc: OSError, directory: str) -> OSError:
+    """The same error naming the full path: a call relative to a directory
+    descriptor names only the last component (``[Errno 30] ...: 'kraken'``)."""
+    name = exc.filename
+    if isinstance(name, str) and not os.path.isabs(name):
+        name = os.path.join(directory, name)
+    return OSError(exc.errno, exc.strerror, name)      # the same subclass (PermissionError, ...)
+
+
 def open_dir(root: str, parts: list[str], create: bool = True) -> int:
     """Open root/parts... as a directory fd, creating missing parts 0700.
 
     ``root`` is the configured data directory (taken as given); every part
     below it is opened with O_NOFOLLOW, so a symlink there raises UnsafePath.
     """
-    fd = os.open(root, os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    try:
+        fd = os.open(root, os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    except NotADirectoryError as exc:
+        raise UnsafePath(root, 0, "the data directory is not a directory") from exc
     try:
         for i, part in enumerate(parts):
+            here = os.path.join(root, *parts[:i])
             if create:
                 try:
                     os.mkdir(part, DIR_MODE, dir_fd=fd)
                     os.fsync(fd)        # the new directory's name must survive a power loss
                 except FileExistsError:
                     pass
+                except OSError as exc:
+                    raise with_path(exc, here) from exc
             try:
                 nfd = os.open(part, os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise UnsafePath(os.path.join(root, *parts[:i + 1]), 0,
                                      "is a symlink or not a directory; refusing to follow it") from exc
-                raise
+                raise with_path(exc, here) from exc
             os.close(fd)
             fd = nfd
         return fd
@@ -127,6 +142,6 @@ def list_segments(directory: str, venue: str | None = None, shard: int | None = 
 
 __all__ = [
     "SUFFIX_OPEN", "SUFFIX_SEG", "SUFFIX_ZST", "SUFFIX_IDX", "SUFFIX_CORRUPT", "FILE_MODE", "DIR_MODE",
-    "UnsafePath", "SegmentName", "parse_name", "segment_stem", "day_dir_name", "shard_dir", "open_dir",
+    "UnsafePath", "SegmentName", "parse_name", "with_path", "segment_stem", "day_dir_name", "shard_dir", "open_dir",
     "list_segments",
 ]

@@ -9,7 +9,7 @@ import os
 import socket
 
 from flusher.segments.index import IndexBuilder
-from flusher.segments.names import (FILE_MODE, O_CLOEXEC, O_NOFOLLOW, SUFFIX_IDX, SUFFIX_OPEN, SUFFIX_SEG, day_dir_name, open_dir, segment_stem)
+from flusher.segments.names import (FILE_MODE, O_CLOEXEC, O_NOFOLLOW, SUFFIX_IDX, SUFFIX_OPEN, SUFFIX_SEG, day_dir_name, open_dir, segment_stem, with_path)
 from flusher.segments.format import FILE_HEADER, SegmentHeader
 
 try:
@@ -49,6 +49,9 @@ class SegmentWriter:
             self._fd = os.open(self.stem + SUFFIX_OPEN,
                                os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                                FILE_MODE, dir_fd=self._dfd)
+        except OSError as exc:
+            os.close(self._dfd)
+            raise with_path(exc, self.dir) from exc
         except BaseException:
             os.close(self._dfd)
             raise

@@ -104,3 +104,19 @@ def test_systemd_install_refuses_a_relative_data_dir(tmp_path):
     r = run("systemd", "install", "--prefix", str(tmp_path / "root"), "--exec", shutil.which("true"),
             "--config", str(cfg))
     assert r.returncode == 2 and "storage.data_dir" in r.stderr and "relative" in r.stderr
+
+
+def test_run_refuses_a_world_writable_ring_dir(tmp_path):
+    rings = tmp_path / "rings"
+    rings.mkdir()
+    os.chmod(rings, 0o777)
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[ring]\ndir = "{rings}"\n\n[storage]\ndata_dir = "{data}"\n\n'
+                   '[[shard]]\nid = 0\nvenue = "kraken"\ninstruments = ["BTC/USD"]\n')
+    r = run("run", "--config", str(cfg), "--shard", "0")
+    assert r.returncode == 4, r.stderr
+    assert "event=refused" in r.stderr and str(rings) in r.stderr and "mode 0777" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert os.listdir(rings) == []            # no lock file, no ring: nothing started there

@@ -157,6 +157,29 @@ def test_ensure_dir_refuses_symlink(ring_dir):
     assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o700
 
 
+@pytest.mark.parametrize("mode", [0o777, 0o750, 0o701])
+def test_ensure_dir_refuses_a_loose_mode_on_every_start(ring_dir, mode):
+    d = os.path.join(ring_dir, "rings")
+    ring.ensure_dir(d)                       # created 0700: accepted
+    ring.ensure_dir(d)                       # and again: checked, still accepted
+    os.chmod(d, mode)
+    with pytest.raises(BadRingFile) as ei:
+        ring.ensure_dir(d)
+    msg = str(ei.value)
+    assert d in msg and f"mode {mode:04o}" in msg and f"owner uid {os.geteuid()}" in msg
+    assert stat.S_IMODE(os.stat(d).st_mode) == mode          # refused, not silently repaired
+
+
+def test_ensure_dir_refuses_a_foreign_owner(ring_dir):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a directory to another user")
+    d = os.path.join(ring_dir, "rings")
+    ring.ensure_dir(d)
+    os.chown(d, 65534, -1)
+    with pytest.raises(BadRingFile, match="owner uid 65534"):
+        ring.ensure_dir(d)
+
+
 def test_default_path_rejects_traversal():
     assert ring.default_path("shard-3").endswith("/shard-3.ring")
     for bad in ("", "../x", "a/b", ".hidden"):
