@@ -33,7 +33,6 @@ did not finish; 2 configuration error; 3 another supervisor runs this shard;
 from __future__ import annotations
 
 import collections
-import ctypes
 import fcntl
 import json
 import logging
@@ -53,27 +52,15 @@ import ring
 from capture.config import Config
 from capture.metrics import MetricsServer, ShardView
 from capture.sdnotify import Notifier, watchdog_interval
-from common.status import read_status, status_path
+from common import lifeline
+from common.log import event as log_event
+from common.status import EXIT_DRAIN_UNFINISHED, read_status, status_path
 from common.errors import CaptureError, RingExists
 
 log = logging.getLogger("capture.supervisor")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY, EXIT_STARTUP = 0, 1, 2, 3, 4
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _child_preexec() -> None:
-    # If the supervisor dies (even by SIGKILL) the child gets SIGTERM and
-    # drains on its own instead of running on unsupervised.
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except OSError:
-        pass
-    # Children take their own signals from us, not from the terminal's
-    # process group (Ctrl-C reaches only the supervisor, which orders them).
-    os.setpgid(0, 0)
 
 
 @dataclass
@@ -95,9 +82,13 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, preexec_fn=_child_preexec, close_fds=True)
+        # No preexec_fn (see common.lifeline): the child is in its own process
+        # group (Ctrl-C reaches only us, and we order the stop) and arms its own
+        # parent-death signal from the supervisor pid in its environment.
+        env = {**os.environ, lifeline.ENV: str(os.getpid())}
+        self.proc = subprocess.Popen(self.argv, process_group=0, close_fds=True, env=env)
         self.starts += 1
-        log.info("event=child_start role=%s pid=%d start=%d", self.role, self.proc.pid, self.starts)
+        log_event(log, "child_start", child=self.role, pid=self.proc.pid, start=self.starts)
 
     def signal(self, sig: int) -> None:
         if self.alive():
@@ -183,13 +174,13 @@ class Supervisor:
             ring.ensure_dir(self.cfg.ring.dir)
             self._lock = ShardLock(os.path.join(self.cfg.ring.dir, f"shard-{self.shard.id}.lock"))
         except ShardBusy as e:
-            log.error("event=refused reason=%s", e)
+            log_event(log, "refused", logging.ERROR, reason=str(e))
             return EXIT_BUSY
         try:
             try:
                 self._start()
             except (CaptureError, OSError, TimeoutError) as e:
-                log.error("event=startup_failed reason=%s", e)
+                log_event(log, "startup_failed", logging.ERROR, reason=str(e))
                 self.exit_code = EXIT_STARTUP
                 self._shutdown(fast=True)
                 return self.exit_code
@@ -207,17 +198,17 @@ class Supervisor:
         os.makedirs(self.cfg.storage.data_dir, mode=0o700, exist_ok=True)
         try:
             ring.create(self.ring_path, self.cfg.ring.capacity, max_frame=self.cfg.ring.max_frame).close()
-            log.info("event=ring_created path=%s capacity=%d", self.ring_path, self.cfg.ring.capacity)
+            log_event(log, "ring_created", path=self.ring_path, capacity=self.cfg.ring.capacity)
         except RingExists:
             ring.attach(self.ring_path).close()  # validates; refuses a bad file loudly
-            log.info("event=ring_attached path=%s", self.ring_path)
+            log_event(log, "ring_attached", path=self.ring_path)
         if self.cfg.nats.embedded:
             from flusher.publisher.nats_embedded import NatsServer
             store = os.path.join(self.cfg.storage.data_dir, "nats", f"shard-{self.shard.id}")
             os.makedirs(store, mode=0o700, exist_ok=True)
             self.nats = NatsServer(store, port=self.cfg.nats.embedded_port).start()
             self.nats_url = self.nats.url
-            log.info("event=nats_embedded url=%s", self.nats_url)
+            log_event(log, "nats_embedded", url=self.nats_url)
         readers = ["flusher", "publisher"]
         if self.venue in INTEGRITY_VENUES:
             readers.append("integrity")  # Kraken spot: the book-checksum validator
@@ -233,8 +224,11 @@ class Supervisor:
                          stale_after=max(5.0, self.shard.silence_timeout))
         self._metrics = MetricsServer(view, self.cfg.metrics.bind, self.metrics_port).start()
         self.metrics_port = self._metrics.port
-        log.info("event=metrics_listening bind=%s port=%d", self.cfg.metrics.bind, self.metrics_port)
+        log_event(log, "metrics_listening", bind=self.cfg.metrics.bind, port=self.metrics_port)
         self.notifier.ready(self._status_line())
+        log_event(log, "shard_ready", venue=self.venue,
+                  pids={role: c.pid for role, c in self.children.items()},
+                  metrics_port=self.metrics_port)
 
     def _wait_for(self, pred: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + self.child_start_timeout
@@ -265,11 +259,11 @@ class Supervisor:
                     c.last_exit = c.proc.returncode
                     c.restarts.append(now)
                     recent = sum(1 for t in c.restarts if now - t < self.restart_window)
-                    log.warning("event=child_exit role=%s code=%s restarts_in_window=%d",
-                                c.role, c.last_exit, recent)
+                    log_event(log, "child_exit", logging.WARNING, child=c.role, code=c.last_exit,
+                              restarts_in_window=recent)
                     if recent > self.restart_limit:
-                        log.error("event=restart_limit role=%s limit=%d window=%.0fs",
-                                  c.role, self.restart_limit, self.restart_window)
+                        log_event(log, "restart_limit", logging.ERROR, child=c.role, limit=self.restart_limit,
+                                  window_s=self.restart_window)
                         return EXIT_FAILED
                     c.next_start = now + min(c.backoff * (2 ** (recent - 1)), 10.0)
                 if now >= c.next_start:
@@ -313,7 +307,7 @@ class Supervisor:
     # -- stopping ---------------------------------------------------------------------------
     def _shutdown(self, fast: bool) -> None:
         self.notifier.stopping()
-        log.info("event=shutdown fast=%s", fast)
+        log_event(log, "shutdown", fast=fast)
         drain = self.cfg.storage.drain_timeout
         order = [("receiver", 15.0), ("integrity", 10.0), ("flusher", drain + 10.0),
                  ("publisher", drain + 10.0)]
@@ -324,25 +318,34 @@ class Supervisor:
             deadline = time.monotonic() + 5.0
             for role, _ in order:
                 if role in self.children:
-                    self._reap(self.children[role], deadline)
+                    self._stopped(role, self._reap(self.children[role], deadline))
         else:
             for role, limit in order:
                 c = self.children.get(role)
                 if c is None:
                     continue
                 c.signal(signal.SIGTERM)
-                code = self._reap(c, time.monotonic() + limit, extend=True)
-                if code not in (0, None, -signal.SIGTERM):
-                    log.warning("event=child_stop role=%s code=%s", role, code)
-                    if self.exit_code == EXIT_OK:
-                        self.exit_code = EXIT_FAILED
+                self._stopped(role, self._reap(c, time.monotonic() + limit, extend=True))
                 if self._signals > 1 and not fast:
                     return self._shutdown(fast=True)
         if self._metrics:
             self._metrics.stop()
         if self.nats is not None:
             self.nats.stop()
-        log.info("event=stopped code=%d", self.exit_code)
+        log_event(log, "stopped", code=self.exit_code)
+
+    def _stopped(self, role: str, code: int | None) -> None:
+        """Map a child's exit status at the stop onto ours: a drain that left
+        frames unwritten or unacknowledged (EXIT_DRAIN_UNFINISHED), a child
+        killed on its stop timeout, or any other failure makes the shard exit 1."""
+        if code in (0, None, -signal.SIGTERM):
+            return
+        if code == EXIT_DRAIN_UNFINISHED:
+            log_event(log, "drain_unfinished", logging.WARNING, child=role, code=code)
+        else:
+            log_event(log, "child_stop", logging.WARNING, child=role, code=code)
+        if self.exit_code == EXIT_OK:
+            self.exit_code = EXIT_FAILED
 
     def _reap(self, c: Child, deadline: float, extend: bool = False) -> int | None:
         if c.proc is None:
@@ -359,12 +362,12 @@ class Supervisor:
                 self.notifier.status(f"stopping: waiting for the {c.role} to drain")
                 last_extend = now
             if self._signals > 1 and extend:
-                log.warning("event=fast_stop role=%s reason=second_signal", c.role)
+                log_event(log, "fast_stop", logging.WARNING, child=c.role, reason="second_signal")
                 deadline = min(deadline, now + 5.0)
                 extend = False
                 c.signal(signal.SIGTERM)
             if now > deadline:
-                log.error("event=child_kill role=%s reason=stop_timeout", c.role)
+                log_event(log, "child_kill", logging.ERROR, child=c.role, reason="stop_timeout")
                 c.signal(signal.SIGKILL)
                 return c.proc.wait()
 

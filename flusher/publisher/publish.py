@@ -64,6 +64,9 @@ from common.errors import CaptureError, ConfigError, Lapped, RingError
 from ring.frame import HEADER as _FRAME_HEADER, FrameType
 
 from common import histogram
+from common.lifeline import die_with_parent
+from common.status import EXIT_DRAIN_UNFINISHED
+from common.log import setup as setup_logging
 from flusher.publisher.routing import SubjectFn, _valid_subject, test_subject_fn, venue_subject_fn  # noqa: F401
 from flusher.publisher.catchup import SegmentCatchup
 from flusher.publisher.pipeline import AckPipeline
@@ -122,6 +125,8 @@ class Publisher(SegmentCatchup):
         self.control_subject = f"{self.prefix}.{venue}.control.shard-{shard}".encode()
         self.unrouted_subject = f"{self.prefix}.{venue}.unrouted".encode()
         self.stats: collections.Counter[str] = collections.Counter()
+        #: The most recent failure, for `capture status` ("" while all is well).
+        self.last_error = ""
         self.stopping = asyncio.Event()
         self.nc = None
         self.pipe: AckPipeline | None = None
@@ -172,6 +177,7 @@ class Publisher(SegmentCatchup):
                 "recv_to_ack_hist_us": self._ack_hist,
                 "exchange_lag_hist_us": self._lag_hist, "exchange_lag_sum_s": self._lag_sum,
                 "exchange_lag_ahead": self._lag_ahead,
+                "last_error": self.last_error,
                 "stats": {k: int(v) for k, v in self.all_stats().items()},
             })
         except OSError as exc:  # never fatal: the capture matters more than the status
@@ -198,6 +204,7 @@ class Publisher(SegmentCatchup):
                 raise           # a certificate problem is configuration, not an outage
             except NatsUnreachable as exc:
                 self.stats["connect_failed"] += 1
+                self.last_error = f"nats: {exc}"
                 if not reported:
                     log.warning("publisher: %s; retrying forever (capped backoff)", exc)
                     reported = True
@@ -230,6 +237,7 @@ class Publisher(SegmentCatchup):
         if self._closing:
             return
         self.stats["disconnected"] += 1
+        self.last_error = "nats: disconnected"
         if self.pipe:
             self.pipe.on_disconnected()
 
@@ -240,7 +248,8 @@ class Publisher(SegmentCatchup):
 
     # -- the loop -----------------------------------------------------------------------------
     async def run(self) -> int:
-        """Publish until stopped and drained.  Returns the exit status (0).
+        """Publish until stopped and drained.  Returns the exit status: 0, or
+        EXIT_DRAIN_UNFINISHED if frames were left unacknowledged at the stop.
 
         Raises:
             NatsAuthError: the servers refused the credentials.
@@ -256,8 +265,9 @@ class Publisher(SegmentCatchup):
         except _DrainExpired:
             log.warning("publisher: stopped before NATS and the stream were ready; "
                         "nothing published")
+            left = self.rd.available() if self.rd is not None else 0
             await self._close()
-            return 0
+            return EXIT_DRAIN_UNFINISHED if left else 0
         except BaseException:
             await self._close()
             raise
@@ -311,7 +321,7 @@ class Publisher(SegmentCatchup):
                             "and in the ring cursor for the next start", self.pipe.in_flight)
             self.pipe.log_summary()
             log.info("publisher stats: %s", json.dumps(self.all_stats(), sort_keys=True))
-            return 0
+            return 0 if ok else EXIT_DRAIN_UNFINISHED
         finally:
             await self._close()
 
@@ -598,8 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-level", default="INFO")
     ap.add_argument("--status-file", default=None, help="write counters here every second (JSON)")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=a.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging("publisher", a.shard, a.log_level)
+    die_with_parent()
     raw = a.nats
     if raw.startswith("@"):
         with open(raw[1:]) as f:

@@ -58,7 +58,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from common import histogram
-from common.status import write_status
+from common.lifeline import die_with_parent
+from common.log import event as log_event, setup as setup_logging
+from common.status import EXIT_DRAIN_UNFINISHED, write_status
 from flusher.segments.recovery import RecoveryReport, last_on_disk, recover_open
 from flusher.segments.names import SUFFIX_OPEN, list_segments, open_dir, parse_name
 from flusher.segments.format import read_header
@@ -71,7 +73,7 @@ log = logging.getLogger("capture.flusher")
 POLICIES = ("interval", "always", "never")
 HOUR_NS = 3600 * 1_000_000_000
 EXIT_OK = 0
-EXIT_DRAIN_TIMEOUT = 75
+EXIT_DRAIN_TIMEOUT = EXIT_DRAIN_UNFINISHED
 
 
 @dataclass
@@ -580,13 +582,13 @@ def config_from_args(args: argparse.Namespace) -> FlusherConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s flusher[%(process)d] %(levelname)s %(message)s")
+    setup_logging("flusher", args.shard, logging.DEBUG if args.verbose else logging.INFO)
+    die_with_parent()
     try:
         fl = Flusher(config_from_args(args))
     except (CaptureError, OSError) as exc:
         # Nothing was read from the ring yet: every frame is still there.
-        print(f"flusher: cannot start: {exc}", file=sys.stderr)
+        log_event(log, "startup_failed", logging.ERROR, error=f"cannot start: {exc}")
         return 2
     signal.signal(signal.SIGTERM, lambda *_: fl.stop())
     signal.signal(signal.SIGINT, lambda *_: fl.stop())
