@@ -22,6 +22,7 @@ import time
 from typing import Any, Callable
 
 import ring
+from capture.metrics import publisher_lag
 from common.errors import BadRingFile, CaptureError
 from common.status import read_status, status_path
 
@@ -113,7 +114,9 @@ def read_rows(ring_dir: str, before: dict[str, tuple[float, int]] | None = None,
             "msgs_per_s": rate,
             "ring_fill": st["fill_ratio"],
             "flusher_lag": lags.get("flusher"),
-            "publisher_lag": lags.get("publisher"),
+            # the same figure as capture_publisher_lag_frames: not yet acknowledged
+            "publisher_lag": (publisher_lag(st, statuses["publisher"]) if statuses["publisher"]
+                              else lags.get("publisher")),
             "drops": st["drops"]["full"] + st["drops"]["too_large"],
             "gaps": int(sum((rec.get("gaps") or {}).values())) + st["gap_records"],
             "last_error": _last_error(statuses),

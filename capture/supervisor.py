@@ -221,7 +221,9 @@ class Supervisor:
         self.children["receiver"].start()
         self._wait_for(lambda: ring.stats(self.ring_path)["producer"]["alive"], "receiver to attach")
         view = ShardView(self.ring_path, self.cfg.ring.dir, self.shard.id, self.venue,
-                         stale_after=max(5.0, self.shard.silence_timeout))
+                         stale_after=max(5.0, self.shard.silence_timeout),
+                         data_dir=self.cfg.storage.data_dir,
+                         restarts=lambda: {r: max(0, c.starts - 1) for r, c in self.children.items()})
         self._metrics = MetricsServer(view, self.cfg.metrics.bind, self.metrics_port).start()
         self.metrics_port = self._metrics.port
         log_event(log, "metrics_listening", bind=self.cfg.metrics.bind, port=self.metrics_port)

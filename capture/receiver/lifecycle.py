@@ -91,6 +91,11 @@ RECORD_KIND: dict[Event, str] = {
 }
 
 
+#: Why a connection was replaced (``reconnects`` in its stats, the
+#: ``reason`` label of capture_reconnects_total, exported at 0 from the start).
+RECONNECT_REASONS = ("connect_failed", "server_close", "client", "error", "silence",
+                     "keepalive_timeout", "auth", "closed")
+
 _I, _W, _E = logging.INFO, logging.WARNING, logging.ERROR
 
 #: The records of a connection that also make a log line, and at what level:
@@ -134,6 +139,8 @@ def log_record(conn: str, state: "State", kind: str, fields: dict[str, Any]) -> 
     burst per (connection, kind) per window (a storm is summarised, never one
     line per message)."""
     level = LOGGED.get(kind)
+    if kind == "closed" and fields.get("code") == 1000:
+        level = _I   # a clean close (ours at stop, or the venue's normal one)
     if level is None or not log.isEnabledFor(level):
         return
     ok, suppressed = _throttle.allow((conn, kind))

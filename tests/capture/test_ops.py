@@ -158,3 +158,20 @@ def test_version_and_help_for_every_flag():
                 yield where, a
     missing = [f"{w}: {a.dest}" for w, a in walk(build_parser(), "capture") if not a.help]
     assert not missing, f"options without help: {missing}"
+
+
+def test_segment_tools_say_what_is_wrong_in_one_line(tmp_path):
+    from flusher_helpers import frames_of, payload, write_segment
+    root = str(tmp_path / "data")
+    os.mkdir(root, 0o700)
+    write_segment(root, frames_of([payload(i) for i in range(5)]), venue="kraken")
+    r = run("cat", root, "--start", "yesterday")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "--start 'yesterday': not a time" in r.stderr
+    r = run("cat", str(tmp_path / "nonexistent"))
+    assert r.returncode == 2 and "no such file or directory" in r.stderr and "nonexistent" in r.stderr
+    r = run("cat", root, "--venue", "binance")
+    assert r.returncode == 0 and r.stdout == ""
+    assert "warning: --venue binance matches none of the segment files" in r.stderr
+    r = run("cat", root, "--venue", "kraken", "--start", "2000-01-01T00:00:00Z")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 5 and "warning" not in r.stderr
