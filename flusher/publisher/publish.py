@@ -66,7 +66,7 @@ from ring.frame import HEADER as _FRAME_HEADER, FrameType
 from common import histogram
 from common.lifeline import die_with_parent
 from common.status import EXIT_DRAIN_UNFINISHED
-from common.log import setup as setup_logging
+from common.log import event as log_event, setup as setup_logging
 from flusher.publisher.routing import SubjectFn, _valid_subject, test_subject_fn, venue_subject_fn  # noqa: F401
 from flusher.publisher.catchup import SegmentCatchup
 from flusher.publisher.pipeline import AckPipeline
@@ -320,7 +320,7 @@ class Publisher(SegmentCatchup):
                 log.warning("publisher: %d frames unacknowledged at shutdown; they stay on disk "
                             "and in the ring cursor for the next start", self.pipe.in_flight)
             self.pipe.log_summary()
-            log.info("publisher stats: %s", json.dumps(self.all_stats(), sort_keys=True))
+            log_event(log, "publisher_stats", stats=dict(sorted(self.all_stats().items())))
             return 0 if ok else EXIT_DRAIN_UNFINISHED
         finally:
             await self._close()

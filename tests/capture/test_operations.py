@@ -12,6 +12,7 @@ import signal
 import socket
 import urllib.request
 
+import psutil
 import pytest
 
 from shard import Shard, make_shard, nats_srv, sim  # noqa: F401 - fixtures
@@ -93,6 +94,8 @@ def test_terminal_ctrl_c_stops_the_shard_in_order(tmp_path, sim):  # noqa: F811
         wait_for(lambda: events(sh.stderr, "shard_ready"), 60, "the shard ready line")
         (nats,) = events(sh.stderr, "nats_embedded")
         pids = {name: sh.child_pid(name) for name in ("receiver", "flusher", "publisher")}
+        (nats_proc,) = [p for p in psutil.Process(sh.proc.pid).children() if "nats-server" in p.name()]
+        pids["nats-server"] = nats_proc.pid
         for name, pid in pids.items():
             assert os.getpgid(pid) != sh.proc.pid, f"{name} is in the supervisor's group"
         wait_for(lambda: (sh.stats() or {}).get("frames", 0) > 200, 60, "frames flowing")
