@@ -20,10 +20,13 @@ $(STAMP): setup.py pyproject.toml requirements-dev.txt $(wildcard csrc/*.c csrc/
 install: $(STAMP)
 
 # Correctness only: no timing thresholds.  Long suites: `make soak`, `make faults`.
-# systemd-analyze checks the unit files; install it where we can (root + apt).
+# systemd-analyze checks the unit files and promtool the alert rules; install them
+# where we can (root + apt).
 test: $(STAMP)
 	@command -v systemd-analyze >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  apt-get install -y -q systemd >/dev/null 2>&1; } || echo "note: systemd-analyze unavailable; unit check skipped"
+	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; } || echo "note: promtool unavailable; alert rule check skipped"
 	$(PYTEST) -q -m "not slow and not faults" --timeout=600 tests
 
 soak: $(STAMP)

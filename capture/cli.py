@@ -2,7 +2,10 @@
 
     capture run --shard N [--config FILE]     run one shard (what systemd starts)
     capture config check FILE [--discover]    validate, print the resolved plan
-    capture status [--config FILE] [--json]   a table of every shard's ring on this host
+    capture status [--config FILE] [--json] [--watch]
+                                              a table of every shard's ring on this host
+    capture ring stats PATH [--json]          every counter of one ring file
+    capture compress DIR                      compress closed segment files under DIR
     capture cat | verify | stats PATH...      read segment files (see flusher/segments/tools.py)
     capture export DATA --format F --out DIR  messages to Parquet/CSV (see docs/data.md)
     capture replay DATA --venue V             serve a recording as WebSocket feeds (docs/data.md)
@@ -16,7 +19,6 @@ per message.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import os
@@ -24,14 +26,12 @@ import shutil
 import sys
 from typing import Any
 
+from capture import __version__, preflight
 from common.errors import BadRingFile, CaptureError, ConfigError
-from common.redact import install_log_filter, redact_urls
+from common.log import event as log_event, setup as setup_logging
+from common.redact import redact_urls
 
 
-def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
-    install_log_filter()
 
 
 def _load_config(path: str | None):
@@ -43,12 +43,13 @@ def _load_config(path: str | None):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from capture.supervisor import EXIT_CONFIG, EXIT_STARTUP, Supervisor
-    _setup_logging(args.log_level)
+    setup_logging("supervisor", args.shard, args.log_level)
     try:
         cfg = _load_config(args.config)
+        preflight.require(cfg, [cfg.shard(args.shard).id])  # what would fail later, now
         sup = Supervisor(cfg, args.shard)
     except ConfigError as e:
-        logging.getLogger("capture").error("event=config_error %s", e)
+        log_event(logging.getLogger("capture"), "config_error", logging.ERROR, error=str(e))
         return EXIT_CONFIG
     try:
         return sup.run()
@@ -104,9 +105,21 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     plan = resolve_plan(cfg, args.discover)
+    problems = preflight.check(cfg)
+    failed = [p for p in plan if "error" in p]
+    # 2: the config cannot run here; 1: it is well formed but discovery failed now.
+    code = 2 if problems else 1 if failed else 0
     if args.json:
+        for row in plan:
+            row["problems"] = [f"{p.key}: {p.message}" for p in problems if p.shard == row["shard"]]
         print(json.dumps(plan, indent=2))
-        return 0
+        return code
+    for p in problems:
+        print(f"error: {cfg.path or '<built-in default>'}: {p}", file=sys.stderr)
+    for p in failed:
+        print(f"error: shard {p['shard']}: {p['error']}", file=sys.stderr)
+    if code:
+        return code
     print(f"{cfg.path}: OK")
     print(f"ring dir {cfg.ring.dir}, capacity {cfg.ring.capacity}; data dir {cfg.storage.data_dir}; "
           f"fsync {cfg.storage.fsync}; NATS {'embedded' if cfg.nats.embedded else ', '.join(redact_urls(cfg.nats.servers))}")
@@ -124,52 +137,13 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- status -------------------------------------------------------------------------
+# -- status ---------------------------------------------------------------------------
 
 def cmd_status(args: argparse.Namespace) -> int:
     import ring
-    from common.status import read_status
+    from capture import ops
     ring_dir = args.ring_dir or (_load_config(args.config).ring.dir if args.config else ring.DEFAULT_DIR)
-    rows = []
-    for path in sorted(glob.glob(os.path.join(ring_dir, "shard-*.ring"))):
-        shard = os.path.basename(path)[len("shard-"):-len(".ring")]
-        try:
-            st = ring.stats(path)
-        except CaptureError as e:
-            rows.append({"shard": shard, "error": str(e)})
-            continue
-        rec = read_status(os.path.join(ring_dir, f"shard-{shard}.receiver.json")) or {}
-        conns = rec.get("connections") or []
-        lags = {r["name"]: r["lag_frames"] for r in st["readers"]}
-        rate = rec.get("messages_per_s")
-        rows.append({
-            "shard": shard,
-            "venue": rec.get("venue", "?"),
-            "connections": f"{sum(c.get('state') == 'live' for c in conns)}/{len(conns)}",
-            "msgs/s": f"{rate:.0f}" if isinstance(rate, (int, float)) else "-",
-            "ring_fill": f"{st['fill_ratio']:.1%}",
-            "flusher_lag": lags.get("flusher", "-"),
-            "publisher_lag": lags.get("publisher", "-"),
-            "drops": st["drops"]["full"] + st["drops"]["too_large"],
-            "gaps": sum((rec.get("gaps") or {}).values()) + st["gap_records"],
-            "receiver": "up" if st["producer"]["alive"] else st["producer"]["state"],
-            "last_error": (rec.get("last_error") or "")[:60],
-        })
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
-        print(f"no shards found in {ring_dir}")
-        return 0
-    cols = ["shard", "venue", "receiver", "connections", "msgs/s", "ring_fill", "flusher_lag",
-            "publisher_lag", "drops", "gaps", "last_error"]
-    table = [[str(r.get(c, r.get("error", "")) if c != "last_error" or "error" not in r else r["error"])
-              for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    for row in table:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
-    return 0
+    return ops.cmd_status(args, ring_dir)
 
 
 # -- systemd ------------------------------------------------------------------------
@@ -258,13 +232,18 @@ def cmd_systemd_install(args: argparse.Namespace) -> int:
 # -- parser -------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="capture", description="Record exchange market data.")
+    ap = argparse.ArgumentParser(prog="capture", description="Record exchange market data.",
+                                 epilog="exit codes: 0 ok; 1 failure; 2 usage or configuration "
+                                        "error; 3 shard already running; 4 start-up failure")
+    ap.add_argument("--version", action="version", version=f"capture {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", help="run one shard (receiver, flusher, publisher)")
-    r.add_argument("--shard", type=int, required=True)
+    r.add_argument("--shard", type=int, required=True, metavar="N",
+                   help="the [[shard]] id in the config to run (one supervisor per shard per host)")
     r.add_argument("--config", help="TOML config (default: the built-in default)")
-    r.add_argument("--log-level", default="INFO")
+    r.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   type=str.upper, help="lowest level logged to stderr (default INFO)")
     r.set_defaults(fn=cmd_run)
 
     c = sub.add_parser("config", help="configuration tools")
@@ -272,18 +251,34 @@ def build_parser() -> argparse.ArgumentParser:
     cc = csub.add_parser("check", help="validate a config and print the resolved plan")
     cc.add_argument("file", nargs="?", help="TOML config (default: the built-in default)")
     cc.add_argument("--discover", action="store_true", help="run discovery now to resolve instruments")
-    cc.add_argument("--json", action="store_true")
+    cc.add_argument("--json", action="store_true", help="print the plan as JSON")
     cc.set_defaults(fn=cmd_config_check)
 
     s = sub.add_parser("status", help="every shard on this host")
-    s.add_argument("--config")
-    s.add_argument("--ring-dir")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--config", help="TOML config whose ring dir to read")
+    s.add_argument("--ring-dir", help="read the rings in this directory (default: the config's)")
+    s.add_argument("--json", action="store_true", help="rows as JSON, numbers as numbers")
+    s.add_argument("--watch", action="store_true", help="refresh every --interval seconds until Ctrl-C")
+    s.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                   help="time between the two readings of msgs/s and between refreshes (default 1)")
+    s.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N refreshes")
     s.set_defaults(fn=cmd_status)
+
+    rg = sub.add_parser("ring", help="ring files")
+    rgsub = rg.add_subparsers(dest="ring_cmd", required=True)
+    rs = rgsub.add_parser("stats", help="every counter, cursor and heartbeat of one ring file")
+    rs.add_argument("path", help="the ring file (e.g. /dev/shm/capture/shard-0.ring)")
+    rs.add_argument("--json", action="store_true", help="as JSON")
+    rs.set_defaults(fn=lambda a: _ops().cmd_ring_stats(a))
+
+    cz = sub.add_parser("compress", help="compress closed segment files (zstd) under a directory")
+    cz.add_argument("dir", help="a data directory or any folder under it")
+    cz.add_argument("--level", type=int, default=3, help="zstd level (default 3)")
+    cz.set_defaults(fn=lambda a: _ops().cmd_compress(a))
 
     for name in ("cat", "verify", "stats"):
         p = sub.add_parser(name, help=f"segment files: {name}", add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=f"the options of {name} (capture {name} --help)")
         p.set_defaults(fn=lambda a, n=name: _segment_tool(n, a.rest))
 
     for name, what in (("export", "recorded messages to Parquet or CSV"),
@@ -301,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
                     f"{UNIT_CONFIG}); its data and ring directories are made writable")
     si.set_defaults(fn=cmd_systemd_install)
     return ap
+
+
+def _ops():
+    from capture import ops   # the operator commands import ring and flusher: only when used
+    return ops
 
 
 def _segment_tool(name: str, rest: list[str]) -> int:

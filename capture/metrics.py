@@ -12,20 +12,25 @@ otherwise.
 """
 from __future__ import annotations
 
+import os
+import platform
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable
 
 import orjson
+import psutil
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 import ring
+from capture import __version__
+from capture.receiver.lifecycle import RECONNECT_REASONS
 from common.histogram import log2_buckets, log2_sum
 from common.status import read_status, status_path
-from common.errors import RingError
+from common.errors import BadRingFile, RingError
 
 CHILD_ROLES = ("receiver", "flusher", "publisher", "integrity")
 #: status files read besides the children's: the supervisor's restart counts
@@ -36,9 +41,14 @@ class ShardView:
     """Everything known about one shard right now, from shared state only."""
 
     def __init__(self, ring_path: str, ring_dir: str, shard: int, venue: str,
-                 stale_after: float = 10.0) -> None:
+                 stale_after: float = 10.0, data_dir: str | None = None,
+                 restarts: Callable[[], dict[str, int]] | None = None) -> None:
         self.ring_path, self.ring_dir, self.shard, self.venue = ring_path, ring_dir, shard, venue
         self.stale_after = stale_after
+        #: the segment files' directory (disk-filling metrics), and the
+        #: supervisor's restart counts per child: both optional
+        self.data_dir = data_dir
+        self.restarts = restarts
 
     def snapshot(self) -> dict[str, Any]:
         try:
@@ -47,6 +57,21 @@ class ShardView:
             st = {"error": str(e)}
         children = {role: read_status(status_path(self.ring_dir, self.shard, role)) for role in STATUS_ROLES}
         return {"ring": st, "children": children, "now_ns": time.time_ns()}
+
+    def pids(self) -> dict[str, int]:
+        """Live processes of the shard by role: this one (the supervisor) and
+        every child that holds its ring lock."""
+        out = {"supervisor": os.getpid()}
+        try:
+            st = ring.stats(self.ring_path, stale_after=self.stale_after)
+        except BadRingFile:
+            return out
+        if st["producer"]["alive"] and st["producer"]["pid"]:
+            out["receiver"] = st["producer"]["pid"]
+        for r in st["readers"]:
+            if r["alive"] and r["pid"]:
+                out[r["name"]] = r["pid"]
+        return out
 
     def health(self, idle_limit: float | None = None) -> tuple[bool, dict[str, Any]]:
         snap = self.snapshot()
@@ -92,6 +117,72 @@ class ShardView:
                 "connections": [{k: c.get(k) for k in ("id", "state", "messages", "last_data_ns")}
                                 for c in conns]}
         return not reasons, body
+
+
+def publisher_lag(st: dict[str, Any], pb: dict[str, Any]) -> int | None:
+    """Frames written to the ring and not yet acknowledged by JetStream: the
+    one publisher-lag figure (the metric and `capture status` both use it)."""
+    if "error" not in st and pb.get("acked_seq") is not None:
+        return max(0, st["next_seq"] - 1 - pb["acked_seq"])
+    if "error" not in st and pb:
+        return st["next_seq"]  # nothing acknowledged yet
+    return pb.get("lag_frames")
+
+
+class SupervisorCollector(Collector):
+    """What the supervisor knows beyond the ring and the status files:
+    ``capture_build_info`` (constant 1, the version in labels); per process of
+    the shard, the usual process metrics with a ``child`` label (psutil, read
+    at scrape time; pids from the ring's liveness records); child restarts;
+    and the data disk's free and total bytes."""
+
+    def __init__(self, view: "ShardView") -> None:
+        self.view = view
+
+    def collect(self) -> Iterable[Any]:
+        v = self.view
+        info = GaugeMetricFamily("capture_build_info", "Version of capture and Python (always 1)",
+                                 labels=["version", "python", "venue", "shard"])
+        info.add_metric([__version__, platform.python_version(), v.venue, str(v.shard)], 1.0)
+        yield info
+        labels = ["venue", "shard", "child"]
+        cpu = CounterMetricFamily("capture_process_cpu_seconds", "User and system CPU time", labels=labels)
+        rss = GaugeMetricFamily("capture_process_resident_memory_bytes", "Resident memory", labels=labels)
+        fds = GaugeMetricFamily("capture_process_open_fds", "Open file descriptors", labels=labels)
+        start = GaugeMetricFamily("capture_process_start_time_seconds", "Start time (Unix seconds)",
+                                  labels=labels)
+        for child, pid in self.view.pids().items():
+            try:
+                p = psutil.Process(pid)
+                with p.oneshot():
+                    t = p.cpu_times()
+                    values = (t.user + t.system, p.memory_info().rss, p.num_fds(), p.create_time())
+            except (psutil.Error, OSError):
+                continue   # gone between the ring read and now: no sample rather than a wrong one
+            lv = [v.venue, str(v.shard), child]
+            for fam, val in zip((cpu, rss, fds, start), values):
+                fam.add_metric(lv, float(val))
+        yield from (cpu, rss, fds, start)
+        if v.restarts is not None:
+            rs = CounterMetricFamily("capture_child_restarts", "Times the supervisor restarted the child",
+                                     labels=labels)
+            for child, n in v.restarts().items():
+                rs.add_metric([v.venue, str(v.shard), child], float(n))
+            yield rs
+        if v.data_dir is not None:
+            try:
+                fs = os.statvfs(v.data_dir)
+            except OSError:
+                return
+            base = [v.venue, str(v.shard)]
+            free = GaugeMetricFamily("capture_data_disk_free_bytes",
+                                     "Bytes available to the capture user on the data directory's filesystem",
+                                     labels=["venue", "shard"])
+            free.add_metric(base, float(fs.f_bavail * fs.f_frsize))
+            size = GaugeMetricFamily("capture_data_disk_size_bytes", "Size of the data directory's filesystem",
+                                     labels=["venue", "shard"])
+            size.add_metric(base, float(fs.f_blocks * fs.f_frsize))
+            yield from (free, size)
 
 
 class ShardCollector(Collector):
@@ -141,10 +232,12 @@ class ShardCollector(Collector):
             for r in st["readers"]:
                 hb.add_metric(lv + [r["name"]], r["heartbeat_age_s"])
             yield hb
-            lag = g("capture_reader_lag_frames", "Frames between the producer and a reader's committed cursor",
+            lag = g("capture_reader_lag_frames", "Frames between the producer and a reader's committed "
+                    "cursor (the publisher's lag is capture_publisher_lag_frames: what is not yet acknowledged)",
                     base + ["reader"])
             for r in st["readers"]:
-                lag.add_metric(lv + [r["name"]], r["lag_frames"])
+                if r["name"] != "publisher":   # one publisher-lag series, not two that disagree
+                    lag.add_metric(lv + [r["name"]], r["lag_frames"])
             yield lag
 
         rec = ch.get("receiver") or {}
@@ -154,19 +247,25 @@ class ShardCollector(Collector):
         msgs = c("capture_messages", "WebSocket messages received", cl)
         nbytes = c("capture_bytes", "WebSocket message bytes received", cl)
         idle = g("capture_idle_seconds", "Seconds since the connection last received data", cl)
-        subs = g("capture_markets_subscribed", "Instruments acknowledged by the venue", cl)
+        markets = g("capture_markets", "Instruments (markets) assigned to the connection", cl)
+        subs = g("capture_subscriptions", "Subscriptions (channel x instrument) the venue acknowledged "
+                 "(venues without acks: every subscription while live)", cl)
         reconn = c("capture_reconnects", "Reconnects by reason", cl + ["reason"])
         for conn in conns:
-            l2 = lv + [str(conn.get("id"))]
+            # the same connection name as the logs and the records (kraken-0), not the frame id
+            l2 = lv + [str(conn.get("name") or conn.get("id"))]
             connected.add_metric(l2, 1.0 if conn.get("state") == "live" else 0.0)
             msgs.add_metric(l2, conn.get("messages", 0))
             nbytes.add_metric(l2, conn.get("bytes", 0))
             if conn.get("last_data_ns"):
                 idle.add_metric(l2, max(0.0, (now - conn["last_data_ns"]) / 1e9))
+            markets.add_metric(l2, conn.get("members", 0))
             subs.add_metric(l2, conn.get("subscribed", 0))
-            for reason, n in (conn.get("reconnects") or {}).items():
+            # every reason from 0, so increase() sees the first reconnect
+            counts = {**dict.fromkeys(RECONNECT_REASONS, 0), **(conn.get("reconnects") or {})}
+            for reason, n in counts.items():
                 reconn.add_metric(l2 + [reason], n)
-        yield from (connected, msgs, nbytes, idle, subs, reconn)
+        yield from (connected, msgs, nbytes, idle, markets, subs, reconn)
 
         gaps = c("capture_gaps", "Gaps detected, by kind (drop, seq_gap, checksum, oversize, ...)", base + ["kind"])
         gap_counts: dict[str, float] = dict((rec.get("gaps") or {}))
@@ -233,13 +332,16 @@ class ShardCollector(Collector):
                     "Failed NATS connects (unreachable or credentials refused)"),
                   pstats.get("connect_failed", 0) + pstats.get("auth_failed", 0))
         plag = g("capture_publisher_lag_frames", "Frames written to the ring and not yet acknowledged")
-        if "error" not in st and pb.get("acked_seq") is not None:
-            plag.add_metric(lv, max(0, st["next_seq"] - 1 - pb["acked_seq"]))
-        elif "error" not in st and pb:
-            plag.add_metric(lv, st["next_seq"])  # nothing acknowledged yet
-        elif "lag_frames" in pb:
-            plag.add_metric(lv, pb["lag_frames"])
+        lag_now = publisher_lag(st, pb)
+        if lag_now is not None:
+            plag.add_metric(lv, lag_now)
         yield plag
+        hist = pb.get("recv_to_ack_hist_us")
+        if hist:
+            h = HistogramMetricFamily("capture_recv_to_ack_seconds",
+                                      "Receive stamp to the JetStream acknowledgement, per frame", labels=base)
+            h.add_metric(lv, log2_buckets(hist), log2_sum(hist))
+            yield h
         hist = pb.get("exchange_lag_hist_us")
         if hist:
             h = HistogramMetricFamily("capture_exchange_lag_seconds",
@@ -257,6 +359,7 @@ class MetricsServer:
         self.view = view
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ShardCollector(view))
+        self.registry.register(SupervisorCollector(view))
         registry, extra_fn = self.registry, extra
 
         class Handler(BaseHTTPRequestHandler):

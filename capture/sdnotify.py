@@ -21,7 +21,10 @@ class Notifier:
             self._addr = addr
         self._sock: socket.socket | None = None
         if self._addr is not None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Non-blocking: a datagram to a peer whose queue is full otherwise
+            # blocks the supervisor's main thread, where signals are acted on.
+            self._sock = socket.socket(socket.AF_UNIX,
+                                       socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
 
     @property
     def enabled(self) -> bool:

@@ -48,7 +48,6 @@ and its loss is recorded); 1 the receiver or the flusher kept failing
 from __future__ import annotations
 
 import collections
-import ctypes
 import fcntl
 import logging
 import os
@@ -67,7 +66,9 @@ from capture import children
 from capture.config import Config
 from capture.metrics import MetricsServer, ShardView
 from capture.sdnotify import Notifier, watchdog_interval
-from common.status import read_status, status_path, write_status
+from common import lifeline
+from common.log import event as log_event
+from common.status import EXIT_DRAIN_UNFINISHED, read_status, status_path, write_status
 from common.errors import CaptureError, RingDamaged, RingExists, ShardBusy
 
 log = logging.getLogger("capture.supervisor")
@@ -79,21 +80,6 @@ ESSENTIAL = frozenset({"receiver", "flusher"})
 #: Backoff caps (seconds): an essential child comes back fast; a downstream
 #: one (publisher, validator) waiting on NATS need not hammer it.
 BACKOFF_CAP = {"essential": 10.0, "other": 30.0}
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _child_preexec() -> None:
-    # If the supervisor dies (even by SIGKILL) the child gets SIGTERM and
-    # drains on its own instead of running on unsupervised.
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except OSError:
-        pass
-    # Children take their own signals from us, not from the terminal's
-    # process group (Ctrl-C reaches only the supervisor, which orders them).
-    os.setpgid(0, 0)
 
 
 @dataclass
@@ -120,9 +106,13 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, preexec_fn=_child_preexec, close_fds=True)
+        # No preexec_fn (see common.lifeline): the child is in its own process
+        # group (Ctrl-C reaches only us, and we order the stop) and arms its own
+        # parent-death signal from the supervisor pid in its environment.
+        env = {**os.environ, lifeline.ENV: str(os.getpid())}
+        self.proc = subprocess.Popen(self.argv, process_group=0, close_fds=True, env=env)
         self.starts += 1
-        log.info("event=child_start role=%s pid=%d start=%d", self.role, self.proc.pid, self.starts)
+        log_event(log, "child_start", child=self.role, pid=self.proc.pid, start=self.starts)
 
     def signal(self, sig: int) -> None:
         if self.alive():
@@ -203,13 +193,13 @@ class Supervisor:
             ring.ensure_dir(self.cfg.ring.dir)
             self._lock = ShardLock(os.path.join(self.cfg.ring.dir, f"shard-{self.shard.id}.lock"))
         except ShardBusy as e:
-            log.error("event=refused reason=%s", e)
+            log_event(log, "refused", logging.ERROR, reason=str(e))
             return EXIT_BUSY
         try:
             try:
                 self._start()
             except (CaptureError, OSError, TimeoutError) as e:
-                log.error("event=startup_failed reason=%s", e)
+                log_event(log, "startup_failed", logging.ERROR, reason=str(e))
                 self.exit_code = EXIT_STARTUP
                 self._shutdown(fast=True)
                 return self.exit_code
@@ -227,17 +217,17 @@ class Supervisor:
         os.makedirs(self.cfg.storage.data_dir, mode=0o700, exist_ok=True)
         try:
             ring.create(self.ring_path, self.cfg.ring.capacity, max_frame=self.cfg.ring.max_frame).close()
-            log.info("event=ring_created path=%s capacity=%d", self.ring_path, self.cfg.ring.capacity)
+            log_event(log, "ring_created", path=self.ring_path, capacity=self.cfg.ring.capacity)
         except RingExists:
             ring.attach(self.ring_path).close()  # validates; refuses a bad file loudly
-            log.info("event=ring_attached path=%s", self.ring_path)
+            log_event(log, "ring_attached", path=self.ring_path)
             try:
                 ring.stats(self.ring_path)
             except RingDamaged as e:
                 # A producer died inside its head update before this start: no
                 # reader could attach.  A producer's open repairs it (and
                 # records it); the receiver started below finds it whole.
-                log.warning("event=ring_damaged action=repair reason=%s", e)
+                log_event(log, "ring_damaged", logging.WARNING, action="repair", reason=str(e))
                 ring.Producer(self.ring_path).close()
         if self.cfg.nats.embedded:
             from flusher.publisher.nats_embedded import NatsServer
@@ -245,7 +235,7 @@ class Supervisor:
             os.makedirs(store, mode=0o700, exist_ok=True)
             self.nats = NatsServer(store, port=self.cfg.nats.embedded_port).start()
             self.nats_url = self.nats.url
-            log.info("event=nats_embedded url=%s", self.nats_url)
+            log_event(log, "nats_embedded", url=self.nats_url)
         # Every child's settings, resolved once from the config, handed over
         # as owner-only files in the private workdir (see capture.children).
         self.settings = children.resolve(self.cfg, self.shard.id, nats_url=self.nats_url)
@@ -259,12 +249,17 @@ class Supervisor:
         self.children["receiver"].start()
         self._wait_for(lambda: ring.stats(self.ring_path)["producer"]["alive"], "receiver to attach")
         view = ShardView(self.ring_path, self.cfg.ring.dir, self.shard.id, self.venue,
-                         stale_after=max(5.0, self.shard.silence_timeout))
+                         stale_after=max(5.0, self.shard.silence_timeout),
+                         data_dir=self.cfg.storage.data_dir,
+                         restarts=lambda: {r: max(0, c.starts - 1) for r, c in self.children.items()})
         self._metrics = MetricsServer(view, self.cfg.metrics.bind, self.metrics_port).start()
         self.metrics_port = self._metrics.port
-        log.info("event=metrics_listening bind=%s port=%d", self.cfg.metrics.bind, self.metrics_port)
+        log_event(log, "metrics_listening", bind=self.cfg.metrics.bind, port=self.metrics_port)
         self._write_own_status()
         self.notifier.ready(self._status_line())
+        log_event(log, "shard_ready", venue=self.venue,
+                  pids={role: c.pid for role, c in self.children.items()},
+                  metrics_port=self.metrics_port)
 
     def _wait_for(self, pred: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + self.child_start_timeout
@@ -295,25 +290,25 @@ class Supervisor:
                     c.last_exit = c.proc.returncode
                     c.restarts.append(now)
                     recent = sum(1 for t in c.restarts if now - t < self.restart_window)
-                    log.warning("event=child_exit role=%s code=%s restarts_in_window=%d",
-                                c.role, c.last_exit, recent)
+                    log_event(log, "child_exit", logging.WARNING, child=c.role, code=c.last_exit,
+                              restarts_in_window=recent)
                     cap = BACKOFF_CAP["essential" if c.essential else "other"]
                     if recent > self.restart_limit:
                         if c.essential:
-                            log.error("event=restart_limit role=%s limit=%d window=%.0fs "
-                                      "reason=capture to disk is impossible", c.role,
-                                      self.restart_limit, self.restart_window)
+                            log_event(log, "restart_limit", logging.ERROR, child=c.role,
+                                      limit=self.restart_limit, window_s=self.restart_window,
+                                      reason="capture to disk is impossible")
                             self._write_own_status()
                             return EXIT_FAILED
                         if not c.over_budget:
-                            log.error("event=restart_budget_exhausted role=%s limit=%d window=%.0fs "
-                                      "action=keep_retrying backoff_cap=%.0fs reason=disk capture "
-                                      "goes on without it", c.role, self.restart_limit,
-                                      self.restart_window, cap)
+                            log_event(log, "restart_budget_exhausted", logging.ERROR, child=c.role,
+                                      limit=self.restart_limit, window_s=self.restart_window,
+                                      action="keep_retrying", backoff_cap_s=cap,
+                                      reason="disk capture goes on without it")
                         c.over_budget = True
                     elif c.over_budget:
                         c.over_budget = False
-                        log.info("event=restart_budget_recovered role=%s", c.role)
+                        log_event(log, "restart_budget_recovered", child=c.role)
                     c.next_start = now + min(c.backoff * (2 ** (recent - 1)), cap)
                     self._write_own_status()
                 if now >= c.next_start:
@@ -338,7 +333,7 @@ class Supervisor:
                          "over_budget": c.over_budget, "essential": c.essential,
                          "last_exit": c.last_exit} for c in self.children.values()}})
         except OSError as e:  # never fatal: the capture matters more than the status
-            log.debug("event=status_write_failed reason=%s", e)
+            log_event(log, "status_write_failed", logging.DEBUG, reason=str(e))
 
     def _heartbeats_advance(self) -> bool:
         """True if every child's ring heartbeat moved since the last check."""
@@ -370,7 +365,7 @@ class Supervisor:
     # -- stopping ---------------------------------------------------------------------------
     def _shutdown(self, fast: bool) -> None:
         self.notifier.stopping()
-        log.info("event=shutdown fast=%s", fast)
+        log_event(log, "shutdown", fast=fast)
         drain = self.cfg.storage.drain_timeout
         order = [("receiver", 15.0), ("integrity", 10.0), ("flusher", drain + 10.0),
                  ("publisher", drain + 10.0)]
@@ -381,7 +376,7 @@ class Supervisor:
             deadline = time.monotonic() + 5.0
             for role, _ in order:
                 if role in self.children:
-                    self._reap(self.children[role], deadline)
+                    self._stopped(role, self._reap(self.children[role], deadline))
         else:
             for role, limit in order:
                 c = self.children.get(role)
@@ -397,18 +392,29 @@ class Supervisor:
                 if not was_alive and role != "flusher" and c.proc is not None:
                     # Dead before the stop (crashed, in backoff): not a failed
                     # stop; a dead receiver's loss is recorded by _settle_ring.
-                    log.warning("event=child_dead_at_stop role=%s code=%s", role, code)
-                elif code not in (0, None, -signal.SIGTERM):
-                    log.warning("event=child_stop role=%s code=%s", role, code)
-                    if self.exit_code == EXIT_OK:
-                        self.exit_code = EXIT_FAILED
+                    log_event(log, "child_dead_at_stop", logging.WARNING, child=role, code=code)
+                else:
+                    self._stopped(role, code)
                 if self._signals > 1 and not fast:
                     return self._shutdown(fast=True)
         if self._metrics:
             self._metrics.stop()
         if self.nats is not None:
             self.nats.stop()
-        log.info("event=stopped code=%d", self.exit_code)
+        log_event(log, "stopped", code=self.exit_code)
+
+    def _stopped(self, role: str, code: int | None) -> None:
+        """Map a child's exit status at the stop onto ours: a drain that left
+        frames unwritten or unacknowledged (EXIT_DRAIN_UNFINISHED), a child
+        killed on its stop timeout, or any other failure makes the shard exit 1."""
+        if code in (0, None, -signal.SIGTERM):
+            return
+        if code == EXIT_DRAIN_UNFINISHED:
+            log_event(log, "drain_unfinished", logging.WARNING, child=role, code=code)
+        else:
+            log_event(log, "child_stop", logging.WARNING, child=role, code=code)
+        if self.exit_code == EXIT_OK:
+            self.exit_code = EXIT_FAILED
 
     def _settle_ring(self, deadline: float) -> None:
         """With the receiver stopped: if it died without closing, or left
@@ -421,8 +427,8 @@ class Supervisor:
             prod = st["producer"]
             if prod["alive"] or (prod["state"] != "running" and not st["drops_unrecorded"]):
                 return
-            log.warning("event=receiver_loss_recorded state=%s drops_unrecorded=%d",
-                        prod["state"], st["drops_unrecorded"])
+            log_event(log, "receiver_loss_recorded", logging.WARNING, state=prod["state"],
+                      drops_unrecorded=st["drops_unrecorded"])
             with ring.Producer(self.ring_path) as p:
                 if prod["state"] == "running":  # it died: no stop record of its own
                     p.write_control("shard_stop", reserved=True, ts=time.time_ns(), venue=self.venue,
@@ -435,7 +441,7 @@ class Supervisor:
                     time.sleep(0.05)
                     p.poll()
         except CaptureError as e:
-            log.error("event=settle_failed reason=%s", e)
+            log_event(log, "settle_failed", logging.ERROR, reason=str(e))
 
     def _reap(self, c: Child, deadline: float, extend: bool = False) -> int | None:
         if c.proc is None:
@@ -452,12 +458,12 @@ class Supervisor:
                 self.notifier.status(f"stopping: waiting for the {c.role} to drain")
                 last_extend = now
             if self._signals > 1 and extend:
-                log.warning("event=fast_stop role=%s reason=second_signal", c.role)
+                log_event(log, "fast_stop", logging.WARNING, child=c.role, reason="second_signal")
                 deadline = min(deadline, now + 5.0)
                 extend = False
                 c.signal(signal.SIGTERM)
             if now > deadline:
-                log.error("event=child_kill role=%s reason=stop_timeout", c.role)
+                log_event(log, "child_kill", logging.ERROR, child=c.role, reason="stop_timeout")
                 c.signal(signal.SIGKILL)
                 return c.proc.wait()
 

@@ -16,6 +16,13 @@ from typing import Any
 import orjson
 
 
+#: The exit status of a drain (flusher, publisher) that stopped with frames it
+#: did not finish (not written, or not acknowledged): they stay in the ring
+#: and on disk for the next start, and the supervisor exits non-zero (75 is
+#: EX_TEMPFAIL: try again later).
+EXIT_DRAIN_UNFINISHED = 75
+
+
 def status_path(ring_dir: str, shard: int, role: str) -> str:
     return os.path.join(ring_dir, f"shard-{shard}.{role}.json")
 

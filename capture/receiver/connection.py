@@ -88,7 +88,7 @@ from common.errors import ConfigError
 from ring.frame import FrameType
 from ring.producer import Producer
 
-from capture.receiver.lifecycle import RECORD_KIND, TRANSITIONS, ConnectionStateError, Event, State, Timing  # noqa: F401
+from capture.receiver.lifecycle import RECORD_KIND, TRANSITIONS, ConnectionStateError, Event, State, Timing, error_text, log_record  # noqa: F401
 
 S, E = State, Event
 from capture.receiver.repair import Integrity
@@ -217,6 +217,8 @@ class Connection:
         self.auth_failures = 0
         self._auth_failed = False   # this attempt ended in an auth failure
         self._auth_close = False    # close this connection (auth error code on a live one)
+        #: (time ns, text) of the latest failure record, for the status file
+        self.last_error: tuple[int, str] | None = None
 
     # -- state machine -------------------------------------------------------
     def _fire(self, event: Event, **fields: Any) -> State:
@@ -232,6 +234,10 @@ class Connection:
     def _record(self, kind: str, **fields: Any) -> None:
         self.producer.write_control(kind, ts=time.time_ns(), conn=self.conn_id,
                                     conn_name=self.name, state=self.state.value, **fields)
+        log_record(self.name, self.state, kind, fields)
+        err = error_text(kind, fields)
+        if err is not None:
+            self.last_error = (time.time_ns(), err)
 
     def _set_peek(self) -> None:
         if self.state is not S.LIVE or self.replies.pending():
@@ -361,9 +367,6 @@ class Connection:
         _, cap = self.timing.auth_delay(n, self.rng)
         fields: dict[str, Any] = {"status": status} if status is not None else {"code": code}
         self._record("auth_failed", **fields, error=error, failures=n, retry_within_s=cap)
-        log.warning("%s: authentication refused by the venue (%s: %s); failure %d, "
-                    "retrying within %.1fs", self.name,
-                    f"HTTP {status}" if status is not None else f"error code {code}", error, n, cap)
         if status is None:
             self._auth_close = True   # on a live connection: close it, then back off
 

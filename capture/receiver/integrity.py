@@ -57,10 +57,13 @@ from ring.frame import FrameType
 
 from capture.receiver.repair import ChannelClient, channel_path
 from common import settings
+from common.lifeline import die_with_parent
+from common.log import event as log_event, setup as setup_logging, shard_of_ring
 from common.status import write_status
 from capture.venues import checksum_venues, get as get_venue
 
 log = logging.getLogger("capture.receiver.integrity")
+
 
 _DATA = int(FrameType.DATA)
 _FRAGS = {int(FrameType.FRAG_BEGIN), int(FrameType.FRAG_MIDDLE), int(FrameType.FRAG_END)}
@@ -270,16 +273,22 @@ def parse_args(argv: Sequence[str] | None = None) -> IntegritySettings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        a = parse_args(argv)
+    except CaptureError as exc:
+        setup_logging("integrity", None)
+        log_event(log, "startup_failed", logging.ERROR, error=str(exc))
+        return 2
+    setup_logging("integrity", shard_of_ring(a.ring))
+    die_with_parent()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        a = parse_args(argv)
         v = Validator(a.ring, a.venue, a.depth, socket_path=a.socket, name=a.name,
                       status_file=a.status_file, skip=a.skip)
     except CaptureError as exc:
-        print(f"capture.receiver.integrity: {exc}", file=sys.stderr)
+        log_event(log, "startup_failed", logging.ERROR, error=str(exc))
         return 2
     try:
         v.run(stop, a.status_interval)

@@ -32,14 +32,19 @@ States and events (h11 style: (state, event) -> next state)::
 from __future__ import annotations
 
 import enum
+import logging
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from common.errors import ConfigError
 from common import errors as _errors
+from common.log import Throttle, event as log_event
 
 #: Defined in the one error tree; connection.py imports it from here.
 ConnectionStateError = _errors.ConnectionStateError
+
+log = logging.getLogger("capture.receiver")
 
 
 class State(str, enum.Enum):
@@ -88,6 +93,72 @@ RECORD_KIND: dict[Event, str] = {
     E.CONNECT_FAILED: "connect_failed", E.SUBSCRIBED: "live", E.SILENCE: "silence_timeout",
     E.KEEPALIVE_TIMEOUT: "keepalive_timeout", E.LOST: "closed", E.STOP: "stopped",
 }
+
+
+#: Why a connection was replaced (``reconnects`` in its stats, the
+#: ``reason`` label of capture_reconnects_total, exported at 0 from the start).
+RECONNECT_REASONS = ("connect_failed", "server_close", "client", "error", "silence",
+                     "keepalive_timeout", "auth", "closed")
+
+_I, _W, _E = logging.INFO, logging.WARNING, logging.ERROR
+
+#: The records of a connection that also make a log line, and at what level:
+#: every state change (the transitions' kinds above), every reconnect with its
+#: delay, every refusal and every gap.  Per-instrument acks and sends are not
+#: logged: they come by the thousand.
+LOGGED: dict[str, int] = {
+    "connecting": _I, "opened": _I, "live": _I, "stopped": _I,
+    "connect_failed": _W, "closed": _W, "silence_timeout": _W, "keepalive_timeout": _W,
+    "reconnect": _I, "auth_failed": _E, "subscribe_failed": _W, "subscribe_timeout": _W,
+    "seq_gap": _W, "checksum_mismatch": _W, "repair": _I, "repair_suppressed": _W,
+    "receiver_error": _E, "venue_error": _W,
+}
+
+#: Fields of a record that a log line repeats (the rest stay in the record).
+_LOG_FIELDS = ("from", "attempt", "url", "status", "code", "reason", "by", "error", "delay",
+               "failures", "cap", "retry_within_s", "retry_in_s", "waited_s", "silent_s",
+               "channel", "symbol", "symbols", "expected", "got", "missing", "computed")
+
+_throttle = Throttle()
+
+#: Records that are a failure: the latest one is the connection's
+#: ``last_error`` in the status file (what `capture status` shows).
+ERROR_KINDS = frozenset({"connect_failed", "closed", "silence_timeout", "keepalive_timeout",
+                         "auth_failed", "subscribe_failed", "subscribe_timeout", "receiver_error",
+                         "venue_error", "seq_gap", "checksum_mismatch"})
+
+
+def error_text(kind: str, fields: dict[str, Any]) -> str | None:
+    """One short line for a failure record (None: not a failure; a close
+    with code 1000 is a clean close)."""
+    if kind not in ERROR_KINDS or (kind == "closed" and fields.get("code") == 1000):
+        return None
+    what = fields.get("error") or fields.get("reason") or ""
+    code = fields.get("status") or fields.get("code")
+    return f"{kind}" + (f" {code}" if code is not None else "") + (f": {what}" if what else "")
+
+
+def log_record(conn: str, state: "State", kind: str, fields: dict[str, Any]) -> None:
+    """Log one connection record if it is a :data:`LOGGED` kind, at most a
+    burst per (connection, kind) per window (a storm is summarised, never one
+    line per message)."""
+    level = LOGGED.get(kind)
+    if kind == "closed" and fields.get("code") == 1000:
+        level = _I   # a clean close (ours at stop, or the venue's normal one)
+    if level is None or not log.isEnabledFor(level):
+        return
+    ok, suppressed = _throttle.allow((conn, kind))
+    if not ok:
+        return
+    kv: dict[str, Any] = {"conn": conn, "state": state.value}
+    for k in _LOG_FIELDS:
+        v = fields.get(k)
+        if v is not None:
+            # a subscribe refusal can name hundreds of symbols: the count is enough here
+            kv[k] = len(v) if k == "symbols" and isinstance(v, list) else v
+    if suppressed:
+        kv["suppressed"] = suppressed
+    log_event(log, kind, level, **kv)
 
 
 @dataclass(frozen=True)

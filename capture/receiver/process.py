@@ -72,6 +72,8 @@ from capture.receiver import transport as _transport
 from capture.receiver.connection import Connection
 from capture.receiver.pinning import lock_memory, pin
 from capture.receiver.repair import ChannelServer, Integrity, channel_path, valid_report
+from common.lifeline import die_with_parent
+from common.log import event as log_event, setup as setup_logging
 from common.status import write_status
 from capture.venues import get as get_venue
 # The config and assignment live in their own modules; re-exported here
@@ -270,7 +272,11 @@ class Receiver:
                              bad_reports=counts.get("bad_report", 0),
                              channel=self.channel.path if self.channel is not None else None)
         integrity["auth_failures"] = sum(c.auth_failures for c in self.connections.values())
+        errors = [(c.last_error[0], f"{c.name}: {c.last_error[1]}")
+                  for c in self.connections.values() if c.last_error is not None]
+        last = max(errors) if errors else None
         return {"role": "receiver", "venue": self.cfg.venue, "shard": self.cfg.shard,
+                "last_error": last[1] if last else None, "last_error_ns": last[0] if last else None,
                 "transport": self.cfg.transport, "connections": conns,
                 "gaps": gaps, "integrity": integrity,
                 "discoveries": self.discoveries, "stopping": self._stop is not None and self._stop.is_set()}
@@ -285,13 +291,26 @@ class Receiver:
     async def _poll(self) -> None:
         cfg = self.cfg
         next_stats = time.monotonic() + cfg.stats_interval
+        dropping = 0
         while True:
             await asyncio.sleep(cfg.poll_interval)
+            pending = self.producer.pending_gap
             self.producer.poll()
+            dropping = self._log_drops(dropping, pending, self.producer.pending_gap)
             self._write_status()
             if cfg.stats_interval and time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + cfg.stats_interval
                 self._record("receiver_stats", connections=[c.stats() for c in self.connections.values()])
+
+    def _log_drops(self, was: int, before: int, after: int) -> int:
+        """One line when the ring starts refusing frames and one when the gap
+        record is written (with the count), never one per dropped frame.
+        Returns the frames still pending."""
+        if before and not was:
+            log_event(log, "ring_full_dropping", logging.WARNING, dropped=before)
+        if before and not after:
+            log_event(log, "drop_recorded", logging.WARNING, count=before)
+        return after
 
     async def _rediscover(self) -> None:
         """Every ``rediscover_interval`` s on a fixed grid; a tick missed
@@ -374,6 +393,18 @@ class Receiver:
         return [c.stats() for c in self.connections.values()]
 
 
+def _shard_from_argv(argv: Sequence[str] | None) -> str | None:
+    """The shard for the log lines, before the config is parsed (its errors
+    are logged too)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, a in enumerate(args):
+        if a == "--shard" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--shard="):
+            return a.split("=", 1)[1]
+    return None
+
+
 def open_ring(cfg: ReceiverConfig) -> ring.Producer:
     """The producer for ``cfg.ring``, creating the file first if asked to."""
     if cfg.ring_capacity and not os.path.exists(cfg.ring):
@@ -417,12 +448,13 @@ def run_receiver(cfg: ReceiverConfig, *, install_signals: bool = True) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    setup_logging("receiver", _shard_from_argv(argv))
+    die_with_parent()
     try:
         cfg = parse_args(argv)
         return run_receiver(cfg)
     except CaptureError as exc:
-        print(f"capture.receiver: {exc}", file=sys.stderr)
+        log_event(log, "startup_failed", logging.ERROR, error=str(exc))
         return 2
 
 

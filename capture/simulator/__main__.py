@@ -42,21 +42,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kalshi-private-key-out",
                    help="without --kalshi-public-key: write the generated private key here (0600)")
     p.add_argument("--kalshi-key-id", help="required KALSHI-ACCESS-KEY (default: any)")
+    p.add_argument("--clock", choices=("wall", "sim"),
+                   help="exchange timestamps: wall (real time, the default here, so exchange-lag "
+                        "metrics are meaningful) or sim (deterministic, 1 ms per message)")
     p.add_argument("--frames-dir", help="on exit, write <venue>-<index>.frames here")
     return p.parse_args(argv)
 
 
 def scenario_from(args: argparse.Namespace) -> Scenario:
     sc = Scenario()
-    explicit_record = False
+    explicit_record = explicit_clock = False
     if args.scenario_json:
         raw = args.scenario_json
         if raw.startswith("@"):
             with open(raw[1:], "rb") as f:
                 raw = f.read()
         sc = Scenario.from_json(raw)
-        explicit_record = "record" in orjson.loads(raw)
+        given = orjson.loads(raw)
+        explicit_record, explicit_clock = "record" in given, "clock" in given
     changes: dict = {}
+    if args.clock:
+        changes["clock"] = args.clock
+    elif not explicit_clock:
+        # Standalone, the simulator stands in for a real exchange: its
+        # timestamps are real time, or every exchange-lag sample is +Inf.
+        changes["clock"] = "wall"
     if not (explicit_record or args.record or args.frames_dir):
         # A long-running simulator (make demo) must not keep every payload.
         changes["record"] = "digest"

@@ -164,7 +164,8 @@ class NatsServer:
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
         finally:
             log.close()
         try:
@@ -297,7 +298,8 @@ class NatsCluster:
         log = open(n.log_path, "ab")
         try:
             n.proc = subprocess.Popen([n.binary, "-c", str(conf)], stdout=log,
-                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
         finally:
             log.close()
 

@@ -65,10 +65,12 @@ from common.errors import ConfigError, CorruptFrame, Lapped, RingError
 from ring.frame import HEADER as _FRAME_HEADER, FrameType
 
 from common import histogram, settings
+from common.lifeline import die_with_parent
+from common.status import EXIT_DRAIN_UNFINISHED
+from common.log import event as log_event, setup as setup_logging
 from flusher.publisher.routing import RoutingFactory, SubjectFn, _valid_subject, test_routing
 from flusher.publisher.catchup import SegmentCatchup
 from flusher.publisher.pipeline import AckPipeline
-from common.redact import install_log_filter
 from flusher.publisher.stream import (BusConfig, NatsAuthError, NatsTLSError, NatsUnreachable, StreamMismatch, connect, ensure_stream, horizon_margin, parse_config, stored_sequences)
 
 log = logging.getLogger("capture.publisher")
@@ -161,6 +163,8 @@ class Publisher(SegmentCatchup):
         self.control_subject = f"{self.prefix}.{venue}.control.shard-{shard}".encode()
         self.unrouted_subject = f"{self.prefix}.{venue}.unrouted".encode()
         self.stats: collections.Counter[str] = collections.Counter()
+        #: The most recent failure, for `capture status` ("" while all is well).
+        self.last_error = ""
         self.stopping = asyncio.Event()
         self.nc = None
         self.pipe: AckPipeline | None = None
@@ -211,6 +215,7 @@ class Publisher(SegmentCatchup):
                 "recv_to_ack_hist_us": self._ack_hist,
                 "exchange_lag_hist_us": self._lag_hist, "exchange_lag_sum_s": self._lag_sum,
                 "exchange_lag_ahead": self._lag_ahead,
+                "last_error": self.last_error,
                 "stats": {k: int(v) for k, v in self.all_stats().items()},
             })
         except OSError as exc:  # never fatal: the capture matters more than the status
@@ -249,6 +254,7 @@ class Publisher(SegmentCatchup):
                 self.nats_state = "refusing credentials" if auth else "unreachable"
                 # the reason only: the server list may carry credentials
                 self.nats_error = getattr(exc, "reason", type(exc).__name__)
+                self.last_error = f"nats {self.nats_state}: {self.nats_error}"
                 now = time.monotonic()
                 if last_log is None or now - last_log > 60.0:
                     log.warning("publisher: NATS %s (%s); retrying forever (backoff capped at 5s), "
@@ -285,6 +291,7 @@ class Publisher(SegmentCatchup):
             return
         self.stats["disconnected"] += 1
         self.nats_state = "disconnected"
+        self.last_error = "nats: disconnected"
         if self.pipe:
             self.pipe.on_disconnected()
 
@@ -296,7 +303,8 @@ class Publisher(SegmentCatchup):
 
     # -- the loop -----------------------------------------------------------------------------
     async def run(self) -> int:
-        """Publish until stopped and drained.  Returns the exit status (0).
+        """Publish until stopped and drained.  Returns the exit status: 0, or
+        EXIT_DRAIN_UNFINISHED if frames were left unacknowledged at the stop.
 
         Raises:
             NatsTLSError: the TLS handshake failed (configuration).
@@ -313,8 +321,9 @@ class Publisher(SegmentCatchup):
         except _DrainExpired:
             log.warning("publisher: stopped before NATS and the stream were ready; "
                         "nothing published")
+            left = self.rd.available() if self.rd is not None else 0
             await self._close()
-            return 0
+            return EXIT_DRAIN_UNFINISHED if left else 0
         except BaseException:
             await self._close()
             raise
@@ -363,8 +372,8 @@ class Publisher(SegmentCatchup):
                 log.warning("publisher: %d frames unacknowledged at shutdown; they stay on disk "
                             "and in the ring cursor for the next start", self.pipe.in_flight)
             self.pipe.log_summary()
-            log.info("publisher stats: %s", json.dumps(self.all_stats(), sort_keys=True))
-            return 0
+            log_event(log, "publisher_stats", stats=dict(sorted(self.all_stats().items())))
+            return 0 if ok else EXIT_DRAIN_UNFINISHED
         finally:
             await self._close()
 
@@ -720,12 +729,11 @@ def main(argv: list[str] | None = None, *, venue_routing: RoutingFactory | None 
     """The publisher process.  ``venue_routing`` is the caller's (the venue
     registry lives above flusher/): without it only ``--route test`` runs."""
     a = build_parser().parse_args(argv)
-    logging.basicConfig(level=a.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    install_log_filter()
+    setup_logging("publisher", a.shard, a.log_level)
     try:
         s = settings_from_args(a)
-        logging.getLogger().setLevel(s.log_level)
+        setup_logging("publisher", s.shard, s.log_level)
+        die_with_parent()
         bus = parse_config(s.nats)
         if s.route == "test":
             routing = test_routing(bus.prefix, s.venue, s.shard)

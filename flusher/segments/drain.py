@@ -62,7 +62,9 @@ from typing import Callable
 import numpy as np
 
 from common import histogram, settings
-from common.status import write_status
+from common.lifeline import die_with_parent
+from common.log import event as log_event, setup as setup_logging
+from common.status import EXIT_DRAIN_UNFINISHED, write_status
 from flusher.segments.recovery import RecoveryReport, last_on_disk, recover_open
 from flusher.segments.names import SUFFIX_OPEN, UnsafePath, list_segments, open_dir, parse_name, with_path
 from flusher.segments.format import gap_record, read_header
@@ -76,7 +78,7 @@ log = logging.getLogger("capture.flusher")
 POLICIES = ("interval", "always", "never")
 HOUR_NS = 3600 * 1_000_000_000
 EXIT_OK = 0
-EXIT_DRAIN_TIMEOUT = 75
+EXIT_DRAIN_TIMEOUT = EXIT_DRAIN_UNFINISHED
 
 #: The smallest segment size accepted, here and in the capture config (one
 #: home).  One page: the writer is correct at any size that holds its header
@@ -717,16 +719,19 @@ def config_from_args(args: argparse.Namespace) -> FlusherConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s flusher[%(process)d] %(levelname)s %(message)s")
+    level = logging.DEBUG if args.verbose else logging.INFO
+    setup_logging("flusher", args.shard, level)
+    die_with_parent()
     stop = threading.Event()          # set by a signal, also while the start waits for the disk
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        fl = Flusher(config_from_args(args), stop=stop)
+        cfg = config_from_args(args)
+        setup_logging("flusher", cfg.shard, level)   # the shard a settings file names
+        fl = Flusher(cfg, stop=stop)
     except (CaptureError, OSError) as exc:
         # Nothing was read from the ring yet: every frame is still there.
-        print(f"flusher: cannot start: {exc}", file=sys.stderr)
+        log_event(log, "startup_failed", logging.ERROR, error=f"cannot start: {exc}")
         return 2
     fl.write_status()
     return fl.run()

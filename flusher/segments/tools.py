@@ -247,8 +247,8 @@ def check_tree(targets: Iterable[str], venue: str | None = None,
 # -- commands ------------------------------------------------------------------------
 def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("paths", nargs="+", help="segment files or directories")
-    ap.add_argument("--venue")
-    ap.add_argument("--shard", type=int)
+    ap.add_argument("--venue", help="only this venue's segments (directories only)")
+    ap.add_argument("--shard", type=int, help="only this shard's segments (directories only)")
 
 
 def main_verify(argv: list[str] | None = None) -> int:
@@ -262,6 +262,7 @@ def main_verify(argv: list[str] | None = None) -> int:
         if not os.path.exists(p):
             print(f"capture verify: {p}: no such file or directory", file=sys.stderr)
             return EXIT_USAGE
+    _warn_unmatched("verify", args.paths, args.venue, args.shard)
     checks, extra = check_tree(args.paths, args.venue, args.shard)
     findings = [f for c in checks for f in c.findings] + extra
     out = sys.stdout
@@ -283,12 +284,13 @@ def main_stats(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="capture stats", description="frames, bytes, time span and "
                                  "gaps per segment")
     _common(ap)
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="one JSON object per segment")
     args = ap.parse_args(argv)
     for p in args.paths:
         if not os.path.exists(p):
             print(f"capture stats: {p}: no such file or directory", file=sys.stderr)
             return EXIT_USAGE
+    _warn_unmatched("stats", args.paths, args.venue, args.shard)
     checks, extra = check_tree(args.paths, args.venue, args.shard)
     gaps_at: dict[str, int] = {}
     for f in extra:
@@ -338,14 +340,24 @@ def main_cat(argv: list[str] | None = None,
     _common(ap)
     ap.add_argument("--start", help="receive time from (ns or ISO-8601, UTC)")
     ap.add_argument("--end", help="receive time until, inclusive")
-    ap.add_argument("--first-seq", type=int)
-    ap.add_argument("--last-seq", type=int)
+    ap.add_argument("--first-seq", type=int, help="from this sequence number")
+    ap.add_argument("--last-seq", type=int, help="until this sequence number, inclusive")
     ap.add_argument("--data-only", action="store_true", help="leave out control frames")
     ap.add_argument("--raw", action="store_true",
                     help="msg is the original text as a JSON string, never parsed")
     ap.add_argument("--skip-corrupt", action="store_true",
                     help="go on past a corrupt record (each one is reported on stderr)")
     args = ap.parse_args(argv)
+    try:
+        start, end = _time_arg(args.start, "--start"), _time_arg(args.end, "--end")
+    except ValueError as exc:
+        print(f"capture cat: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for p in args.paths:
+        if not os.path.exists(p):
+            print(f"capture cat: {p}: no such file or directory", file=sys.stderr)
+            return EXIT_USAGE
+    _warn_unmatched("cat", args.paths, args.venue, args.shard)
     out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
     write = out.write if out is not None else (lambda b: sys.stdout.write(b.decode()))
     skipped: list[Skipped] = []
@@ -364,7 +376,7 @@ def main_cat(argv: list[str] | None = None,
     count = 0
     try:
         paths = find_paths(args.paths, args.venue, args.shard)
-        for m in walk(args.paths, paths=paths, start=to_ns(args.start), end=to_ns(args.end),
+        for m in walk(args.paths, paths=paths, start=start, end=end,
                       first_seq=args.first_seq, last_seq=args.last_seq,
                       skip_corrupt=args.skip_corrupt, on_skip=on_skip, on_dropped=on_dropped):
             if args.data_only and m.type != _DATA:
@@ -385,7 +397,7 @@ def main_cat(argv: list[str] | None = None,
             write(orjson.dumps(rec) + b"\n")
             count += 1
         if not count and (args.start or args.end):
-            raise no_data_in_range(paths, to_ns(args.start), to_ns(args.end))
+            raise no_data_in_range(paths, start, end)
     except BrokenPipeError:
         return EXIT_OK
     except SegmentError as exc:
@@ -422,6 +434,38 @@ def _put_msg(rec: dict, payload: bytes, flags: int, raw: bool) -> None:
 
 
 _NOT_JSON = object()
+
+
+def _time_arg(s: str | None, flag: str = "time") -> int | None:
+    """ns since the epoch from the command line.
+
+    Raises:
+        ValueError: one line naming the flag, the text and what is accepted.
+    """
+    if s is None:
+        return None
+    if s.isdigit():
+        return int(s)
+    try:
+        return to_ns(s)
+    except (ValueError, TypeError):
+        raise ValueError(f"{flag} {s!r}: not a time; give ns since the epoch or ISO-8601 "
+                         f"(UTC unless it names an offset), e.g. 2026-12-06T07:00:00Z") from None
+
+
+def _warn_unmatched(tool: str, paths: list[str], venue: str | None, shard: int | None) -> None:
+    """A --venue/--shard filter that selects none of the segments there is
+    most likely a typo: say so (the command still runs, and finds nothing)."""
+    if venue is None and shard is None:
+        return
+    for p in paths:
+        if not os.path.isdir(p):
+            continue
+        if not segment_paths(p, venue, shard) and segment_paths(p):
+            what = " ".join(f for f in (f"--venue {venue}" if venue else "",
+                                        f"--shard {shard}" if shard is not None else "") if f)
+            print(f"capture {tool}: warning: {what} matches none of the segment files under {p}",
+                  file=sys.stderr)
 
 
 COMMANDS = {"cat": main_cat, "verify": main_verify, "stats": main_stats}

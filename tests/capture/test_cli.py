@@ -1,4 +1,5 @@
 """The `capture` command: config check, status, systemd install (+ verify)."""
+import json
 import os
 import shutil
 import subprocess
@@ -47,7 +48,7 @@ def test_status_table(tmp_path):
     assert lines[0].split()[:3] == ["shard", "venue", "receiver"]
     assert lines[1].split()[0] == "7" and "up" in lines[1]
     r = run("status", "--ring-dir", str(d), "--json")
-    assert '"shard": "7"' in r.stdout
+    assert json.loads(r.stdout)[0]["shard"] == 7  # typed: a number, not a string
 
 
 def test_segment_tools_help():

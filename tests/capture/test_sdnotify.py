@@ -23,3 +23,29 @@ def test_disabled_without_socket(monkeypatch):
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     n = Notifier()
     assert not n.enabled and n.ready() is False
+
+
+def test_a_full_notify_socket_never_blocks(tmp_path):
+    """systemd not reading its notify socket must not stall the supervisor's
+    main thread (where it acts on SIGTERM/SIGINT): the send fails instead."""
+    import threading
+    path = str(tmp_path / "notify")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(path)
+    n = Notifier(path)
+    results: list[bool] = []
+    done = threading.Event()
+
+    def fill() -> None:
+        for _ in range(100000):       # far more than a unix datagram queue holds
+            ok = n.status("x" * 512)
+            results.append(ok)
+            if not ok:
+                break
+        done.set()
+    t = threading.Thread(target=fill, daemon=True)
+    t.start()
+    assert done.wait(30), "a send blocked on the full socket"
+    assert results[-1] is False and results.count(True) > 0
+    n.close()
+    srv.close()

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -21,133 +19,13 @@ import pytest
 
 
 import ring  # noqa: E402
-from capture.simulator import Scenario  # noqa: E402
 from capture.simulator.runner import SimulatorThread  # noqa: E402
 from conftest_nats import read_stream  # noqa: E402
 from flusher.segments import read as segread  # noqa: E402
-from flusher.publisher.nats_embedded import NatsServer  # noqa: E402
+from shard import Shard, make_shard, nats_srv, sim  # noqa: E402,F401 - Shard moved to tests/support; fixtures
 from timing import timeout, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
-
-
-class Shard:
-    """A `capture run --shard 0` process with its simulator and NATS."""
-
-    def __init__(self, tmp: str, sim: SimulatorThread, nats_url: str, *, venue: str = "kraken",
-                 extra: str = "", notify: str | None = None, watchdog_usec: int | None = None) -> None:
-        self.tmp = tmp
-        self.ring_dir = tempfile.mkdtemp(prefix="capture-sup-", dir="/dev/shm")
-        self.data_dir = os.path.join(tmp, "data")
-        self.venue = venue
-        self.cfg = os.path.join(tmp, "capture.toml")
-        with open(self.cfg, "w") as f:
-            f.write(f"""
-[ring]
-dir = "{self.ring_dir}"
-capacity = "1MiB"
-[storage]
-data_dir = "{self.data_dir}"
-compress = false
-drain_timeout = "20s"
-[nats]
-servers = ["{nats_url}"]
-prefix = "t"
-[metrics]
-port_base = 0
-[venues.{venue}]
-url = "{sim.url(venue)}"
-rest_url = "{sim.rest_url(venue)}"
-[[shard]]
-id = 0
-venue = "{venue}"
-discovery = true
-max_instruments = 6
-silence_timeout = "3s"
-{extra}
-""")
-        env = dict(os.environ)
-        env.pop("NOTIFY_SOCKET", None)
-        if notify:
-            env["NOTIFY_SOCKET"] = notify
-        if watchdog_usec:
-            env["WATCHDOG_USEC"] = str(watchdog_usec)
-        # Logs go to a file: a pipe nobody drains would block the shard.
-        self.log_path = os.path.join(tmp, f"shard-{time.monotonic_ns()}.log")
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "capture.cli", "run", "--shard", "0",
-                                      "--config", self.cfg, "--log-level", "INFO"],
-                                     env=env, stderr=self._log)
-        self.ring_path = os.path.join(self.ring_dir, "shard-0.ring")
-
-    def stats(self) -> dict | None:
-        try:
-            return ring.stats(self.ring_path)
-        except ring.RingError:
-            return None
-
-    def children_up(self) -> bool:
-        st = self.stats()
-        return bool(st and st["producer"]["alive"]
-                    and {"flusher", "publisher"} <= {r["name"] for r in st["readers"] if r["alive"]})
-
-    def child_pid(self, name: str) -> int:
-        st = self.stats()
-        assert st
-        if name == "receiver":
-            return st["producer"]["pid"]
-        return next(r["pid"] for r in st["readers"] if r["name"] == name)
-
-    @property
-    def stderr(self) -> str:
-        with open(self.log_path) as f:
-            return f.read()
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout(120))
-        return self.proc.returncode
-
-    def metrics_port(self) -> int:
-        import re
-        pat = re.compile(r"event=metrics_listening bind=\S+ port=(\d+)")
-        m = wait_for(lambda: pat.search(self.stderr), 60, "the metrics listener")
-        return int(m.group(1))
-
-    def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
-        shutil.rmtree(self.ring_dir, ignore_errors=True)
-
-
-@pytest.fixture
-def nats_srv(tmp_path):
-    s = NatsServer(tmp_path / "nats").start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def sim():
-    with SimulatorThread(["kraken"], Scenario(seed=3, rate=300, clock="wall", instruments=6,
-                                              heartbeat_interval=0.5)) as st:
-        yield st
-
-
-@pytest.fixture
-def make_shard(tmp_path, sim, nats_srv):
-    shards = []
-
-    def make(**kw) -> Shard:
-        s = Shard(str(tmp_path), sim, nats_srv.url, **kw)
-        shards.append(s)
-        return s
-
-    yield make
-    for s in shards:
-        s.cleanup()
 
 
 def disk_frames(data_dir: str, venue: str) -> list:
@@ -248,14 +126,22 @@ def test_restart_limit_exits_nonzero(make_shard):
         os.kill(pid, signal.SIGKILL)
     assert sh.proc.wait(timeout(120)) == 1
     assert len(killed) == 6, killed  # the limit is 5 restarts
-    assert "event=restart_limit role=flusher" in sh.stderr
+    assert "event=restart_limit child=flusher" in sh.stderr
 
 
-def test_child_that_cannot_start_is_a_startup_failure(make_shard):
-    # A receiver pinned to a core that does not exist fails before it attaches.
+def test_a_core_that_does_not_exist_is_refused_before_start(make_shard):
+    # What would make the receiver fail to pin is found before anything starts.
     sh = make_shard(extra="cores = [4095]")
+    assert sh.proc.wait(timeout(120)) == 2
+    assert "event=config_error" in sh.stderr and "shard[0].cores" in sh.stderr
+    assert "event=child_start" not in sh.stderr
+
+
+def test_start_that_cannot_complete_is_a_startup_failure(make_shard, tmp_path):
+    (tmp_path / "data").write_text("a file where the data directory should be")
+    sh = make_shard()
     assert sh.proc.wait(timeout(120)) == 4
-    assert "event=startup_failed" in sh.stderr and "receiver exited with 2" in sh.stderr
+    assert "event=startup_failed" in sh.stderr
 
 
 def test_second_supervisor_refused(make_shard, tmp_path):
@@ -380,7 +266,7 @@ def test_metrics_and_healthz(make_shard, sim):
     wait_for(lambda: total(scrape(), "capture_messages_total") > 100, 60, "messages counted")
     m1 = scrape()
     for name in ("capture_websocket_connected", "capture_bytes_total", "capture_idle_seconds",
-                 "capture_markets_subscribed", "capture_ring_fill_ratio", "capture_flusher_bytes_total",
+                 "capture_markets", "capture_subscriptions", "capture_ring_fill_ratio", "capture_flusher_bytes_total",
                  "capture_publisher_acked_total", "capture_publisher_lag_frames",
                  "capture_ring_dropped_total", "capture_gaps_total", "capture_flusher_fsync_seconds_bucket",
                  "capture_exchange_lag_seconds_bucket"):
@@ -407,10 +293,10 @@ def test_second_signal_stops_fast_without_corrupting(make_shard, nats_srv):
     wait_for(lambda: (sh.stats() or {}).get("frames", 0) > 300, 60, "frames flowing")
     nats_srv.stop()  # the publisher's drain now waits for acks that cannot come
     sh.proc.send_signal(signal.SIGTERM)
-    wait_for(lambda: "event=shutdown fast=False" in sh.stderr, 60, "the ordered stop to begin")
+    wait_for(lambda: "event=shutdown fast=false" in sh.stderr, 60, "the ordered stop to begin")
     sh.proc.send_signal(signal.SIGTERM)  # while the publisher cannot finish its drain
     code = sh.proc.wait(timeout(60))
     assert code in (0, 1), sh.stderr[-2000:]
-    assert "event=fast_stop" in sh.stderr or "event=shutdown fast=True" in sh.stderr
+    assert "event=fast_stop" in sh.stderr or "event=shutdown fast=true" in sh.stderr
     from flusher.segments import tools as cli
     assert cli.main_verify(["-q", sh.data_dir]) == 0, "a fast stop must never leave corruption"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -329,8 +330,9 @@ __all__ += ["disk_frames", "head_seq", "payload_for"]
 def publisher_stats(log_text: str) -> dict:
     """The counters the publisher logs when it exits."""
     for line in reversed(log_text.splitlines()):
-        if "publisher stats: " in line:
-            return json.loads(line.split("publisher stats: ", 1)[1])
+        if "event=publisher_stats " in line:
+            fields = dict(t.split("=", 1) for t in shlex.split(line) if "=" in t)
+            return json.loads(fields["stats"])
     raise AssertionError(f"no stats line in the publisher log:\n{log_text[-3000:]}")
 
 

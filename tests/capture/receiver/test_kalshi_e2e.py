@@ -223,8 +223,8 @@ def test_401_at_the_handshake_is_reported_and_backed_off(ring_path, tmp_path, ca
     assert [r["cap"] for r in rec] == [0.05, 0.1, 0.2, 0.2]
     assert all(r["cap"] / 2 <= r["delay"] <= r["cap"] for r in rec)
     assert status["integrity"]["auth_failures"] >= 4
-    logged = [r.getMessage() for r in caplog.records if r.name == "capture.receiver.connection"]
-    assert logged and all("authentication refused" in m and "HTTP 401" in m for m in logged)
+    logged = [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "auth_failed"]
+    assert len(logged) >= 4 and all("status=401" in m and "HTTP 401" in m for m in logged)
     everything = "\n".join(r.getMessage() for r in caplog.records) + \
         "\n".join(orjson.dumps(c).decode() for c in controls(msgs))
     assert not any(s in everything for s in key_material(material))
@@ -285,6 +285,6 @@ def test_receiver_process_logs_auth_failures_without_key_material(ring_path, tmp
             out, err = proc.communicate(timeout=timeout(20))
     text = err.decode() + out.decode()
     assert proc.returncode == 0, text
-    assert "authentication refused" in text and "HTTP 401" in text
+    assert "event=auth_failed" in text and "status=401" in text and "HTTP 401" in text
     assert not any(s in text for s in key_material(material))
     assert "BEGIN" not in text

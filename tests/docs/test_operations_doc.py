@@ -1,0 +1,54 @@
+"""docs/operations.md cannot drift from the code: every `capture` command it
+shows parses with the real parser, every metric it names is one the
+dashboard, the rules or the collector knows, and every alert it lists is in
+the rules."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+
+from capture.cli import build_parser
+from ops_rules import RULES, dashboard_and_rule_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOC = os.path.join(REPO, "docs", "operations.md")
+
+
+def doc() -> str:
+    with open(DOC) as f:
+        return f.read()
+
+
+def commands() -> list[list[str]]:
+    out = []
+    for block in re.findall(r"```\n(.*?)```", doc(), re.S):
+        for line in block.splitlines():
+            if line.startswith("capture "):
+                out.append(shlex.split(line)[1:])
+    return out
+
+
+def test_every_command_shown_parses():
+    cmds = commands()
+    assert len(cmds) >= 6
+    parser = build_parser()
+    for argv in cmds:
+        args = parser.parse_args(argv)   # SystemExit (a test error) on an unknown flag
+        assert callable(args.fn), argv
+
+
+def test_every_metric_named_exists_somewhere():
+    with open(os.path.join(REPO, "capture", "metrics.py")) as f:
+        source = f.read()
+    known = dashboard_and_rule_metrics()
+    for name in set(re.findall(r"`(capture_[a-z0-9_]+)", doc())):
+        base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+        assert name in known or f'"{base}"' in source, name
+
+
+def test_every_alert_listed_is_a_rule():
+    with open(RULES) as f:
+        rules = set(re.findall(r"alert:\s*(\w+)", f.read()))
+    listed = set(re.findall(r"`(Capture[A-Za-z]+)`", doc()))
+    assert listed == rules
