@@ -130,7 +130,7 @@ def resolve(conf: Config, shard_id: int, *, nats_url: str | None = None,
     integrity = None
     if venues.get(sh.venue).checksum_validator:
         integrity = IntegritySettings(ring=ring_path, venue=sh.venue, depth=sh.book_depth,
-                                      status_file=status("integrity"))
+                                      status_file=status("integrity"), skip=list(sh.checksum_skip))
     return ShardChildren(receiver=receiver_settings(conf, shard_id, status_file=status("receiver")),
                          flusher=flusher, publisher=publisher, integrity=integrity)
 

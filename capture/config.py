@@ -21,7 +21,8 @@ The file (see ``capture.example.toml`` for every key, documented)::
     [metrics]   bind, port_base (a shard listens on port_base + shard id)
     [venues.<venue>]        url, rest_url, key_id, key_file (Kalshi), ...
     [[shard]]   id, venue, cores, connections, transport, instruments | discovery,
-                channels, book_depth, silence_timeout, rediscover_interval, lock_memory
+                channels, book_depth, silence_timeout, rediscover_interval, lock_memory,
+                max_instruments, checksum_skip
 """
 from __future__ import annotations
 
@@ -132,6 +133,9 @@ class ShardConfig:
     rediscover_interval: float = 3600.0
     lock_memory: bool = False
     max_instruments: int = ReceiverConfig.max_instruments   # 0 = no cap (discovery only)
+    #: pairs whose book checksums the validator does not check (the per-pair
+    #: opt-out for pairs known to mismatch falsely); venues with checksums only
+    checksum_skip: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -385,8 +389,12 @@ def from_dict(data: dict[str, Any], path: str | None = None) -> Config:
             rediscover_interval=sh.get("rediscover_interval", _duration, ShardConfig.rediscover_interval),
             lock_memory=sh.get("lock_memory", _bool, ShardConfig.lock_memory),
             max_instruments=sh.get("max_instruments", _int(0, 1 << 20), ShardConfig.max_instruments),
+            checksum_skip=sh.get("checksum_skip", _str_list, ()),
         )
         sh.done()
+        if cfg.checksum_skip and not vcls.checksum_validator:
+            raise ConfigError(path, f"shard[{i}].checksum_skip",
+                              f"{venue} books carry no checksum: there is nothing to skip")
         if not cfg.instruments and not cfg.discovery:
             raise ConfigError(path, f"shard[{i}].instruments",
                               "give an instrument list or set discovery = true")

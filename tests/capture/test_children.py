@@ -189,6 +189,23 @@ def test_a_channel_the_venue_does_not_have_names_the_key():
     assert ei.value.key == "shard[0].channels" and "'bok'" in str(ei.value)
 
 
+def test_the_checksum_opt_out_reaches_the_validator(tmp_path):
+    conf = config.loads(f'[ring]\ndir = "{tmp_path}"\n[[shard]]\nid = 0\nvenue = "kraken"\n'
+                        'instruments = ["BTC/USD", "MATIC/USD"]\nchecksum_skip = ["MATIC/USD"]\n')
+    validator = children.resolve(conf, 0).integrity
+    assert validator is not None and validator.skip == ["MATIC/USD"]
+    # through the settings file the supervisor writes, into the validator's own dataclass
+    argv = children.write_settings(str(tmp_path), "integrity", validator)
+    assert settings.read(IntegritySettings, argv[-1]).skip == ["MATIC/USD"]
+
+
+def test_a_checksum_opt_out_on_a_venue_without_checksums_names_the_key():
+    with pytest.raises(ConfigError) as ei:
+        config.loads('[[shard]]\nid = 0\nvenue = "polymarket"\ndiscovery = true\n'
+                     'checksum_skip = ["x"]\n', "c.toml")
+    assert ei.value.key == "shard[0].checksum_skip" and "no checksum" in str(ei.value)
+
+
 def test_embedded_when_no_servers_are_configured(tmp_path):
     """What capture run does for a config without servers: a server with its
     store under the data dir, its URL in the publisher's settings."""
