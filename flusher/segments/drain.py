@@ -27,7 +27,11 @@ exponential backoff; the frames stay in the ring meanwhile (not committed),
 so the producer sees a full ring and the receiver records the drops as gap
 records.  Once space returns the same segment continues.  A failed fsync is
 retried the same way; under ``always`` nothing is committed until it
-succeeds.
+succeeds.  The same wait-and-retry covers the start (any OSError from
+recovery, a read-only or full disk: ``_start``) and a symlink or
+non-directory at a segment's path (``UnsafePath``: never followed; only the
+writes bound there wait): the process never exits into the supervisor's
+restart limit because of the disk.
 
 Shutdown.  SIGTERM/SIGINT set a flag; the loop keeps draining until the
 producer has stopped and the ring is empty, or ``drain_timeout`` passes; then
