@@ -261,6 +261,10 @@ class Flusher:
                     log.error("cannot start: %s; frames stay in the ring, retrying in %.3fs (retry %d)",
                               _describe(exc), delay, n)
                 self.write_status()
+                # Alive and waiting on purpose, not hung: keep the heartbeat
+                # (the supervisor's watchdog pings follow it); /healthz and the
+                # metrics say what it waits for.
+                self.rd.heartbeat()
                 if self._stop.wait(delay):
                     log.warning("stopped before the start could finish: the ring keeps every frame")
                     self.stats.state = "stopped"
@@ -535,6 +539,7 @@ class Flusher:
                       what, self.seg.path if self.seg else self.shard_dir, exc, delay, self._outage)
         self.stats.state = "io_error"
         self.write_status()
+        self.rd.heartbeat()           # waiting on the disk, not hung (see _start)
         if self._deadline is not None and time.monotonic() + delay > self._deadline:
             raise DrainTimeout()
         if self._stop.is_set():
