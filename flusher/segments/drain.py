@@ -27,7 +27,11 @@ exponential backoff; the frames stay in the ring meanwhile (not committed),
 so the producer sees a full ring and the receiver records the drops as gap
 records.  Once space returns the same segment continues.  A failed fsync is
 retried the same way; under ``always`` nothing is committed until it
-succeeds.
+succeeds.  The same wait-and-retry covers the start (any OSError from
+recovery, a read-only or full disk: ``_start``) and a symlink or
+non-directory at a segment's path (``UnsafePath``: never followed; only the
+writes bound there wait): the process never exits into the supervisor's
+restart limit because of the disk.
 
 Shutdown.  SIGTERM/SIGINT set a flag; the loop keeps draining until the
 producer has stopped and the ring is empty, or ``drain_timeout`` passes; then
@@ -269,6 +273,10 @@ class Flusher:
                     log.error("cannot start: %s; frames stay in the ring, retrying in %.3fs (retry %d)",
                               _describe(exc), delay, n)
                 self.write_status()
+                # Alive and waiting on purpose, not hung: keep the heartbeat
+                # (the supervisor's watchdog pings follow it); /healthz and the
+                # metrics say what it waits for.
+                self.rd.heartbeat()
                 if self._stop.wait(delay):
                     log.warning("stopped before the start could finish: the ring keeps every frame")
                     self.stats.state = "stopped"
@@ -543,6 +551,7 @@ class Flusher:
                       what, self.seg.path if self.seg else self.shard_dir, exc, delay, self._outage)
         self.stats.state = "io_error"
         self.write_status()
+        self.rd.heartbeat()           # waiting on the disk, not hung (see _start)
         if self._deadline is not None and time.monotonic() + delay > self._deadline:
             raise _DrainTimeout()
         if self._stop.is_set():

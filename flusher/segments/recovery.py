@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Callable
 
-from flusher.segments.names import (O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, SUFFIX_CORRUPT, SUFFIX_IDX, SUFFIX_OPEN, SUFFIX_SEG, parse_name)
+from flusher.segments.names import (O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, SUFFIX_CORRUPT, SUFFIX_IDX, SUFFIX_OPEN, SUFFIX_SEG, UnsafePath, parse_name)
 from flusher.segments.format import (FILE_HEADER, Hole, ScanResult, gap_record, iter_stream_records, open_segment_stream, read_header, scan)
 from common.errors import CorruptSegment, SegmentError
 
@@ -95,7 +96,10 @@ def recover_open(path: str, *, index_every: int = 1024,
     stem = os.path.basename(path)[:-len(SUFFIX_OPEN)]
     final = os.path.join(d, stem + SUFFIX_SEG)
     if os.path.lexists(final):
-        # A crash between the rebuild's rename and the unlink of the damaged file.
+        # A crash between the rebuild's rename and the unlink of the damaged
+        # file - if what is there is a segment file, not something planted.
+        if not stat.S_ISREG(os.lstat(final).st_mode):
+            raise UnsafePath(final, 0, "is not a regular file; refusing to finish the segment over it")
         log.warning("segment %s: already finished as %s; removing the damaged original", path, final)
         os.unlink(path)
         _fsync_dir(d)

@@ -233,3 +233,14 @@ def test_verify_fails_on_a_missing_middle_segment(tmp_path, capsys):
     assert cli.main(["verify", d]) == 1
     out = capsys.readouterr().out
     assert "ERROR gap" in out and "sequences 10..19 missing" in out and "no record explains" in out
+
+
+def test_a_symlink_at_the_finished_name_is_refused_not_trusted(tmp_path):
+    from flusher.segments.names import UnsafePath
+    payloads = [H.payload(i, 12) for i in range(50)]
+    path, frames, offs = _open_segment(tmp_path, payloads)
+    before = open(path, "rb").read()
+    os.symlink(tmp_path / "nowhere", path[: -len(".open")])
+    with pytest.raises(UnsafePath):
+        recover_open(path)
+    assert open(path, "rb").read() == before          # the open segment is not given up

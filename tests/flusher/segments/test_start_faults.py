@@ -61,16 +61,16 @@ def _remount(mnt: str, mode: str) -> None:
 class Starting:
     """A Flusher constructed in a thread: its start may wait for the disk."""
 
-    def __init__(self, cfg: FlusherConfig) -> None:
+    def __init__(self, cfg: FlusherConfig, reader=None) -> None:
         self.fl: Flusher | None = None
         self.error: BaseException | None = None
         self.stop = threading.Event()
-        self.t = threading.Thread(target=self._run, args=(cfg,), daemon=True)
+        self.t = threading.Thread(target=self._run, args=(cfg, reader), daemon=True)
         self.t.start()
 
-    def _run(self, cfg: FlusherConfig) -> None:
+    def _run(self, cfg: FlusherConfig, reader) -> None:
         try:
-            self.fl = Flusher(cfg, stop=self.stop)
+            self.fl = Flusher(cfg, reader, stop=self.stop)
         except BaseException as exc:      # reported by the test
             self.error = exc
 
@@ -181,9 +181,13 @@ def test_unsafe_shard_dir_at_start_waits(ring_path, tmp_path, plant):
     else:
         open(shard, "w").close()
     status = str(tmp_path / "flusher.json")
-    s = Starting(_cfg(ring_path, data, status))
+    rd = ring.Reader(ring_path, "flusher", tethered=True, max_frames=64)
+    s = Starting(_cfg(ring_path, data, status), rd)
     wait_for(lambda: _blocked(status, shard, "symlink or not a directory"), 20, "the start to wait")
     assert s.t.is_alive()
+    # waiting on purpose, not hung: the heartbeat the supervisor's watchdog follows moves on
+    beat = rd.info().heartbeat_ns
+    wait_for(lambda: rd.info().heartbeat_ns > beat, 20, "the heartbeat to advance while waiting")
     os.unlink(shard)
     fl = s.join()
     with ring.Producer(ring_path) as p:
