@@ -420,14 +420,19 @@ class Supervisor:
         the window, then our shard_stop), waiting for the flusher to make
         room until ``deadline``.  Never raises: the stop goes on."""
         try:
-            st = ring.stats(self.ring_path)
-            prod = st["producer"]
-            if prod["alive"] or (prod["state"] != "running" and not st["drops_unrecorded"]):
-                return
-            log.warning("event=receiver_loss_recorded state=%s drops_unrecorded=%d",
-                        prod["state"], st["drops_unrecorded"])
+            try:
+                st = ring.stats(self.ring_path)
+                prod = st["producer"]
+                if prod["alive"] or (prod["state"] != "running" and not st["drops_unrecorded"]):
+                    return
+                died, owed = prod["state"] == "running", st["drops_unrecorded"]
+            except RingDamaged:
+                # It died inside its head update: the producer opened below
+                # repairs the ring (ProducerBusy if it is alive after all).
+                died, owed = True, -1
+            log.warning("event=receiver_loss_recorded died=%s drops_unrecorded=%d", died, owed)
             with ring.Producer(self.ring_path) as p:
-                if prod["state"] == "running":  # it died: no stop record of its own
+                if died:  # no stop record of its own
                     p.write_control("shard_stop", reserved=True, ts=time.time_ns(), venue=self.venue,
                                     shard=self.shard.id, reason="receiver dead at stop",
                                     written_by="supervisor")
