@@ -390,16 +390,23 @@ class Supervisor:
                 c = self.children.get(role)
                 if c is None:
                     continue
-                if role == "flusher":
+                if role == "flusher" and not self._settle_ring(time.monotonic() + limit):
                     # The receiver is gone: the records it could not write
-                    # go in now, while the flusher still makes room.
-                    self._settle_ring(time.monotonic() + limit)
+                    # went in above, while the flusher still made room.  If
+                    # they could not, the stop did not keep its promise.
+                    if self.exit_code == EXIT_OK:
+                        self.exit_code = EXIT_FAILED
                 was_alive = c.alive()
                 c.signal(signal.SIGTERM)
                 code = self._reap(c, time.monotonic() + limit, extend=True)
-                if not was_alive and role != "flusher" and c.proc is not None:
-                    # Dead before the stop (crashed, in backoff): not a failed
-                    # stop; a dead receiver's loss is recorded by _settle_ring.
+                if role == "receiver" and code not in (0, None, -signal.SIGTERM):
+                    # Dead before or during the stop (crashed, in backoff, or
+                    # killed just then): its loss is recorded by _settle_ring,
+                    # which decides whether the stop failed.
+                    log.warning("event=child_dead_at_stop role=%s code=%s", role, code)
+                elif not was_alive and role != "flusher" and c.proc is not None:
+                    # A downstream child dead before the stop: its cursor
+                    # holds its place; not a failed stop.
                     log.warning("event=child_dead_at_stop role=%s code=%s", role, code)
                 elif code not in (0, None, -signal.SIGTERM):
                     log.warning("event=child_stop role=%s code=%s", role, code)
@@ -413,18 +420,19 @@ class Supervisor:
             self.nats.stop()
         log.info("event=stopped code=%d", self.exit_code)
 
-    def _settle_ring(self, deadline: float) -> None:
+    def _settle_ring(self, deadline: float) -> bool:
         """With the receiver stopped: if it died without closing, or left
         drops unrecorded, open the ring as producer and write what is owed
         (ring.Producer does: the drops in the header, producer_died naming
         the window, then our shard_stop), waiting for the flusher to make
-        room until ``deadline``.  Never raises: the stop goes on."""
+        room until ``deadline``.  Never raises: the stop goes on.  False if
+        something owed could not be written (it stays in the header)."""
         try:
             try:
                 st = ring.stats(self.ring_path)
                 prod = st["producer"]
                 if prod["alive"] or (prod["state"] != "running" and not st["drops_unrecorded"]):
-                    return
+                    return True
                 died, owed = prod["state"] == "running", st["drops_unrecorded"]
             except RingDamaged:
                 # It died inside its head update: the producer opened below
@@ -442,8 +450,11 @@ class Supervisor:
                         break
                     time.sleep(0.05)
                     p.poll()
+                p.close()   # may still write into the reserve
+                return not p.pending_records
         except CaptureError as e:
             log.error("event=settle_failed reason=%s", e)
+            return False
 
     def _reap(self, c: Child, deadline: float, extend: bool = False) -> int | None:
         if c.proc is None:
