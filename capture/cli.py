@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, what in (("export", "recorded messages to Parquet or CSV"),
                        ("replay", "serve a recording as WebSocket feeds, or republish it to NATS")):
         p = sub.add_parser(name, help=what, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=f"the options of {name} (capture {name} --help)")
         p.set_defaults(fn=lambda a, n=name: _dataout_tool(n, a.rest))
 
     sd = sub.add_parser("systemd", help="systemd integration")

@@ -413,7 +413,7 @@ def _to_nats(args: argparse.Namespace, speed: float | None, start, end) -> int:
     url, creds = _split_credentials(args.to_nats)
     if args.config:
         from capture import config
-        bus = config.load(args.config).nats.bus.with_servers([url])
+        bus = dataclasses.replace(config.load(args.config).nats.bus, servers=[url])
         if args.prefix:
             bus = dataclasses.replace(bus, prefix=parse_config({"prefix": args.prefix}).prefix)
     else:

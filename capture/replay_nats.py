@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Iterator
 
+from capture.publish import venue_routing
 from flusher.publisher.pipeline import AckPipeline
 from flusher.publisher.publish import Publisher
 from flusher.publisher.stream import BusConfig, connect
@@ -40,9 +41,11 @@ class Republisher(Publisher):
     def __init__(self, *, venue: str, shard: int, bus: BusConfig, speed: float | None = None,
                  subject_fn=None, window: int = 8192, ack_timeout: float = 5.0,
                  drain_timeout: float = 60.0) -> None:
+        # the shard publisher's own routing (the venue registry's), unless a test gives one
+        routing = venue_routing(bus.prefix, venue, shard)
         super().__init__("", venue=venue, shard=shard, bus=bus, segments=None,
-                         subject_fn=subject_fn, window=window, ack_timeout=ack_timeout,
-                         drain_timeout=drain_timeout)
+                         subject_fn=subject_fn or routing.subject_fn, exchange_ts=routing.exchange_ts,
+                         window=window, ack_timeout=ack_timeout, drain_timeout=drain_timeout)
         self.speed = speed
         self.messages = 0
 

@@ -382,16 +382,23 @@ class Supervisor:
                 c = self.children.get(role)
                 if c is None:
                     continue
-                if role == "flusher":
+                if role == "flusher" and not self._settle_ring(time.monotonic() + limit):
                     # The receiver is gone: the records it could not write
-                    # go in now, while the flusher still makes room.
-                    self._settle_ring(time.monotonic() + limit)
+                    # went in above, while the flusher still made room.  If
+                    # they could not, the stop did not keep its promise.
+                    if self.exit_code == EXIT_OK:
+                        self.exit_code = EXIT_FAILED
                 was_alive = c.alive()
                 c.signal(signal.SIGTERM)
                 code = self._reap(c, time.monotonic() + limit, extend=True)
-                if not was_alive and role != "flusher" and c.proc is not None:
-                    # Dead before the stop (crashed, in backoff): not a failed
-                    # stop; a dead receiver's loss is recorded by _settle_ring.
+                if role == "receiver" and code not in (0, None, -signal.SIGTERM):
+                    # Dead before or during the stop (crashed, in backoff, or
+                    # killed just then): its loss is recorded by _settle_ring,
+                    # which decides whether the stop failed.
+                    log_event(log, "child_dead_at_stop", logging.WARNING, child=role, code=code)
+                elif not was_alive and role != "flusher" and c.proc is not None:
+                    # A downstream child dead before the stop: its cursor
+                    # holds its place; not a failed stop.
                     log_event(log, "child_dead_at_stop", logging.WARNING, child=role, code=code)
                 else:
                     self._stopped(role, code)
@@ -416,21 +423,27 @@ class Supervisor:
         if self.exit_code == EXIT_OK:
             self.exit_code = EXIT_FAILED
 
-    def _settle_ring(self, deadline: float) -> None:
+    def _settle_ring(self, deadline: float) -> bool:
         """With the receiver stopped: if it died without closing, or left
         drops unrecorded, open the ring as producer and write what is owed
         (ring.Producer does: the drops in the header, producer_died naming
         the window, then our shard_stop), waiting for the flusher to make
-        room until ``deadline``.  Never raises: the stop goes on."""
+        room until ``deadline``.  Never raises: the stop goes on.  False if
+        something owed could not be written (it stays in the header)."""
         try:
-            st = ring.stats(self.ring_path)
-            prod = st["producer"]
-            if prod["alive"] or (prod["state"] != "running" and not st["drops_unrecorded"]):
-                return
-            log_event(log, "receiver_loss_recorded", logging.WARNING, state=prod["state"],
-                      drops_unrecorded=st["drops_unrecorded"])
+            try:
+                st = ring.stats(self.ring_path)
+                prod = st["producer"]
+                if prod["alive"] or (prod["state"] != "running" and not st["drops_unrecorded"]):
+                    return True
+                died, owed = prod["state"] == "running", st["drops_unrecorded"]
+            except RingDamaged:
+                # It died inside its head update: the producer opened below
+                # repairs the ring (ProducerBusy if it is alive after all).
+                died, owed = True, -1
+            log_event(log, "receiver_loss_recorded", logging.WARNING, died=died, drops_unrecorded=owed)
             with ring.Producer(self.ring_path) as p:
-                if prod["state"] == "running":  # it died: no stop record of its own
+                if died:  # no stop record of its own
                     p.write_control("shard_stop", reserved=True, ts=time.time_ns(), venue=self.venue,
                                     shard=self.shard.id, reason="receiver dead at stop",
                                     written_by="supervisor")
@@ -440,8 +453,11 @@ class Supervisor:
                         break
                     time.sleep(0.05)
                     p.poll()
+                p.close()   # may still write into the reserve
+                return not p.pending_records
         except CaptureError as e:
             log_event(log, "settle_failed", logging.ERROR, reason=str(e))
+            return False
 
     def _reap(self, c: Child, deadline: float, extend: bool = False) -> int | None:
         if c.proc is None:

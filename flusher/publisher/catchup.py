@@ -12,6 +12,8 @@ import logging
 import os
 import time
 
+import ring
+
 from ring.assemble import Assembler
 from common.errors import SegmentError
 from ring.frame import FrameType
@@ -88,6 +90,9 @@ class SegmentCatchup:
             self._disk_progress_at = time.monotonic()
         if self.next_seq > start:
             self.stats["catchup_rounds"] += 1
+        if (self.stopping.is_set() and not count and self.rd.producer_stopped()
+                and self.next_seq >= ring.stats(self.ring_path)["next_seq"]):
+            return True     # stopping, and every frame the ring ever held is published
         # Back to the ring if it still holds next_seq.
         # Not while the ring still holds a frame found corrupt there: reading
         # from the oldest frame would meet it again (publish._corrupt).

@@ -258,15 +258,16 @@ def _record_ok(buf, off: int, end: int, expect_seq: int | None) -> str | None:
     return None
 
 
-def _valid_after(buf, off: int, end: int, after_seq: int, hole_start: int) -> int | None:
+def _valid_after(buf, off: int, end: int, after_seq: int,
+                 hole_start: int | None = None) -> int | None:
     """Offset of the first valid record at or after off whose sequence is above
     after_seq and plausible for a hole starting at hole_start (each lost record
-    took at least 32 bytes of it)."""
+    took at least 32 bytes of it; without hole_start, any valid record)."""
     for o in range(off, end - FRAME_HEADER + 1, 8):
         size, lo, seq = struct.unpack_from("<IIQ", buf, o)
         if size < FRAME_HEADER or size > MAX_RECORD or lo != seq & 0xFFFFFFFF or seq <= after_seq:
             continue
-        if seq - after_seq - 1 > (o - hole_start) // FRAME_HEADER:
+        if hole_start is not None and seq - after_seq - 1 > (o - hole_start) // FRAME_HEADER:
             continue
         if _record_ok(buf, o, end, None) is None:
             return o

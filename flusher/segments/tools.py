@@ -357,7 +357,6 @@ def main_cat(argv: list[str] | None = None,
         if not os.path.exists(p):
             print(f"capture cat: {p}: no such file or directory", file=sys.stderr)
             return EXIT_USAGE
-    _warn_unmatched("cat", args.paths, args.venue, args.shard)
     out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
     write = out.write if out is not None else (lambda b: sys.stdout.write(b.decode()))
     skipped: list[Skipped] = []

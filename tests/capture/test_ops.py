@@ -170,8 +170,8 @@ def test_segment_tools_say_what_is_wrong_in_one_line(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "--start 'yesterday': not a time" in r.stderr
     r = run("cat", str(tmp_path / "nonexistent"))
     assert r.returncode == 2 and "no such file or directory" in r.stderr and "nonexistent" in r.stderr
-    r = run("cat", root, "--venue", "binance")
-    assert r.returncode == 0 and r.stdout == ""
-    assert "warning: --venue binance matches none of the segment files" in r.stderr
+    r = run("cat", root, "--venue", "binance")   # a filter that matches nothing: one line, not silence
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.strip().count("\n") == 0
+    assert "binance" in r.stderr and "no segment files" in r.stderr
     r = run("cat", root, "--venue", "kraken", "--start", "2000-01-01T00:00:00Z")
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 5 and "warning" not in r.stderr

@@ -88,7 +88,8 @@ def test_downstream_child_over_its_restart_budget_does_not_stop_the_shard(make_s
 
     def up():
         st = sh.stats()
-        return sh.children_up() and any(r["name"] == role and r["alive"] for r in st["readers"])
+        return (sh.children_up() and st["producer"]["pid"]  # the lock is taken before the pid is stored
+                and any(r["name"] == role and r["alive"] for r in st["readers"]))
 
     wait_for(up, 60, "children up")
     receiver, flusher = sh.child_pid("receiver"), sh.child_pid("flusher")

@@ -155,3 +155,33 @@ def test_shard_starts_on_a_ring_left_damaged(make_shard, nats_srv):
     frames = disk_frames(sh2)
     assert_sequences_whole(frames)
     assert "ring_repaired" in [c["kind"] for c in controls(frames)]
+
+
+def test_receiver_dead_inside_the_window_at_sigterm(make_shard, nats_srv):
+    """Scenarios 4 and 6 at once: the receiver dies inside the head update and
+    the shard is stopped before it is restarted.  The stop repairs the ring,
+    records the loss, and ends cleanly."""
+    sh = make_shard(f'servers = ["{nats_srv.url}"]')
+    wait_for(sh.children_up, 60, "children up")
+    wait_for(lambda: (sh.stats() or {}).get("frames", 0) > 300, 60, "frames flowing")
+    receiver = sh.child_pid("receiver")
+    os.kill(sh.proc.pid, signal.SIGSTOP)   # no restart before the SIGTERM
+    try:
+        os.kill(receiver, signal.SIGSTOP)
+        with open(sh.ring_path, "r+b") as f:
+            f.seek(GEN_OFF)
+            f.write(struct.pack("<I", _gen(sh.ring_path) | 1))
+        os.kill(receiver, signal.SIGKILL)
+        wait_for(lambda: _state(receiver) == "Z", 30, "the receiver dead")
+        sh.proc.send_signal(signal.SIGTERM)
+    finally:
+        os.kill(sh.proc.pid, signal.SIGCONT)
+    assert sh.proc.wait(120) == 0, sh.stderr[-3000:]
+    frames = disk_frames(sh)
+    fig = figures(sh, frames, "receiver dead inside the seqlock window at SIGTERM")
+    assert_sequences_whole(frames)
+    assert fig["in_records"] == fig["refused"]
+    ctl = controls(frames)
+    kinds = [c["kind"] for c in ctl]
+    assert kinds[-4:] == ["ring_repaired", "producer_restart", "gap", "shard_stop"], kinds[-6:]
+    assert ctl[-2]["prev_pid"] == receiver and ctl[-1]["written_by"] == "supervisor"
