@@ -242,9 +242,9 @@ class Flusher:
                     self.skip_through = last
                     log.info("frames %d..%d are already on disk; skipping them", nxt, last)
                 elif last + 1 < nxt:
-                    log.warning("frames %d..%d were committed but are not in any segment "
-                                "(power loss under fsync=%s, or a .corrupt file holds them)",
-                                last + 1, nxt - 1, cfg.fsync)
+                    log_event(log, "gap", logging.WARNING, first_seq=last + 1, last_seq=nxt - 1,
+                              reason=f"committed but in no segment (power loss under fsync={cfg.fsync}, "
+                                     "or a .corrupt file holds them)")
         self.stats.last_seq = rep.last_seq
 
     def _newest_segment_of_this_ring(self, window: int = 64) -> str | None:
@@ -307,7 +307,8 @@ class Flusher:
         finally:
             self.close()
         if not drained:
-            log.warning("drain timeout: frames are left in the ring (kept for the next start)")
+            log_event(log, "drain_unfinished", logging.WARNING, committed_seq=self.stats.committed_seq,
+                      kept="in the ring for the next start")
             return EXIT_DRAIN_TIMEOUT
         return EXIT_OK
 
