@@ -62,7 +62,6 @@ log = logging.getLogger("capture.supervisor")
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY, EXIT_STARTUP = 0, 1, 2, 3, 4
 
 
-
 @dataclass
 class Child:
     role: str
