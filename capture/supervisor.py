@@ -81,7 +81,6 @@ ESSENTIAL = frozenset({"receiver", "flusher"})
 #: one (publisher, validator) waiting on NATS need not hammer it.
 BACKOFF_CAP = {"essential": 10.0, "other": 30.0}
 
-
 @dataclass
 class Child:
     role: str

@@ -369,8 +369,8 @@ class Publisher(SegmentCatchup):
                 self.write_status()
             if not ok:
                 self.stats["drain_timeout"] += 1
-                log.warning("publisher: %d frames unacknowledged at shutdown; they stay on disk "
-                            "and in the ring cursor for the next start", self.pipe.in_flight)
+                log_event(log, "drain_unfinished", logging.WARNING, unacknowledged=self.pipe.in_flight,
+                          kept="on disk and behind the ring cursor for the next start")
             self.pipe.log_summary()
             log_event(log, "publisher_stats", stats=dict(sorted(self.all_stats().items())))
             return 0 if ok else EXIT_DRAIN_UNFINISHED
@@ -536,8 +536,8 @@ class Publisher(SegmentCatchup):
     def _lapped(self, lap: Lapped) -> None:
         self.stats["lapped"] += 1
         if self.mode != "disk":
-            log.info("publisher: lapped by the ring at sequence %d (oldest in ring %d); "
-                     "catching up from the segment files", self.next_seq, lap.resume_sequence)
+            log_event(log, "lapped", next_seq=self.next_seq, oldest_in_ring=lap.resume_sequence,
+                      action="catching up from the segment files")
         self.mode = "disk"
         self._lap_pos = lap.position
         self._asm = Assembler()     # next_seq is a message boundary: nothing half-done
@@ -566,7 +566,7 @@ class Publisher(SegmentCatchup):
         """Frames that can no longer be published: counted, and said on the bus."""
         n = last - first + 1
         self.stats["lost"] += n
-        log.error("publisher: sequences %d..%d (%d frames) %s", first, last, n, why)
+        log_event(log, "gap", logging.ERROR, first_seq=first, last_seq=last, frames=n, reason=why)
         body = json.dumps({"kind": "publisher_gap", "first_seq": first, "last_seq": last,
                            "reason": why}).encode()
         # Keyed like the first lost frame: de-duplicated if this is said twice.

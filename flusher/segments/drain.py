@@ -341,7 +341,8 @@ class Flusher:
                            f"fsync={cfg.fsync}, or a segment lost or set aside")
                     if rep.corrupt:
                         why += f" ({', '.join(os.path.basename(c[0]) for c in rep.corrupt)})"
-                    log.error("frames %d..%d were %s; a gap record will name them", last + 1, nxt - 1, why)
+                    log_event(log, "gap", logging.ERROR, first_seq=last + 1, last_seq=nxt - 1,
+                              reason=why, action="a gap record will name them")
                     ts = load_index(index_path_for(newest))
                     self._missing = (last + 1, nxt - 1, ts.max_ts if ts is not None else cfg.clock(), why)
         self.stats.last_seq = rep.last_seq
@@ -409,7 +410,8 @@ class Flusher:
         finally:
             self.close()
         if not drained:
-            log.warning("drain timeout: frames are left in the ring (kept for the next start)")
+            log_event(log, "drain_unfinished", logging.WARNING, committed_seq=self.stats.committed_seq,
+                      kept="in the ring for the next start")
             return EXIT_DRAIN_TIMEOUT
         return EXIT_OK
 

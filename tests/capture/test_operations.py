@@ -5,11 +5,14 @@ order with the embedded nats-server untouched; frames left unacknowledged at
 the stop make the shard exit non-zero."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import signal
 import socket
+import subprocess
+import sys
 import urllib.request
 
 import psutil
@@ -79,6 +82,14 @@ def test_every_metric_the_dashboard_and_rules_name_is_exported(make_shard):
     assert info[0]["version"] and info[1] == 1.0
     # one publisher-lag series: the reader-lag family leaves the publisher out
     assert "publisher" not in {lab["reader"] for lab, _ in m["capture_reader_lag_frames"]}
+    # `capture status` on the running shard: real msgs/s, typed, the same lag figure
+    r = subprocess.run([sys.executable, "-m", "capture.cli", "status", "--ring-dir", sh.ring_dir,
+                        "--json", "--interval", "0.5"], capture_output=True, text=True,
+                       timeout=timeout(60))
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)
+    assert row["venue"] == "kraken" and row["receiver"] == "up" and row["connections_live"] == 1
+    assert row["msgs_per_s"] > 0 and isinstance(row["publisher_lag"], int) and row["error"] is None
     ready = events(sh.stderr, "shard_ready")
     assert len(ready) == 1 and ready[0]["role"] == "supervisor" and ready[0]["shard"] == "0"
     assert sh.stop() == 0
