@@ -62,10 +62,19 @@ def _config(workdir: str, ring_dir: str, data_dir: str, nats_url: str, sim: Simu
     return path
 
 
+def _shard_up(ring_dir: str, shard: int) -> bool:
+    try:
+        return bool(ring.stats(os.path.join(ring_dir, f"shard-{shard}.ring"))["producer"]["alive"])
+    except ring.RingError:
+        return False      # not created yet
+
+
 def _segments_summary(data_dir: str, venue: str) -> dict[str, Any]:
     from flusher.segments import read as segread
     frames = data = control = 0
     kinds: dict[str, int] = {}
+    if not os.path.isdir(os.path.join(data_dir, venue)):    # the shard never wrote a segment
+        return {"frames": 0, "data": 0, "control": 0, "kinds": {}, "bytes": 0, "files": 0}
     files = sorted(glob.glob(os.path.join(data_dir, venue, "**", "*.seg*"), recursive=True))
     nbytes = sum(os.path.getsize(f) for f in files)
     import orjson
@@ -103,7 +112,10 @@ async def _stream_counts(url: str, prefix: str = "demo") -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m capture.demo")
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--seconds", type=float, default=20.0,
+                    help="seconds of capture, counted once every shard is up")
+    ap.add_argument("--start-timeout", type=float, default=120.0,
+                    help="how long the shards may take to come up")
     ap.add_argument("--rate", type=float, default=200.0, help="simulated messages/s per connection")
     ap.add_argument("--data-dir", default="demo-data")
     ap.add_argument("--venues", default=",".join(VENUES))
@@ -154,6 +166,16 @@ def main(argv: list[str] | None = None) -> int:
             procs.append(subprocess.Popen([sys.executable, "-m", "capture.cli", "run", "--shard", str(i),
                                            "--config", cfg_path], stderr=log))
             log.close()  # the child holds its own descriptor
+        # The capture's seconds count from the moment every shard is up (its
+        # receiver holds the ring), not from the launch: a loaded machine may
+        # take a while to start four supervisors and their children.
+        t_launch = time.monotonic()
+        while not all(_shard_up(ring_dir, i) for i in range(len(venues))):
+            dead = [p for p in procs if p.poll() is not None]
+            if dead or time.monotonic() - t_launch > args.start_timeout:
+                break
+            time.sleep(0.1)
+        print(f"demo: shards up in {time.monotonic() - t_launch:.1f} s", flush=True)
         deadline = time.monotonic() + args.seconds
         last: dict[int, int] = {}
         while time.monotonic() < deadline:
