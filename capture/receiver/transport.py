@@ -379,6 +379,15 @@ class PicowsTransport(Transport):
             self._finish(*self._error)
             return
         hs = ws.close_handshake
+        sent = hs.sent if hs is not None else None
+        if sent is not None and not self._closing_by_us:
+            code = sent.code.value if hasattr(sent.code, "value") else int(sent.code)
+            if code in (1002, 1007, 1009):
+                # We refused the peer's frame (picows closes by itself on a frame
+                # over max_frame_size): that is why the connection ended, whether
+                # or not the peer answered our close frame before the TCP drop.
+                self._finish(code, sent.reason or "")
+                return
         recv = hs.recv if hs is not None else None
         if recv is not None:
             code = recv.code.value if hasattr(recv.code, "value") else int(recv.code)
