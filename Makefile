@@ -35,7 +35,7 @@ soak: $(STAMP)
 # The fault suite: each scenario with real processes and signals, printing its
 # figures (frames refused vs recorded, shard up or not).
 faults: $(STAMP)
-	$(PYTEST) -q -s -m faults --timeout=1200 tests/faults
+	$(PYTEST) -q -s -m faults --timeout=1200 tests
 
 # Benchmarks: numbers printed, never asserted.  The whole-shard run takes
 # minutes; its figures, the ring's and the report: bench/results/, bench/plots/,

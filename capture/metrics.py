@@ -30,7 +30,7 @@ from capture import __version__
 from capture.receiver.lifecycle import RECONNECT_REASONS
 from common.histogram import log2_buckets, log2_sum
 from common.status import read_status, status_path
-from common.errors import BadRingFile, RingError
+from common.errors import RingError
 
 CHILD_ROLES = ("receiver", "flusher", "publisher", "integrity")
 #: status files read besides the children's: the supervisor's restart counts
@@ -64,7 +64,7 @@ class ShardView:
         out = {"supervisor": os.getpid()}
         try:
             st = ring.stats(self.ring_path, stale_after=self.stale_after)
-        except BadRingFile:
+        except RingError:     # BadRingFile, or RingDamaged: the supervisor's own figures only
             return out
         if st["producer"]["alive"] and st["producer"]["pid"]:
             out["receiver"] = st["producer"]["pid"]
