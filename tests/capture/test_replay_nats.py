@@ -14,7 +14,7 @@ from conftest_nats import read_stream, run_async, timeout, wait_for  # noqa: E40
 import ring  # noqa: E402
 from capture import cli  # noqa: E402
 from dataout_helpers import kraken_book, kraken_trade  # noqa: E402
-from flusher.publisher.publish import Publisher  # noqa: E402
+from capture.publish import make_publisher  # noqa: E402
 from flusher.publisher.stream import parse_config  # noqa: E402
 from flusher.segments.read import read  # noqa: E402
 from flusher_helpers import start_flusher  # noqa: E402
@@ -54,7 +54,7 @@ def _record(tmp_path, nats_url: str) -> str:
                              for r in ring.stats(path)["readers"]), 30, "the flusher to attach")
 
         async def main():
-            pub = Publisher(path, venue="kraken", shard=2, bus=bus, segments=data)
+            pub = make_publisher(path, venue="kraken", shard=2, bus=bus, segments=data)
             task = asyncio.ensure_future(pub.run())
             await asyncio.wait_for(pub.started.wait(), timeout(30))
             with ring.Producer(path) as p:
