@@ -18,7 +18,9 @@ uint32_t ring_seg_scan(const uint8_t *buf, uint64_t len, uint64_t max_record,
     uint64_t off = 0;
     uint64_t expect = *expect_io;
     uint32_t n = 0;
-    while (n < max && len - off >= RING_FRAME_HEADER) {
+    /* Offsets go out as u32: a buffer holds one read chunk and at most one
+     * record of up to 1 GiB, far below that; stop there all the same. */
+    while (n < max && len - off >= RING_FRAME_HEADER && off <= UINT32_MAX) {
         const uint8_t *h = buf + off;
         uint32_t size, lo;
         uint64_t seq;
