@@ -36,10 +36,11 @@ class Republisher(Publisher):
         venue, shard: the shard the messages belong to (subjects, headers).
         bus: NATS settings (:func:`flusher.publisher.stream.parse_config`).
         speed: pacing, as for the WebSocket replay (None: as fast as acks allow).
+        subject_fn: raw payload -> subject, the venue's (``capture.venues.subject_fn``).
     """
 
     def __init__(self, *, venue: str, shard: int, bus: BusConfig, speed: float | None = None,
-                 subject_fn=None, window: int = 8192, ack_timeout: float = 5.0,
+                 subject_fn, window: int = 8192, ack_timeout: float = 5.0,
                  drain_timeout: float = 60.0) -> None:
         # the shard publisher's own routing (the venue registry's), unless a test gives one
         routing = venue_routing(bus.prefix, venue, shard)

@@ -270,3 +270,19 @@ uint32_t ring_crc32c(uint32_t crc, const uint8_t *data, size_t len);
 uint32_t ring_frame_crc(const uint8_t *frame, uint32_t size);
 int ring_crc32c_hw(void);
 int64_t ring_now_ns(void);
+
+/* --- segment files ------------------------------------------------------ */
+/* The plain records of a segment buffer (records back to back from buf[0],
+ * each padded to 8 bytes), checked as the Python reader checks them: size
+ * 32..max_record and inside the buffer, seq_lo, a type other than padding,
+ * the CRC, and (when *expect_io is not UINT64_MAX) the sequence.  Copies the
+ * 32-byte header of each good record to hdrs_out (max of them) and its
+ * offset in buf to offs_out; *expect_io becomes the sequence after the last.
+ * Returns how many; it stops before the first record it does not take (a
+ * short or bad one, or a control record that may be a gap record, whose
+ * payload starts with the gap prefix): the caller looks at that one itself.
+ * *next_out is the offset where it stopped. */
+uint32_t ring_seg_scan(const uint8_t *buf, uint64_t len, uint64_t max_record,
+                       const uint8_t *gap_prefix, uint32_t gap_len, uint64_t *expect_io,
+                       uint8_t *hdrs_out, uint32_t *offs_out, uint32_t max,
+                       uint64_t *next_out);

@@ -26,7 +26,8 @@ ffibuilder.cdef(_cdef_text())
 ffibuilder.set_source(
     "ring._ringlib",
     '#include "ring.h"',
-    sources=[os.path.relpath(os.path.join(_CSRC, name)) for name in ("ring.c", "reader.c", "drain.c", "crc32c.c")],
+    sources=[os.path.relpath(os.path.join(_CSRC, name))
+             for name in ("ring.c", "reader.c", "drain.c", "crc32c.c", "segscan.c")],
     include_dirs=[_CSRC],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )

@@ -84,47 +84,50 @@ _NAMES = SCHEMA.names
 
 
 class _Columns:
-    """Rows collected column by column, turned into a RecordBatch when full."""
+    """Rows collected as they come (the message and its description), turned
+    into a RecordBatch column by column when full: one comprehension per
+    column over the batch instead of eleven appends per message."""
 
-    __slots__ = ("cols", "n")
+    __slots__ = ("msgs", "descs", "n")
 
     def __init__(self) -> None:
-        self.cols: list[list] = [[] for _ in _NAMES]
+        self.msgs: list[Msg] = []
+        self.descs: list[tuple] = []
         self.n = 0
 
     def add(self, m: Msg, describe: Callable[[bytes], tuple] | None) -> None:
-        c = self.cols
-        payload = bytes(m.payload)
-        channel = symbol = ex = None
-        if m.type == _CONTROL:
-            kind, text, blob = "control", _text(payload), None
-        elif m.flags & _BINARY:
-            kind, text, blob = "binary", None, payload
-        else:
-            kind, text = "text", _text(payload)
-            blob = payload if text is None else None
-        if describe is not None and m.type != _CONTROL:
-            channel, symbol, ex = describe(payload)
-        if text is None and blob is None:
-            blob = payload                 # a control record that is not UTF-8: keep the bytes
-        c[0].append(m.ts_ns)
-        c[1].append(m.seq)
-        c[2].append(m.header.venue)
-        c[3].append(m.header.shard)
-        c[4].append(m.conn)
-        c[5].append(kind)
-        c[6].append(channel)
-        c[7].append(symbol)
-        c[8].append(ex)
-        c[9].append(text)
-        c[10].append(blob)
+        self.msgs.append(m)
+        self.descs.append(_NO_DESC if describe is None or m.type == _CONTROL
+                          else describe(m.payload))
         self.n += 1
 
     def batch(self) -> pa.RecordBatch:
-        arrays = [pa.array(col, type=f.type) for col, f in zip(self.cols, SCHEMA)]
-        self.cols = [[] for _ in _NAMES]
-        self.n = 0
+        ms, ds = self.msgs, self.descs
+        kinds: list[str] = []
+        texts: list[str | None] = []
+        blobs: list[bytes | None] = []
+        for m in ms:
+            payload = bytes(m.payload)
+            if m.type == _CONTROL:
+                kind, text = "control", _text(payload)
+            elif m.flags & _BINARY:
+                kind, text = "binary", None
+            else:
+                kind, text = "text", _text(payload)
+            kinds.append(kind)
+            texts.append(text)
+            # Binary messages, and text or control records that are not UTF-8:
+            # the bytes, so nothing is lost.
+            blobs.append(payload if text is None else None)
+        cols = [[m.ts_ns for m in ms], [m.seq for m in ms], [m.header.venue for m in ms],
+                [m.header.shard for m in ms], [m.conn for m in ms], kinds,
+                [d[0] for d in ds], [d[1] for d in ds], [d[2] for d in ds], texts, blobs]
+        arrays = [pa.array(col, type=f.type) for col, f in zip(cols, SCHEMA)]
+        self.msgs, self.descs, self.n = [], [], 0
         return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+
+
+_NO_DESC = (None, None, None)
 
 
 def _text(payload: bytes) -> str | None:

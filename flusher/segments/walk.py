@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 from common.errors import NoData, SegmentError
 # _valid_after is recovery's rule for "a valid record follows": the same rule
 # decides where a skip resumes, so a skip and `verify` agree on the region.
-from flusher.segments.format import SegmentHeader, _valid_after
+from flusher.segments.format import FILE_HEADER, SegmentHeader, _valid_after, gap_range
 from flusher.segments.index import index_path_for, load_index
 from flusher.segments.names import O_CLOEXEC, O_NOFOLLOW
 from flusher.segments.read import (TimeLike, _monotonic, _skip_segment, records, segment_paths,
@@ -142,6 +142,10 @@ def walk(path_or_dir: str | Iterable[str], *, venue: str | None = None, shard: i
             continue
         resume: int | None = None
         seen_any = False
+        # The last good record of this file (sequence, type, payload): where a
+        # skip resumes depends on the sequence it covered (see _next_valid).
+        good_seq = good_typ = -1
+        good_payload = b""
         while True:
             hdrs: list[SegmentHeader] = []
             try:
@@ -162,6 +166,7 @@ def walk(path_or_dir: str | Iterable[str], *, venue: str | None = None, shard: i
                         if on_file is not None:
                             on_file(path, hdr)
                     _size, _lo, seq, ts, typ, flags, conn, _crc = rec
+                    good_seq, good_typ, good_payload = seq, typ, payload
                     if typ <= _WHOLE and asm.open_chain_seq is None:
                         # The common case, a whole frame outside any chain: what the
                         # assembler would return unchanged, without the call.
@@ -195,7 +200,12 @@ def walk(path_or_dir: str | Iterable[str], *, venue: str | None = None, shard: i
             except SegmentError as exc:
                 if not skip_corrupt or not hdrs:
                     raise                    # a bad header is not a region to step over
-                resume = _next_valid(path, exc.offset)
+                if good_seq < 0:            # nothing good read yet in this file
+                    resume = _next_valid(path, exc.offset, hdrs[0].first_seq - 1, FILE_HEADER)
+                else:
+                    covered = gap_range(good_typ, good_seq, good_payload)
+                    resume = _next_valid(path, exc.offset,
+                                         good_seq if covered is None else covered, exc.offset)
                 asm = Assembler()            # a chain across the bad region cannot be trusted
                 if on_skip is not None:
                     on_skip(Skipped(path, exc.offset, exc.reason, resume))
@@ -206,9 +216,13 @@ def walk(path_or_dir: str | Iterable[str], *, venue: str | None = None, shard: i
                                               "the data ends inside a fragment chain"))
 
 
-def _next_valid(path: str, offset: int) -> int | None:
+def _next_valid(path: str, offset: int, after_seq: int, hole_start: int) -> int | None:
     """Offset of the first valid record after a bad one at ``offset`` (an
-    uncompressed file only: a compressed stream cannot be searched)."""
+    uncompressed file only: a compressed stream cannot be searched).
+
+    Recovery's rule: a record that passes every check, whose sequence is above
+    ``after_seq`` (the last one read) and plausible for a hole starting at
+    ``hole_start`` (each lost record took at least 32 bytes of it)."""
     if path.endswith(".zst"):
         return None
     fd = os.open(path, os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
@@ -219,9 +233,7 @@ def _next_valid(path: str, offset: int) -> int | None:
         with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm:
             buf = memoryview(mm)
             try:
-                # after_seq -1: any valid record will do; the reader checks
-                # continuity from there on.
-                return _valid_after(buf, offset + 8, size, -1)
+                return _valid_after(buf, offset + 8, size, after_seq, hole_start)
             finally:
                 buf.release()
     finally:

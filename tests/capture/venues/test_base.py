@@ -101,6 +101,44 @@ def test_rfc3339():
     assert base.rfc3339_to_ns("2023-09-25T07:49:37.Z") is None
 
 
+def _rfc3339_reference(text: str) -> int | None:
+    """Independent of the parser's fast path and cache: datetime on the text with the
+    fraction taken out, the fraction added back exactly."""
+    import datetime as dt
+    import re
+    m = re.fullmatch(r"(.{19})(?:\.([0-9]+))?(Z|[+-][0-9]{2}:[0-9]{2})", text)
+    if m is None:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(m.group(1) + ("+00:00" if m.group(3) == "Z" else m.group(3)))
+    except ValueError:
+        return None
+    return int(t.timestamp()) * 10**9 + int(((m.group(2) or "") + "0" * 9)[:9])
+
+
+@settings(max_examples=300, deadline=None)
+@given(sec=st.integers(0, 4_000_000_000), frac=st.text("0123456789", min_size=0, max_size=12),
+       tz=st.sampled_from(["Z", "+00:00", "+02:00", "-05:30"]))
+def test_rfc3339_matches_the_reference(sec, frac, tz):
+    """The usual form goes through a cached fast path: every form gives what the
+    reference gives, twice (the second time from the cache)."""
+    import datetime as dt
+    text = dt.datetime.fromtimestamp(sec, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    text += ("." + frac if frac else "") + tz
+    want = _rfc3339_reference(text)
+    assert want is not None
+    assert base.rfc3339_to_ns(text) == want
+    assert base.rfc3339_to_ns(text) == want
+
+
+def test_rfc3339_invalid_dates_are_not_cached_into_answers():
+    assert base.rfc3339_to_ns("2023-02-30T07:49:37.5Z") is None     # no such day
+    assert base.rfc3339_to_ns("2023-02-30T07:49:37.5Z") is None
+    # Digits past the ninth are cut off (the general path), not rounded.
+    assert base.rfc3339_to_ns("2023-09-25T07:49:37.1234567899Z") == 1695628177123456789
+    assert base.rfc3339_to_ns("2023-09-25T07:49:37.5z") == 1695628177500000000
+
+
 def test_epoch_units():
     assert base.epoch_to_ns(1669149841) == 1669149841 * 10**9
     assert base.epoch_to_ns(1669149841123) == 1669149841123 * 10**6
