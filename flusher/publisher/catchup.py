@@ -105,5 +105,11 @@ class SegmentCatchup:
             self.mode = "ring"
             self._asm = Assembler()
             return False
+        # A shutdown drain that ends on the files (the ring still holds a
+        # frame found corrupt, so it cannot go back): done once every frame
+        # the stopped producer wrote has been handed over.
+        if (self.stopping.is_set() and self.rd.producer_stopped()
+                and self.next_seq >= self.rd.head_seq()):
+            return True
         await asyncio.sleep(0.01 if not count else 0)
         return False
