@@ -117,7 +117,8 @@ LOGGED: dict[str, int] = {
 #: Fields of a record that a log line repeats (the rest stay in the record).
 _LOG_FIELDS = ("from", "attempt", "url", "status", "code", "reason", "by", "error", "delay",
                "failures", "cap", "retry_within_s", "retry_in_s", "waited_s", "silent_s",
-               "channel", "symbol", "symbols", "expected", "got", "missing", "computed")
+               "channel", "symbol", "symbols", "expected", "got", "missing", "computed",
+               "handshake", "after_close")
 
 _throttle = Throttle()
 
