@@ -16,6 +16,11 @@ neighbour's load that comes and goes skews their ratio; ``test_ratios``
 therefore also runs ``CAPTURE_BENCH_PAIRS`` back-to-back pairs (pipeline
 round, publish_async round, the order alternating) and reports the median
 and range of the per-pair ratios, with the load average.
+``test_catchup_vs_live`` runs the whole publisher twice on the same frames
+in the same run: once lapped, catching up from segment files the real
+flusher wrote (bench/publish_catchup_helpers.py), once live from a ring that
+holds them all; it reports both rates, their ratio and the publisher's CPU
+per frame of each.
 ``test_recv_to_ack_latency`` offers frames to a ring at a fixed rate from
 another process and reports percentiles of (ack time - receive time) through
 the whole publisher (ring -> JetStream ack).
@@ -271,3 +276,34 @@ def test_recv_to_ack_latency(benchmark, server, rate):
     benchmark.extra_info["max_ms"] = round(float(a.max()), 3)
     print(f"\nrecv-to-ack at {rate}/s offered, {len(a)} frames: "
           + "  ".join(f"p{p} {v:.2f} ms" for p, v in pct.items()) + f"  max {a.max():.2f} ms")
+
+
+@pytest.mark.parametrize("size", [256])
+def test_catchup_vs_live(benchmark, server, size):
+    from publish_catchup_helpers import catch_up, prepare, prepare_live
+    out: dict[str, dict] = {}
+
+    def once() -> None:
+        with tempfile.TemporaryDirectory() as d:
+            disk = prepare(d, N, size)
+            live = prepare_live(d, N, size)
+            out["catchup"] = catch_up(server.url, d, disk, "BENCH_CATCHUP")
+            out["live"] = catch_up(server.url, d, live, "BENCH_CATCHUP")
+
+    benchmark.group = f"publisher catch-up vs live {size} B x {N}"
+    benchmark.pedantic(once, rounds=1, iterations=1)
+    cu, lv = out["catchup"], out["live"]
+    assert cu["code"] == 0 and lv["code"] == 0
+    assert cu["disk_frames"] > N // 2, cu["stats"]     # it really was lapped
+    assert lv["disk_frames"] == 0, lv["stats"]         # and this one really was not
+    rate = {k: v["frames"] / v["seconds"] for k, v in out.items()}
+    cpu = {k: v["cpu"] / v["frames"] * 1e6 for k, v in out.items()}
+    for k in out:
+        benchmark.extra_info[f"{k}_frames_per_s"] = round(rate[k])
+        benchmark.extra_info[f"{k}_cpu_us_per_frame"] = round(cpu[k], 2)
+    benchmark.extra_info["catchup_over_live"] = round(rate["catchup"] / rate["live"], 2)
+    print(f"\npublisher {size} B x {N}: catch-up from disk {rate['catchup']:.0f}/s "
+          f"({cu['disk_frames']} frames from the files, {cpu['catchup']:.2f} us CPU/frame), "
+          f"live from the ring {rate['live']:.0f}/s ({cpu['live']:.2f} us CPU/frame): "
+          f"catch-up/live {rate['catchup'] / rate['live']:.2f}x, load average "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))

@@ -364,6 +364,12 @@ class Reader:
         self._rf.head(p, s)
         return int(p[0] - self._posp[0])
 
+    def head_seq(self) -> int:
+        """The sequence the producer's next frame will carry."""
+        p, s = ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]")
+        self._rf.head(p, s)
+        return int(s[0])
+
     def drained(self) -> bool:
         """Everything published so far has been read."""
         p, s = ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]")

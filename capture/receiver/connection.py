@@ -41,7 +41,10 @@ record - and, for transitions, ``from``)::
                                     lost); its markets are subscribed again at once, reason
                                     "subscription_lost"; counted in stats and status
     keepalive_timeout {waited_s}    silence_timeout {silent_s, last_data_ns}
-    closed {code, reason, by}       reconnect {attempt, delay, failures, cap}
+    closed {code, reason, by[, handshake, after_close]}   on a stop: whether the closing
+                                    handshake completed or was aborted, and the messages
+                                    received after our close frame
+    reconnect {attempt, delay, failures, cap}
     unsubscribe_sent {channel, symbols}           stopped {frames, malformed, refused, reconnects}
     receiver_error {error}          an unexpected exception: counted, rate-limited; inside an
                                     attempt it costs that attempt (closed 1011 by "error")
@@ -175,6 +178,7 @@ class Connection:
         self.malformed = 0
         self.refused = 0
         self.reconnects = 0
+        self.close_aborted = 0      # stops whose closing handshake was cut off (see _close_for_stop)
         self.reconnect_reasons: dict[str, int] = {}
         self._nbytes = 0
         self.errors = 0
@@ -625,8 +629,7 @@ class Connection:
                     self._lost(info.code, info.reason, info.by)
                     return
                 if self._stop.done():
-                    info = await t.close(1000, "shutdown", tm.close_timeout)
-                    self._record("closed", code=info.code, reason=info.reason, by="client")
+                    await self._close_for_stop(t)
                     return
                 if self._auth_close:
                     self._auth_close = False
@@ -667,6 +670,43 @@ class Connection:
             if not closed.done():
                 closed.cancel()
 
+    async def _close_for_stop(self, t: Transport) -> None:
+        """The closing handshake of a stop, reading to its end.
+
+        After our close frame the server may go on sending until it reads it
+        and answers with its own (RFC 6455 5.5.1): every message before that
+        frame is received and lands in the ring like any other.  A fixed
+        timeout would cut off a server still busy sending (measured: a
+        simulator behind its schedule answered late and the messages in the
+        socket at the abort were gone), so the wait restarts while messages
+        arrive and gives up only after close_timeout without one, or at
+        close_cap.  If it gives up, the ``closed`` record says so
+        (``handshake: "aborted"``): what the server sent after that is not
+        on disk, and the record is the only trace of it."""
+        tm = self.timing
+        before = self.frames
+        task = asyncio.ensure_future(t.close(1000, "shutdown", max(tm.close_cap, tm.close_timeout)))
+        seen = before
+        aborted = False
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=tm.close_timeout)
+            if done:
+                break
+            now = self.frames
+            if now == seen:      # silent for a whole close_timeout: no answer coming
+                aborted = True
+                t.abort()
+                break
+            seen = now
+        info = await task
+        if info.code == 1006:    # close() itself gave up at the cap, or the TCP link went
+            aborted = True
+        if aborted:
+            self.close_aborted += 1
+        self._record("closed", code=info.code, reason=info.reason, by="client",
+                     handshake="aborted" if aborted else "complete",
+                     after_close=self.frames - before)
+
     async def _replace(self, t: Transport, closed: asyncio.Future, why: str) -> None:
         """Close a stale connection (the run loop then opens a new one)."""
         info = await t.close(4000, f"stale: {why}", self.timing.close_timeout)
@@ -686,7 +726,8 @@ class Connection:
         return {"conn": self.name, "id": self.conn_id, "state": self.state.value,
                 "frames": self.frames, "messages": self.frames, "bytes": self.nbytes,
                 "malformed": self.malformed, "refused": self.refused,
-                "reconnects": self.reconnects, "reconnect_reasons": dict(self.reconnect_reasons),
+                "reconnects": self.reconnects, "close_aborted": self.close_aborted,
+                "reconnect_reasons": dict(self.reconnect_reasons),
                 "attempt": self.attempt, "members": len(self.members), "subscribed": subscribed,
                 "seq_gaps": self.checks.seq_gaps, "repairs": self.checks.repairs,
                 "repairs_suppressed": self.checks.suppressed, "auth_failures": self.auth_failures,

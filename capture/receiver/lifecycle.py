@@ -117,7 +117,8 @@ LOGGED: dict[str, int] = {
 #: Fields of a record that a log line repeats (the rest stay in the record).
 _LOG_FIELDS = ("from", "attempt", "url", "status", "code", "reason", "by", "error", "delay",
                "failures", "cap", "retry_within_s", "retry_in_s", "waited_s", "silent_s",
-               "channel", "symbol", "symbols", "expected", "got", "missing", "computed")
+               "channel", "symbol", "symbols", "expected", "got", "missing", "computed",
+               "handshake", "after_close")
 
 _throttle = Throttle()
 
@@ -180,6 +181,10 @@ class Timing:
     stagger: float = 0.25
     stagger_jitter: float = 0.25
     close_timeout: float = 2.0
+    #: A stop's closing handshake: messages the server sends until its close
+    #: frame are still received and recorded, so the wait for that frame
+    #: restarts whenever messages arrived within close_timeout; this bounds it.
+    close_cap: float = 8.0
     #: Frames at most this long are classified on the hot path when no
     #: reply is awaited (heartbeats, PONG); longer ones count as data unparsed.
     peek_bytes: int = 128

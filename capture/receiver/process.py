@@ -372,7 +372,7 @@ class Receiver:
                 c.stop()
             pending = [c.task for c in conns if c.task is not None]
             if pending:
-                done, not_done = await asyncio.wait(pending, timeout=cfg.timing.close_timeout + 2)
+                done, not_done = await asyncio.wait(pending, timeout=cfg.timing.close_cap + 2)
                 for t in not_done:
                     t.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)

@@ -248,8 +248,11 @@ class _Conn:
                         await self.send(s.next_data(), True)
                 if self.closing or self.silent or self.done or self.pending or not s.has_data():
                     break
-            if sc.rate == float("inf"):
-                await asyncio.sleep(0)
+            # Let the reader task run between batches, as a real server's
+            # does: a pump behind its schedule never waits on its own, and
+            # would otherwise not read a client's close frame (nor answer it)
+            # for as long as it kept sending.
+            await asyncio.sleep(0)
 
     async def heartbeats(self) -> None:
         iv = self.sc.heartbeat_interval

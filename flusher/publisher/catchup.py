@@ -4,6 +4,10 @@ When the ring laps the publisher, it reads from ``next_seq`` in the segment
 files (which hold every frame the ring overwrote: the flusher is tethered)
 until the ring holds ``next_seq`` again, then goes back to the ring.  Frames
 neither source holds any more are declared lost, counted and said on the bus.
+
+The files are read as batches of columns (flusher.segments.batches) and go
+through the ring's own publishing loop (publish.Publisher._publish_frames):
+one path, one cost per frame, whichever source a frame comes from.
 """
 from __future__ import annotations
 
@@ -12,15 +16,11 @@ import logging
 import os
 import time
 
-import ring
-
-from ring.assemble import Assembler
 from common.errors import SegmentError
-from ring.frame import FrameType
+from flusher.segments.batches import record_batches
+from ring.assemble import Assembler
 
 log = logging.getLogger("capture.publisher")
-
-_PADDING = int(FrameType.PADDING)
 
 
 class SegmentCatchup:
@@ -44,41 +44,26 @@ class SegmentCatchup:
         return out
 
     async def _pump_disk(self) -> bool:
-        from flusher.segments.read import records
         start = self.next_seq
-        pipe = self.pipe
         ring_id = bytes.fromhex(self.ring_id.decode())
         # Every round restarts at next_seq, a message boundary: a fresh assembler.
-        asm = self._asm = Assembler()
+        self._asm = Assembler()
         count = 0
         try:
             for path in self._segment_list():
                 hdrs: list = []
                 try:
-                    it = records(path, start_seq=self.next_seq, header_out=hdrs)
-                    for _off, rec, payload in it:
-                        if hdrs and hdrs[0].ring_id != ring_id:
+                    # Columns of records, as from the ring, through the same
+                    # inline publishing (publish._publish_frames): the per-record
+                    # generator and Assembler round cost more than the publish.
+                    for b in record_batches(path, start_seq=self.next_seq, header_out=hdrs):
+                        if hdrs[0].ring_id != ring_id:
                             break     # a file of an earlier ring with this shard number
-                        seq, ts, typ, fl, conn = rec[2], rec[3], rec[4], rec[5], rec[6]
-                        if seq < self.next_seq or typ == _PADDING:
-                            continue
-                        if seq > self.next_seq and asm.open_chain_seq is None:
-                            self._lost(self.next_seq, seq - 1, "missing from the segment files")
-                        msg = asm.feed(seq, ts, typ, fl, conn, payload)
-                        if asm.open_chain_seq is None:
-                            self.next_seq = seq + 1
-                        if msg is None:
-                            continue
-                        if not self._first_checked:
-                            await self._first_check(msg.seq, msg.ts)
-                        if not pipe.has_room():
-                            await self._wait_room()
-                        self._publish(msg.seq, msg.ts, msg.type, msg.payload,
-                                      (self._lap_pos, seq + 1))
-                        count += 1
-                        if count % 1024 == 0:
-                            self._commit()
-                            await asyncio.sleep(0)
+                        count += await self._publish_frames(
+                            b.seq, b.ts, b.type, b.flags, b.conn, b.payload,
+                            [self._lap_pos] * len(b.seq), "missing from the segment files")
+                        self._commit()
+                        await asyncio.sleep(0)
                 except FileNotFoundError:
                     break       # renamed (closed/compressed) under us: list again
         except SegmentError as exc:
@@ -90,9 +75,6 @@ class SegmentCatchup:
             self._disk_progress_at = time.monotonic()
         if self.next_seq > start:
             self.stats["catchup_rounds"] += 1
-        if (self.stopping.is_set() and not count and self.rd.producer_stopped()
-                and self.next_seq >= ring.stats(self.ring_path)["next_seq"]):
-            return True     # stopping, and every frame the ring ever held is published
         # Back to the ring if it still holds next_seq.
         # Not while the ring still holds a frame found corrupt there: reading
         # from the oldest frame would meet it again (publish._corrupt).
@@ -110,5 +92,11 @@ class SegmentCatchup:
             self.mode = "ring"
             self._asm = Assembler()
             return False
+        # A shutdown drain that ends on the files (the ring still holds a
+        # frame found corrupt, so it cannot go back): done once every frame
+        # the stopped producer wrote has been handed over.
+        if (self.stopping.is_set() and self.rd.producer_stopped()
+                and self.next_seq >= self.rd.head_seq()):
+            return True
         await asyncio.sleep(0.01 if not count else 0)
         return False

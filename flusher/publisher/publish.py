@@ -468,10 +468,28 @@ class Publisher(SegmentCatchup):
                 return True
             await asyncio.get_running_loop().run_in_executor(None, rd.wait, 0.05)
             return False
-        # Whole frames (the common case) are published inline: no Assembler
-        # round, header from the per-ring template, one put.  Fragments, the
-        # first frame of a resumed reader, frames already in the stream and
-        # oversize frames take the general path (_publish).
+        await self._publish_frames(seqs, tss, types, flags, conns, payloads, ends)
+        self.stats["ring_frames"] += n
+        asm = self._asm
+        if asm.dropped:       # fragment chains the receiver aborted: not data
+            self.stats["aborted_chains"] += len(asm.dropped)
+            asm.dropped.clear()
+        await asyncio.sleep(0)
+        return False
+
+    async def _publish_frames(self, seqs: list[int], tss: list[int], types: list[int],
+                              flags: list[int], conns: list[int], payloads: list[bytes],
+                              ends: list[int], missing: str | None = None) -> int:
+        """Hand a batch of frames, as columns, to the pipeline; both sources
+        (the ring, the segment files) come through here.  ``ends[i]``: the
+        ring position of frame i's commit token.  ``missing``: a frame after a
+        hole in the sequence (segment files only) declares the hole lost with
+        this reason.  Returns the messages handed over.
+
+        Whole frames (the common case) are published inline: no Assembler
+        round, header from the per-ring template, one put.  Fragments, the
+        first frame of a resumed reader, frames already in the stream and
+        oversize frames take the general path (_publish)."""
         pipe = self.pipe
         put, has_room = pipe.put, pipe.has_room
         asm = self._asm
@@ -483,12 +501,16 @@ class Publisher(SegmentCatchup):
         sample = self._exchange_ts is not None
         next_seq = self.next_seq
         published = 0
+        handed = 0
         try:
-            for i in range(n):
+            for i in range(len(seqs)):
                 seq = seqs[i]
                 typ = types[i]
                 if seq < next_seq or typ == _PADDING:
-                    continue      # already taken from the segment files
+                    continue      # already taken from the other source
+                if seq > next_seq and missing is not None and not chain_open:
+                    self._lost(next_seq, seq - 1, missing)
+                    next_seq = seq
                 if (typ == _DATA or typ == _CONTROL) and not chain_open:
                     mseq, ts, payload = seq, tss[i], payloads[i]
                     next_seq = seq + 1
@@ -500,6 +522,7 @@ class Publisher(SegmentCatchup):
                     if msg is None:
                         continue
                     mseq, ts, typ, payload = msg.seq, msg.ts, msg.type, bytes(msg.payload)
+                handed += 1
                 if not self._first_checked:
                     self.next_seq = next_seq
                     await self._first_check(mseq, ts)
@@ -526,12 +549,7 @@ class Publisher(SegmentCatchup):
         finally:
             self.next_seq = next_seq
             self.stats["published"] += published
-        self.stats["ring_frames"] += n
-        if asm.dropped:       # fragment chains the receiver aborted: not data
-            self.stats["aborted_chains"] += len(asm.dropped)
-            asm.dropped.clear()
-        await asyncio.sleep(0)
-        return False
+        return handed
 
     def _lapped(self, lap: Lapped) -> None:
         self.stats["lapped"] += 1
