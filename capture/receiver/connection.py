@@ -98,7 +98,7 @@ from capture.receiver.repair import Integrity
 from capture.receiver.replies import Replies
 from capture.receiver.sequence_checks import SequenceChecks
 from capture.receiver import transport as _transport
-from capture.receiver.transport import ConnectFailed, Transport, make_transport
+from capture.receiver.transport import CloseInfo, ConnectFailed, Transport, make_transport
 from capture.venues.base import CONTROL_MAX, Classified, Kind
 from capture.venues.subscribe import Request
 
@@ -698,7 +698,13 @@ class Connection:
                 t.abort()
                 break
             seen = now
-        info = await task
+        try:
+            # after an abort the transport may never finish the close() it was
+            # asked for (picows): the TCP link is gone, so do not wait on it
+            info = await asyncio.wait_for(asyncio.shield(task), tm.close_timeout if aborted else None)
+        except asyncio.TimeoutError:
+            task.cancel()
+            info = getattr(t, "close_info", None) or CloseInfo(1006, "closing handshake cut off", "client")
         if info.code == 1006:    # close() itself gave up at the cap, or the TCP link went
             aborted = True
         if aborted:
