@@ -38,10 +38,14 @@ class Republisher(Publisher):
     """
 
     def __init__(self, *, venue: str, shard: int, bus: BusConfig, speed: float | None = None,
-                 subject_fn=None, window: int = 8192, ack_timeout: float = 5.0,
+                 subject_fn=None, fanout_fn=None, window: int = 8192, ack_timeout: float = 5.0,
                  drain_timeout: float = 60.0) -> None:
+        # fanout_fn: the venue's split of multi-market array frames, as the
+        # publisher has it (capture.publish.venue_routing), so a replay gives
+        # those frames the same per-event Msg-Ids.
         super().__init__("", venue=venue, shard=shard, bus=bus, segments=None,
-                         subject_fn=subject_fn, window=window, ack_timeout=ack_timeout,
+                         subject_fn=subject_fn, fanout_fn=fanout_fn, window=window,
+                         ack_timeout=ack_timeout,
                          drain_timeout=drain_timeout)
         self.speed = speed
         self.messages = 0
