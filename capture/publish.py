@@ -3,7 +3,8 @@
 The publisher (:mod:`flusher.publisher.publish`) sits below the venues and
 never imports them; this entry, at the application layer, builds its subject
 routing and exchange-timestamp reader from the venue registry
-(:func:`capture.venues.subject_fn`) and hands them down.  It takes the same
+(:func:`capture.venues.subject_fn`, :func:`capture.venues.fanout_fn`) and
+hands them down.  It takes the same
 options as ``python -m flusher.publisher.publish`` (the supervisor gives it
 ``--settings FILE``).
 """
@@ -19,12 +20,17 @@ from flusher.publisher.routing import Routing
 def venue_routing(prefix: str, venue: str, shard: int) -> Routing:
     """Data by the venue's route key, venue chatter to the shard's control
     subject, None (-> unrouted) for the rest; the venue's exchange timestamp
-    for the lag metric.
+    for the lag metric; for a venue whose array frames span several routes,
+    the per-event split (:func:`capture.venues.fanout_fn`).
 
     Raises:
         ConfigError: unknown venue.
     """
-    return Routing(venues.subject_fn(prefix, venue, shard), venues.get(venue).exchange_ts_ns)
+    v = venues.get(venue)
+    # Only a venue that can split a frame gets a fan-out function: the others
+    # publish exactly as before, with no per-frame check at all.
+    fanout = venues.fanout_fn(prefix, venue) if getattr(v, "split_events", None) else None
+    return Routing(venues.subject_fn(prefix, venue, shard), v.exchange_ts_ns, fanout)
 
 
 def make_publisher(ring_path: str, *, venue: str, shard: int, bus, **kw) -> publish.Publisher:
@@ -32,7 +38,8 @@ def make_publisher(ring_path: str, *, venue: str, shard: int, bus, **kw) -> publ
     registry (for callers in-process; the same wiring as :func:`main`)."""
     r = venue_routing(bus.prefix, venue, shard)
     return publish.Publisher(ring_path, venue=venue, shard=shard, bus=bus,
-                             subject_fn=r.subject_fn, exchange_ts=r.exchange_ts, **kw)
+                             subject_fn=r.subject_fn, exchange_ts=r.exchange_ts,
+                             fanout_fn=r.fanout_fn, **kw)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -469,6 +469,7 @@ async def _serve(replay: Replay, host: str, port: int) -> int:
 
 
 def _to_nats(args: argparse.Namespace, speed: float | None, start, end) -> int:
+    from capture.publish import venue_routing
     from capture.replay_nats import Republisher
     from flusher.publisher.stream import parse_config
     # Credentials in the URL go to the settings, so no server list (logged,
@@ -494,9 +495,11 @@ def _to_nats(args: argparse.Namespace, speed: float | None, start, end) -> int:
     total = 0
     ok = True
     for shard, ps in sorted(by_shard.items()):
-        # The publisher's subject rule, from the venue registry (flusher/ does not know venues).
+        # The publisher's own routing (subjects, split of multi-market arrays),
+        # so a replay puts each message where, and with the id, the publisher did.
+        r = venue_routing(bus.prefix, args.venue, shard)
         rp = Republisher(venue=args.venue, shard=shard, bus=bus, speed=speed,
-                         subject_fn=venues.subject_fn(bus.prefix, args.venue, shard))
+                         subject_fn=r.subject_fn, fanout_fn=r.fanout_fn)
         msgs = walk(args.data, paths=ps, start=start, end=end, skip_corrupt=args.skip_corrupt,
                     on_skip=lambda sk: print(f"capture replay: skipped a corrupt record: {sk}",
                                              file=sys.stderr))

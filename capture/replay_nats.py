@@ -40,12 +40,15 @@ class Republisher(Publisher):
     """
 
     def __init__(self, *, venue: str, shard: int, bus: BusConfig, speed: float | None = None,
-                 subject_fn, window: int = 8192, ack_timeout: float = 5.0,
+                 subject_fn=None, fanout_fn=None, window: int = 8192, ack_timeout: float = 5.0,
                  drain_timeout: float = 60.0) -> None:
-        # the shard publisher's own routing (the venue registry's), unless a test gives one
+        # The shard publisher's own routing (the venue registry's: subjects, and
+        # the split of multi-market array frames, so those frames get the same
+        # per-event Msg-Ids), unless a test gives its own.
         routing = venue_routing(bus.prefix, venue, shard)
         super().__init__("", venue=venue, shard=shard, bus=bus, segments=None,
-                         subject_fn=subject_fn or routing.subject_fn, exchange_ts=routing.exchange_ts,
+                         subject_fn=subject_fn or routing.subject_fn,
+                         fanout_fn=fanout_fn or routing.fanout_fn, exchange_ts=routing.exchange_ts,
                          window=window, ack_timeout=ack_timeout, drain_timeout=drain_timeout)
         self.speed = speed
         self.messages = 0

@@ -117,11 +117,13 @@ def fanout_fn(prefix: str, venue: str) -> Callable[[bytes], list[tuple[str, byte
 
     The frame on disk stays as received; this says where each of its events
     belongs so that every market's subscribers get their own.  Only frames
-    that open with ``[`` are examined.
+    that open with ``[`` are examined.  An element without a route goes to
+    ``{prefix}.{venue}.unrouted`` (never dropped).
     """
     split = getattr(get(venue), "split_events", None)
     if split is None:
         return lambda raw: None
+    unrouted = subjects.unrouted_subject(prefix, venue)
 
     def fn(raw: bytes) -> list[tuple[str, bytes]] | None:
         i = lstrip_ws(raw)
@@ -130,7 +132,8 @@ def fanout_fn(prefix: str, venue: str) -> Callable[[bytes], list[tuple[str, byte
         parts = split(raw)
         if parts is None:
             return None
-        return [(subjects.data_subject(prefix, venue, k.channel, k.symbol), b) for k, b in parts]
+        return [(subjects.data_subject(prefix, venue, k.channel, k.symbol) if k is not None
+                 else unrouted, b) for k, b in parts]
     return fn
 
 

@@ -25,6 +25,13 @@ control subject) saying so; the frame itself stays on disk.
 Headers.  ``Nats-Msg-Id: <ring id hex>:<seq>`` (deterministic: every replay is
 de-duplicated), ``Capture-Seq``, ``Capture-Recv-Ns``, ``Capture-Shard``.
 
+Split frames.  A data frame that opens with ``[``, on a venue whose routing
+has a fan-out function, may hold events of several routes (Polymarket's
+initial dump); it is published as one message per event, each to its own
+subject, with ``Nats-Msg-Id: <ring id hex>:<seq>:<j>`` and ``Capture-Part:
+<j>/<k>`` (flusher/publisher/split.py).  The cursor passes the frame once
+all k are acknowledged.  Every other frame is one message, as above.
+
 Commit.  The pipeline reports the commit token of the last frame of its
 acknowledged prefix; the publisher commits it to its ring cursor once per
 loop.  From the ring the token is the frame boundary after the message; from
@@ -68,7 +75,8 @@ from common import histogram, settings
 from common.lifeline import die_with_parent
 from common.status import EXIT_DRAIN_UNFINISHED
 from common.log import event as log_event, setup as setup_logging
-from flusher.publisher.routing import RoutingFactory, SubjectFn, _valid_subject, test_routing
+from flusher.publisher.routing import FanoutFn, RoutingFactory, SubjectFn, _valid_subject, test_routing
+from flusher.publisher.split import MAX_PARTS, PART_HDR_FMT, key_seq, part_key
 from flusher.publisher.catchup import SegmentCatchup
 from flusher.publisher.pipeline import AckPipeline
 from flusher.publisher.stream import (BusConfig, NatsAuthError, NatsTLSError, NatsUnreachable, StreamMismatch, connect, ensure_stream, horizon_margin, parse_config, stored_sequences)
@@ -134,6 +142,9 @@ class Publisher(SegmentCatchup):
             does not know the venues).
         exchange_ts: raw payload -> the exchange's timestamp (ns) for the
             exchange-lag metric, or None (no such metric).
+        fanout_fn: raw array payload -> its events' (subject, bytes), or None
+            (not split); None: the venue's frames never split (see
+            :mod:`flusher.publisher.split`).
         window, ack_timeout: see :class:`flusher.publisher.pipeline.AckPipeline`.
         drain_timeout: bound on the shutdown drain (seconds).
         disk_wait: how long catch-up may wait for frames the segment files
@@ -143,6 +154,7 @@ class Publisher(SegmentCatchup):
     def __init__(self, ring_path: str, *, venue: str, shard: int, bus: BusConfig,
                  subject_fn: SubjectFn,
                  exchange_ts: Callable[[bytes], int | None] | None = None,
+                 fanout_fn: FanoutFn | None = None,
                  segments: str | None = None,
                  reader_name: str = "publisher", window: int = PublisherSettings.window,
                  window_bytes: int = 64 << 20, ack_timeout: float = PublisherSettings.ack_timeout,
@@ -155,6 +167,7 @@ class Publisher(SegmentCatchup):
         self.segments = segments
         self.prefix = bus.prefix
         self.subject_fn = subject_fn
+        self.fanout_fn = fanout_fn
         self.reader_name = reader_name
         self.window, self.window_bytes, self.ack_timeout = window, window_bytes, ack_timeout
         self.drain_timeout = drain_timeout
@@ -210,7 +223,8 @@ class Publisher(SegmentCatchup):
                 "venue": self.venue, "shard": self.shard, "mode": self.mode,
                 "nats": self.nats_state, "nats_error": self.nats_error,
                 "acked": int(ps.get("acked", 0)), "sent": int(ps.get("sent", 0)),
-                "acked_seq": pipe.committed_seq if pipe is not None else None,
+                "acked_seq": (key_seq(pipe.committed_seq)
+                              if pipe is not None and pipe.committed_seq is not None else None),
                 "in_flight": pipe.in_flight if pipe is not None else 0,
                 "recv_to_ack_hist_us": self._ack_hist,
                 "exchange_lag_hist_us": self._lag_hist, "exchange_lag_sum_s": self._lag_sum,
@@ -385,6 +399,8 @@ class Publisher(SegmentCatchup):
         # The header block with the constant parts filled in: seq, seq, recv ns.
         self._hdr_fmt = _HDR_FMT.replace(b"%s", self.ring_id, 1).replace(
             b"Capture-Shard: %d", b"Capture-Shard: %d" % self.shard)
+        self._part_hdr_fmt = PART_HDR_FMT.replace(b"%s", self.ring_id, 1).replace(
+            b"Capture-Shard: %d", b"Capture-Shard: %d" % self.shard)
 
     _closing = False
 
@@ -499,6 +515,7 @@ class Publisher(SegmentCatchup):
         control = self.control_subject
         limit = self.nc.max_payload - _OVERHEAD
         sample = self._exchange_ts is not None
+        can_split = self.fanout_fn is not None
         next_seq = self.next_seq
         published = 0
         handed = 0
@@ -534,6 +551,9 @@ class Publisher(SegmentCatchup):
                     self._publish(mseq, ts, typ, payload, commit)
                     continue
                 if typ == _DATA:
+                    if can_split and payload[:1] == b"[":
+                        self._publish(mseq, ts, typ, payload, commit)
+                        continue
                     if sample:
                         self._lag_n += 1
                         if not self._lag_n & 15:  # every 16th data frame
@@ -601,17 +621,32 @@ class Publisher(SegmentCatchup):
         if s is None:
             self.stats["unrouted"] += 1
             return self.unrouted_subject
+        # The cache hit inline (the hot path); a new subject is checked once.
         b = self._subj_cache.get(s)
         if b is None:
-            if len(self._subj_cache) > 1 << 16:
-                self._subj_cache.clear()
-            b = s.encode()
-            if not _valid_subject(b):
-                self.stats["bad_subject"] += 1
-                b = self.unrouted_subject
-            self._subj_cache[s] = b
+            b = self._new_subject(s)
         if b == self.unrouted_subject:
             self.stats["unrouted"] += 1
+        return b
+
+    def _subject_bytes(self, s: str) -> bytes:
+        """A routed subject (an event of a split frame) as bytes, as :meth:`_subject`."""
+        b = self._subj_cache.get(s)
+        if b is None:
+            b = self._new_subject(s)
+        if b == self.unrouted_subject:
+            self.stats["unrouted"] += 1
+        return b
+
+    def _new_subject(self, s: str) -> bytes:
+        """Encode and cache a subject; one NATS would refuse -> unrouted (counted)."""
+        if len(self._subj_cache) > 1 << 16:
+            self._subj_cache.clear()
+        b = s.encode()
+        if not _valid_subject(b):
+            self.stats["bad_subject"] += 1
+            b = self.unrouted_subject
+        self._subj_cache[s] = b
         return b
 
     def _publish(self, seq: int, ts: int, typ: int, payload: bytes | memoryview,
@@ -629,17 +664,68 @@ class Publisher(SegmentCatchup):
                 self._lag_n += 1
                 if not self._lag_n & 15:  # every 16th data frame
                     self._sample_lag(payload, ts)
+            if (typ == _DATA and self.fanout_fn is not None and payload[:1] == b"["
+                    and self._publish_split(seq, ts, payload, commit)):
+                return
             subject = self._subject(typ, payload)
-        if len(payload) + _OVERHEAD + len(subject) > self.nc.max_payload:
-            self.stats["oversize"] += 1
-            log.warning("publisher: frame %d of %d bytes exceeds max_payload %d; "
-                        "publishing a notice instead (the frame stays on disk)",
-                        seq, len(payload), self.nc.max_payload)
-            payload = json.dumps({"kind": "oversize", "seq": seq, "size": len(payload),
-                                  "max_payload": self.nc.max_payload,
-                                  "subject": subject.decode()}).encode()
-            subject = self.control_subject
+        subject, payload = self._fit(seq, subject, payload)
         self._put(seq, subject, payload, ts, commit)
+
+    def _fit(self, seq: int, subject: bytes, payload: bytes, part: str = "") -> tuple[bytes, bytes]:
+        """A message larger than the server's max_payload becomes a small
+        notice on the control subject (same Msg-Id); the frame stays on disk."""
+        if len(payload) + _OVERHEAD + len(subject) <= self.nc.max_payload:
+            return subject, payload
+        self.stats["oversize"] += 1
+        log.warning("publisher: frame %d%s of %d bytes exceeds max_payload %d; "
+                    "publishing a notice instead (the frame stays on disk)",
+                    seq, f" event {part}" if part else "", len(payload), self.nc.max_payload)
+        notice = {"kind": "oversize", "seq": seq, "size": len(payload),
+                  "max_payload": self.nc.max_payload, "subject": subject.decode()}
+        if part:
+            notice["part"] = part
+        return self.control_subject, json.dumps(notice).encode()
+
+    def _publish_split(self, seq: int, ts: int, payload: bytes, commit: Any) -> bool:
+        """Publish an array frame as one message per event when the routing
+        splits it (False: it does not; the caller publishes it whole).
+
+        Part j of k: Msg-Id ``<ring id>:<seq>:<j>``, header ``Capture-Part:
+        j/k``.  Only the last part carries the commit token, and the pipeline
+        commits in submission order, so the cursor passes ``seq`` only when
+        all k are acknowledged.  Parts a read-back found stored (``_skip``,
+        a crash between the parts' acks) are accounted without a publish.
+        The k messages enter the window together (it may overfill by k - 1)."""
+        try:
+            parts = self.fanout_fn(payload)
+        except Exception:  # noqa: BLE001 - a venue parser must never stop publishing
+            self.stats["split_failed"] += 1
+            parts = None
+        if not parts or len(parts) < 2:
+            return False
+        k = len(parts)
+        if k > MAX_PARTS:
+            self.stats["split_too_many"] += 1
+            log.warning("publisher: frame %d holds %d events (more than %d); published whole",
+                        seq, k, MAX_PARTS)
+            return False
+        pipe, skip, fmt = self.pipe, self._skip, self._part_hdr_fmt
+        sent = 0
+        for j, (subj, body) in enumerate(parts, 1):
+            key = part_key(seq, j)
+            c = commit if j == k else None
+            if skip and key in skip:
+                skip.discard(key)
+                self.stats["already_stored"] += 1
+                pipe.ack_local(key, commit=c)
+                continue
+            subject, body = self._fit(seq, self._subject_bytes(subj), body, f"{j}/{k}")
+            pipe.put(key, subject, body, fmt % (seq, j, seq, ts, j, k), c, ts)
+            sent += 1
+        self.stats["published"] += sent
+        self.stats["split_frames"] += 1
+        self.stats["split_events"] += k
+        return True
 
     def _sample_lag(self, payload: bytes, recv_ns: int) -> None:
         try:
@@ -665,7 +751,7 @@ class Publisher(SegmentCatchup):
                  - horizon_margin(self.bus.horizon_s))
         return await stored_sequences(self.nc, self.settings.name, self.settings.subjects[0],
                                       self.msg_id_prefix, since,
-                                      min(e.seq for e in entries))
+                                      min(key_seq(e.seq) for e in entries))
 
     async def _first_check(self, seq: int, ts: int) -> None:
         """Before the first publish of a resumed reader: if a previous process may
@@ -762,6 +848,7 @@ def main(argv: list[str] | None = None, *, venue_routing: RoutingFactory | None 
             routing = venue_routing(bus.prefix, s.venue, s.shard)
         pub = Publisher(s.ring, venue=s.venue, shard=s.shard, bus=bus, segments=s.segments,
                         subject_fn=routing.subject_fn, exchange_ts=routing.exchange_ts,
+                        fanout_fn=routing.fanout_fn,
                         ack_timeout=s.ack_timeout, window=s.window,
                         drain_timeout=s.drain_timeout, status_file=s.status_file)
     except ConfigError as exc:

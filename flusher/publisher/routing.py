@@ -4,13 +4,16 @@
 (read from the raw bytes, never a full parse), venue chatter (acks,
 heartbeats, errors) to ``{prefix}.{venue}.control.shard-{N}``, and None for
 what cannot be routed (the publisher sends it to ``{prefix}.{venue}.unrouted``
-and counts it).
+and counts it).  A venue whose array frames can hold events of several
+routes also gives a fan-out function: such a frame goes out as one message
+per event, each to its own subject (:mod:`flusher.publisher.split`).
 """
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
 SubjectFn = Callable[[bytes], "str | None"]
+FanoutFn = Callable[[bytes], "list[tuple[str, bytes]] | None"]
 
 
 def _valid_subject(b: bytes) -> bool:
@@ -33,6 +36,12 @@ class Routing(NamedTuple):
     #: raw payload -> the exchange's own timestamp (ns), for the lag metric;
     #: None: no lag metric
     exchange_ts: Callable[[bytes], "int | None"] | None = None
+    #: raw payload that opens with ``[`` -> ``[(subject, event bytes), ...]``
+    #: when the frame holds events of several routes (each is then published
+    #: to its own subject: see :mod:`flusher.publisher.split`), or None (the
+    #: frame is one message, routed by ``subject_fn``).  None here: the
+    #: venue's frames never split, and no frame pays the check.
+    fanout_fn: FanoutFn | None = None
 
 
 #: (prefix, venue, shard) -> Routing; what a caller gives ``publish.main``.

@@ -58,6 +58,7 @@ from nats.js.errors import APIError
 
 from common import units
 from common.errors import (ConfigError, NatsAuthError, NatsTLSError, NatsUnreachable, PublishError, StreamMismatch, UnknownConfigKey, UnsafeStreamConfig)  # noqa: F401
+from flusher.publisher.split import key_of_msg_id, key_seq
 
 log = logging.getLogger("capture.publisher")
 
@@ -414,7 +415,10 @@ async def stored_sequences(nc: Client, stream: str, subject_filter: str, msg_id_
     Reads, headers only, every message of ``subject_filter`` stored since
     ``since_wall`` (seconds since the epoch) up to the stream's last message
     at the time of the call, and collects ``seq`` from each ``Nats-Msg-Id`` of
-    the form ``<msg_id_prefix><seq>`` with ``seq >= min_seq``.  This is how
+    the form ``<msg_id_prefix><seq>`` with ``seq >= min_seq``, and the
+    pipeline key (:func:`flusher.publisher.split.part_key`) of each event of a
+    split frame, ``<msg_id_prefix><seq>:<j>``: a crash between the acks of a
+    split frame's events leaves some of them stored.  This is how
     the publisher learns what an earlier attempt stored once the duplicate
     window no longer protects a resend.
 
@@ -445,12 +449,9 @@ async def stored_sequences(nc: Client, stream: str, subject_filter: str, msg_id_
                     f"stream {stream}: reading back stored messages stalled") from exc
             mid = (msg.headers or {}).get("Nats-Msg-Id", "")
             if mid.startswith(msg_id_prefix):
-                try:
-                    s = int(mid[plen:])
-                except ValueError:
-                    s = -1
-                if s >= min_seq:
-                    found.add(s)
+                key = key_of_msg_id(mid[plen:])
+                if key is not None and key_seq(key) >= min_seq:
+                    found.add(key)
             md = msg.metadata
             if md.sequence.stream >= last or md.num_pending == 0:
                 break

@@ -151,10 +151,13 @@ def route(raw: bytes) -> RouteKey | None:
     return None if et is None else RouteKey(et, market)
 
 
-def split_events(raw: bytes) -> list[tuple[RouteKey, bytes]] | None:
+def split_events(raw: bytes) -> list[tuple[RouteKey | None, bytes]] | None:
     """Each event of an array frame with its own route key, or ``None`` when
     the frame is not an array of events for more than one route (then
-    :func:`route` is the whole answer).
+    :func:`route` is the whole answer).  An element without a route (not an
+    object, no ``event_type`` or ``market``) keeps its place with the key
+    ``None``: the publisher sends it to the unrouted subject rather than
+    dropping it.
 
     The events' bytes are re-serialised (compact JSON of the same values);
     the frame as received is what the disk keeps.  Cost: one orjson parse of
@@ -170,14 +173,15 @@ def split_events(raw: bytes) -> list[tuple[RouteKey, bytes]] | None:
         return None
     if not isinstance(doc, list) or len(doc) < 2:
         return None
-    out: list[tuple[RouteKey, bytes]] = []
+    out: list[tuple[RouteKey | None, bytes]] = []
     for ev in doc:
-        if not isinstance(ev, dict):
-            continue
-        et, market = ev.get("event_type"), ev.get("market")
-        if isinstance(et, str) and isinstance(market, str) and et and market:
-            out.append((RouteKey(et, market), orjson.dumps(ev)))
-    if len({k for k, _ in out}) < 2:
+        key = None
+        if isinstance(ev, dict):
+            et, market = ev.get("event_type"), ev.get("market")
+            if isinstance(et, str) and isinstance(market, str) and et and market:
+                key = RouteKey(et, market)
+        out.append((key, orjson.dumps(ev)))
+    if len({k for k, _ in out if k is not None}) < 2:
         return None
     return out
 

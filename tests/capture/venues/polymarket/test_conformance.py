@@ -107,3 +107,17 @@ def test_fanout_gives_each_event_of_the_dump_its_market_subject():
     for name, frame, _ in CASES:        # single-event frames: no fan-out
         assert fan(frame) is None, name
     assert fanout_fn("md", "kraken")(raw) is None
+
+
+def test_fanout_keeps_an_element_without_a_route():
+    """An array element that names no market is not dropped from the bus: it
+    goes, in its place, to the unrouted subject."""
+    events = DOC["initial_dump"]["events"][:2]
+    raw = orjson.dumps([events[0], {"event_type": "book"}, 7, events[1]])
+    out = fanout_fn("md", "polymarket")(raw)
+    assert [s for s, _ in out] == [
+        f"md.polymarket.book.{events[0]['market']}", "md.polymarket.unrouted",
+        "md.polymarket.unrouted", f"md.polymarket.book.{events[1]['market']}"]
+    assert [orjson.loads(b) for _, b in out] == [events[0], {"event_type": "book"}, 7, events[1]]
+    # unroutable elements alone do not make a frame split
+    assert pm.split_events(orjson.dumps([events[0], 7])) is None

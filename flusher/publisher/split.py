@@ -1,0 +1,62 @@
+"""Frames published as several messages: the Msg-Id rule and the pipeline keys.
+
+Most frames are one message: ``Nats-Msg-Id: <ring id hex>:<seq>`` on the
+frame's one subject.  A frame that holds events of several routes (a venue's
+array frame spanning several markets, e.g. Polymarket's initial dump of
+books) is split by the caller's routing (:class:`.routing.Routing`
+``fanout_fn``) into k (subject, event bytes) pairs and published as k
+messages::
+
+    Nats-Msg-Id: <ring id hex>:<seq>:<j>       j = 1..k, the event's place in the frame
+    Capture-Part: <j>/<k>
+
+with the frame's ``Capture-Seq``, ``Capture-Recv-Ns`` and ``Capture-Shard``.
+The ids are deterministic (the split of given bytes is), so a resend after
+an ack timeout, a reconnect or a crash de-duplicates part by part; the ring
+cursor moves past the frame only when all k are acknowledged (only the last
+part carries the commit token, and the pipeline commits in order).
+
+Pipeline keys.  The ack pipeline keys frames in flight by an integer that is
+also its reply subject's token (``<inbox>.<key>.<attempt>``).  A whole frame's
+key is its sequence; part j of frame ``seq`` gets :func:`part_key`, a number
+above every ring sequence (those are 64-bit), so keys never collide and the
+pipeline's fast ack path (digits only) is unchanged.
+"""
+from __future__ import annotations
+
+#: Bits of a part key that hold the part number (so at most 2**20 - 1 events per frame).
+PART_BITS = 20
+#: The most events one frame may be split into; a frame with more is published whole.
+MAX_PARTS = (1 << PART_BITS) - 1
+# Above every 64-bit ring sequence shifted left by PART_BITS.
+_PART_BASE = 1 << (64 + PART_BITS)
+
+#: Header block of one part; the publisher fills in the ring id and shard once
+#: (see Publisher.bind_ring), then seq, j, seq, recv ns, j, k per part.
+PART_HDR_FMT = (b"NATS/1.0\r\nNats-Msg-Id: %s:%d:%d\r\nCapture-Seq: %d\r\nCapture-Recv-Ns: %d\r\n"
+                b"Capture-Shard: %d\r\nCapture-Part: %d/%d\r\n\r\n")
+
+
+def part_key(seq: int, part: int) -> int:
+    """The pipeline key of event ``part`` (1-based) of frame ``seq``."""
+    return _PART_BASE | (seq << PART_BITS) | part
+
+
+def key_seq(key: int) -> int:
+    """The ring sequence a pipeline key belongs to (a whole frame's key is its seq)."""
+    return key if key < _PART_BASE else (key ^ _PART_BASE) >> PART_BITS
+
+
+def key_of_msg_id(rest: str) -> int | None:
+    """The pipeline key named by the part of a Msg-Id after ``<ring id hex>:``
+    (``<seq>`` or ``<seq>:<j>``), or None for anything else."""
+    s, sep, j = rest.partition(":")
+    if not s.isdigit() or (sep and not j.isdigit()):
+        return None
+    seq = int(s)
+    if not sep:
+        return seq
+    part = int(j)
+    if not 1 <= part <= MAX_PARTS or seq >= 1 << 64:
+        return None
+    return part_key(seq, part)
