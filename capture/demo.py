@@ -30,6 +30,7 @@ from capture.simulator import Scenario
 from capture.simulator.runner import SimulatorProcess
 from capture.venues import VENUES as REGISTRY, get as get_venue
 from common.status import read_status, status_path
+from capture.publish import venue_routing
 from flusher.publisher.nats_embedded import NatsServer
 from flusher.publisher.stream import stream_name
 
@@ -72,16 +73,25 @@ def _shard_up(ring_dir: str, shard: int) -> bool:
 def _segments_summary(data_dir: str, venue: str) -> dict[str, Any]:
     from flusher.segments import read as segread
     frames = data = control = 0
+    # The publisher's own rule (capture.publish.venue_routing): an array frame
+    # of events for several markets is published as one message per event.
+    fanout = venue_routing("demo", venue, 0).fanout_fn
+    messages = 0    # what the stream should hold
     kinds: dict[str, int] = {}
     if not os.path.isdir(os.path.join(data_dir, venue)):    # the shard never wrote a segment
-        return {"frames": 0, "data": 0, "control": 0, "kinds": {}, "bytes": 0, "files": 0}
+        return {"frames": 0, "data": 0, "control": 0, "kinds": {}, "bytes": 0, "files": 0,
+                "messages": 0}
     files = sorted(glob.glob(os.path.join(data_dir, venue, "**", "*.seg*"), recursive=True))
     nbytes = sum(os.path.getsize(f) for f in files)
     import orjson
     for fr in segread.read(os.path.join(data_dir, venue)):
         frames += 1
+        messages += 1
         if fr.type == ring.FrameType.DATA:
             data += 1
+            parts = fanout(bytes(fr.payload)) if fanout is not None else None
+            if parts and len(parts) > 1:
+                messages += len(parts) - 1
         else:
             control += 1
             try:
@@ -90,7 +100,7 @@ def _segments_summary(data_dir: str, venue: str) -> dict[str, Any]:
                 k = "?"
             kinds[k] = kinds.get(k, 0) + 1
     return {"frames": frames, "data": data, "control": control, "kinds": kinds, "bytes": nbytes,
-            "files": len(files)}
+            "files": len(files), "messages": messages}
 
 
 async def _stream_counts(url: str, prefix: str = "demo") -> dict[str, int]:
@@ -233,11 +243,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {v:15s} {seg['data']:>8d} messages + {seg['control']} control records on disk, "
                   f"{seg['bytes'] / 1e6:.1f} MB in {seg['files']} segment file(s) under {os.path.join(data_dir, v)}")
             print(f"  {'':15s} JetStream stream {stream_name('demo', v)}: {in_stream.get(v, 0)} messages "
-                  f"(every frame on disk); the simulator sent {sent_by_venue.get(v, '?')} WebSocket messages")
+                  f"(every frame on disk{', multi-market arrays one per event' if seg['messages'] != seg['frames'] else ''}); the simulator sent {sent_by_venue.get(v, '?')} WebSocket messages")
             print(f"  {'':15s} gaps: {gaps or 'none'}; receive->disk p50 <= {_us(d50)}, p99 <= {_us(d99)}; "
                   f"receive->ack p50 <= {_us(a50)}, p99 <= {_us(a99)}")
-            if in_stream.get(v, 0) != seg["frames"]:
-                print(f"  {'':15s} MISMATCH: stream and disk disagree ({in_stream.get(v, 0)} vs {seg['frames']})")
+            if in_stream.get(v, 0) != seg["messages"]:
+                print(f"  {'':15s} MISMATCH: stream and disk disagree ({in_stream.get(v, 0)} messages, "
+                      f"{seg['messages']} expected from {seg['frames']} frames on disk)")
                 ok = False
             if sent_by_venue.get(v) != seg["data"]:
                 print(f"  {'':15s} MISMATCH: the simulator sent {sent_by_venue.get(v)}, disk holds {seg['data']}")
