@@ -18,7 +18,8 @@ VENUE = "kraken"
 #: A blast frame on disk starts like this (capture.simulator.kraken.blast_frame).
 BLAST_PREFIX = b'{"channel":"trade","type":"update"'
 #: Which supervisor child is which, by the module on its command line.
-ROLES = (("flusher.segments.drain", "flusher"), ("flusher.publisher.publish", "publisher"),
+ROLES = (("flusher.segments.drain", "flusher"), ("capture.publish", "publisher"),
+         ("flusher.publisher.publish", "publisher"),
          ("capture.receiver.integrity", "integrity"), ("capture.receiver", "receiver"))
 
 
