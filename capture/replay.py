@@ -325,6 +325,14 @@ class Replay:
 
     def factory(self, request: WSUpgradeRequest):
         """picows router: a feed, the JSON index (plain GET /), or 404."""
+        try:
+            return self._route(request)
+        except CaptureError as exc:   # the range could not be read (listing the connections)
+            log.error("event=request_failed path=%r error=%s", request.path, exc)
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
+                500, b"the recording could not be read; the server's log says why\n"), None)
+
+    def _route(self, request: WSUpgradeRequest):
         upgrade = (request.headers.get("Upgrade") or "").lower() == "websocket"
         if not upgrade:
             if request.path in (b"/", b"/" + self.venue.encode()):
@@ -332,12 +340,7 @@ class Replay:
                     self.index(), {"Content-Type": "application/json"}), None)
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
                 404, b"no such feed; GET / lists them\n"), None)
-        try:
-            sel = self.parse_path(request.path)
-        except CaptureError as exc:   # the connection list could not be read
-            log.error("event=feed_refused path=%r error=%s", request.path, exc)
-            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
-                500, f"{exc}\n".encode()), None)
+        sel = self.parse_path(request.path)
         if sel is None:
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
                 404, b"no such feed; GET / lists them\n"), None)

@@ -275,3 +275,26 @@ def test_corrupt_record_ends_the_feed_or_is_skipped(tmp_path):
     got, code, _ = _run(feed(skipping))
     assert code == 1000 and got == cut and len(cut) == len(want) - 1
     assert [sk.path for sk in skipping.skipped][:1] == [rec.paths[1]]
+
+
+def test_a_range_that_cannot_be_read_is_a_500_naming_nothing(tmp_path):
+    """Without --skip-corrupt, a corrupt range refuses feeds; the log says why, the
+    client gets no file names."""
+    from dataout_helpers import corrupt_record
+    data = str(tmp_path)
+    rec = kraken_recording(data, 40)
+    corrupt_record(rec.paths[1], max(rec.messages) - 1)
+    replay = Replay(data, "kraken", speed=None)
+
+    async def go():
+        server = await replay.serve("127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            status, body = await _http_get(port, "/")
+            assert status == 500 and data.encode() not in body
+            with pytest.raises(websockets.InvalidStatus) as ei:
+                await _feed(port, "/kraken/0")
+            assert ei.value.response.status_code == 500
+        finally:
+            server.close()
+    _run(go())
