@@ -35,6 +35,7 @@ Environment (defaults are the full run; a smoke run sets small values):
     CAPTURE_SHARD_OUTAGE_SECONDS at least this long down     3
     CAPTURE_SHARD_BLAST_FRAMES   frames of the lapping blast 500000
     CAPTURE_SHARD_BIG_RING       the larger ring, bytes      67108864
+    CAPTURE_SHARD_STEP_RING      the steps' ring, bytes      4194304
     CAPTURE_SHARD_EXACT_MAX      frames read back per step   200000
     CAPTURE_SHARD_RESULTS_JSON   where the figures go        bench/results/shard.json
     CAPTURE_SHARD_KEEP           1: keep each step's segments and stream (disk!)  0
@@ -60,12 +61,14 @@ OUTAGE_RATE = h.env_float("CAPTURE_SHARD_OUTAGE_RATE", 25000)
 OUTAGE_S = h.env_float("CAPTURE_SHARD_OUTAGE_SECONDS", 3.0)
 BLAST_FRAMES = int(h.env_float("CAPTURE_SHARD_BLAST_FRAMES", 500_000))
 BIG_RING = int(h.env_float("CAPTURE_SHARD_BIG_RING", 64 << 20))
+STEP_RING = int(h.env_float("CAPTURE_SHARD_STEP_RING", 4 << 20))
 RESULTS_JSON = os.environ.get("CAPTURE_SHARD_RESULTS_JSON",
                               os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "shard.json"))
 
 RESULTS: dict = {"steps": [], "peer": [], "outage": None, "blast": [],
                  "params": {"rates": RATES, "sizes": SIZES, "seconds": SECONDS, "outage_rate": OUTAGE_RATE,
-                            "outage_s": OUTAGE_S, "blast_frames": BLAST_FRAMES, "big_ring": BIG_RING}}
+                            "outage_s": OUTAGE_S, "blast_frames": BLAST_FRAMES, "big_ring": BIG_RING,
+                            "step_ring": STEP_RING}}
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +93,7 @@ def _frames(rate: float) -> int:
 def test_shard_steps(benchmark, bench_summary, run, size):
     def once():
         for rate in RATES:
-            r = h.capture_step(run, rate, size, _frames(rate)).as_dict()
+            r = h.capture_step(run, rate, size, _frames(rate), STEP_RING).as_dict()
             r["sustained"] = m.capture_sustained(r)
             RESULTS["steps"].append(r)
             _print_step(r)

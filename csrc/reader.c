@@ -210,7 +210,10 @@ int ring_wait(uint8_t *base, int slot, uint64_t pos, uint64_t seq, uint64_t spin
     int64_t t0 = mono_ns();
     int64_t spin_end = t0 + (int64_t)spin_ns;
     int64_t deadline = t0 + (int64_t)timeout_ns;
-    int64_t yield_end = spin_end + 50000; /* then 50 us of sched_yield */
+    /* then 50 us of sched_yield; a reader that asked for no spin (a batch
+     * drain, which would rather sleep than take the core from the processes
+     * it shares it with) goes straight to the futex. */
+    int64_t yield_end = spin_ns ? spin_end + 50000 : t0;
     uint32_t bit = 1u << (slot & 31);
     for (;;) {
         for (int i = 0; i < 64; i++) {

@@ -242,7 +242,8 @@ int ring_still_valid(const uint8_t *base, uint64_t pos);
 /* Oldest frame boundary a lapped reader can safely resume at. */
 int ring_resume_point(const uint8_t *base, uint64_t *pos, uint64_t *seq);
 /* Spin, then yield, then sleep on the futex until the frame (pos, seq) is
- * published or timeout_ns passes.  Returns 1 if available. */
+ * published or timeout_ns passes.  Returns 1 if available.  spin_ns == 0:
+ * neither spin nor yield, straight to the futex. */
 int ring_wait(uint8_t *base, int slot, uint64_t pos, uint64_t seq,
               uint64_t spin_ns, uint64_t timeout_ns);
 

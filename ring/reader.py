@@ -92,6 +92,16 @@ class Batch:
         off = HEADER_SIZE + (int(rd._a_pos[i]) & rd._mask) + _HDR
         return rd._mv[off: off + int(rd._a_size[i])]
 
+    def payloads(self) -> list[bytes]:
+        """Copies of every payload of the batch, in order (what a reader
+        that keeps frames past its commit needs), without a Python-level
+        index into the arrays per frame."""
+        rd = self._rd
+        n, mv, mask = self.n, rd._mv, rd._mask
+        base = HEADER_SIZE + _HDR
+        return [mv[o: o + z].tobytes() for o, z in
+                zip(((p & mask) + base for p in rd._a_pos[:n].tolist()), rd._a_size[:n].tolist())]
+
     def raw(self, i: int) -> memoryview:
         """The frame exactly as stored: header, payload, padding to 8 bytes."""
         rd = self._rd
@@ -101,9 +111,11 @@ class Batch:
     def __iter__(self) -> Iterator[Frame]:
         rd = self._rd
         mv, mask = rd._mv, rd._mask
-        pos, size, seq, ts = rd._a_pos.tolist(), rd._a_size.tolist(), rd._a_seq.tolist(), rd._a_ts.tolist()
-        typ, fl, conn = rd._a_type.tolist(), rd._a_flags.tolist(), rd._a_conn.tolist()
-        for i in range(self.n):
+        n = self.n   # the arrays are max_frames long: convert only the batch
+        pos, size, seq, ts = (rd._a_pos[:n].tolist(), rd._a_size[:n].tolist(),
+                              rd._a_seq[:n].tolist(), rd._a_ts[:n].tolist())
+        typ, fl, conn = rd._a_type[:n].tolist(), rd._a_flags[:n].tolist(), rd._a_conn[:n].tolist()
+        for i in range(n):
             off = HEADER_SIZE + (pos[i] & mask) + _HDR
             yield Frame(seq[i], ts[i], typ[i], fl[i], conn[i], mv[off: off + size[i]])
 
@@ -143,7 +155,11 @@ class Reader:
             (untethered only: the oldest frame still in the ring).
         max_frames: frames per batch at most.
         verify_crc: check each frame's CRC32C while reading.
-        spin_us: how long ``wait`` spins before yielding and sleeping.
+        spin_us: how long ``wait`` spins before yielding and sleeping; 0:
+            neither spin nor yield, sleep on the futex at once.
+        linger_us: after ``wait`` had to sleep for a frame, how long it
+            sleeps on before returning, so that a batch builds (see
+            :meth:`wait`).
 
     Raises:
         ReaderBusy: a live process holds this name.
@@ -152,7 +168,8 @@ class Reader:
 
     def __init__(self, path: str, name: str, *, tethered: bool, start: str = "head",
                  max_frames: int = 4096, max_bytes: int | None = None,
-                 verify_crc: bool = False, spin_us: float = 50.0) -> None:
+                 verify_crc: bool = False, spin_us: float = 50.0,
+                 linger_us: float = 0.0) -> None:
         if not name or len(name.encode()) > lib.RING_NAME_MAX:
             raise ValueError(f"reader name must be 1..{lib.RING_NAME_MAX} bytes")
         if start not in ("head", "oldest"):
@@ -164,6 +181,7 @@ class Reader:
         self.path, self.name, self.tethered = path, name, tethered
         self.verify_crc = 1 if verify_crc else 0
         self.spin_ns = int(spin_us * 1000)
+        self.linger = linger_us / 1e6
         self._base = self._rf.base
         self._mv = memoryview(self._rf.mm)
         self._mask = self._rf.mask
@@ -336,10 +354,25 @@ class Reader:
 
     def wait(self, timeout: float) -> bool:
         """Block until a frame is available at the read cursor (True) or the
-        timeout passes (False).  Spins, then yields, then sleeps on a futex."""
+        timeout passes (False).  Spins, then yields, then sleeps on a futex.
+
+        Linger: a drain that wakes for every frame spends a wake-up (the
+        producer's futex call, two context switches, a pass through its own
+        loop) per frame whenever frames arrive slower than it reads them,
+        on cores it shares with the processes it feeds.  With ``linger_us``
+        set, a wait that had to sleep returns only after that much longer,
+        so such a reader wakes at most about 1 / linger times a second and
+        reads what arrived meanwhile as one batch; the price is at most
+        ``linger_us`` of added latency.  A reader that finds a frame
+        waiting (the ring is never empty at high rates) does not linger."""
         lib.ring_reader_heartbeat(self._base, self.slot, time.time_ns())
-        return bool(lib.ring_wait(self._base, self.slot, self._posp[0], self._seqp[0],
-                                  self.spin_ns, int(timeout * 1e9)))
+        base, pos, seq = self._base, self._posp[0], self._seqp[0]
+        if lib.ring_available(base, pos, seq):
+            return True
+        ok = bool(lib.ring_wait(base, self.slot, pos, seq, self.spin_ns, int(timeout * 1e9)))
+        if ok and self.linger:
+            time.sleep(self.linger)
+        return ok
 
     def available(self) -> bool:
         return bool(lib.ring_available(self._base, self._posp[0], self._seqp[0]))

@@ -67,6 +67,10 @@ log = logging.getLogger("capture.receiver.integrity")
 
 _DATA = int(FrameType.DATA)
 _FRAGS = {int(FrameType.FRAG_BEGIN), int(FrameType.FRAG_MIDDLE), int(FrameType.FRAG_END)}
+# The validator is not on any data path: its linger after an empty ring
+# (ring.Reader.wait) can be long, so it reads book updates in large batches
+# and costs little at any rate; 5 ms delays a checksum report by as much.
+_LINGER_US = 5000.0
 class Validator:
     """The validator's state and one step of its loop (usable in-process).
 
@@ -101,7 +105,7 @@ class Validator:
         self._is_book = spec.is_book_frame
         self._format_error = spec.format_error
         self.reader = ring.Reader(ring_path, name, tethered=False, start="oldest",
-                                  max_frames=max_frames)
+                                  max_frames=max_frames, spin_us=0, linger_us=_LINGER_US)
         self.asm = ring.Assembler()
         self.client = ChannelClient(socket_path or channel_path(ring_path))
         self.status_file = status_file

@@ -90,6 +90,18 @@ _HDR_FMT = (b"NATS/1.0\r\nNats-Msg-Id: %s:%d\r\nCapture-Seq: %d\r\nCapture-Recv-
             b"Capture-Shard: %d\r\n\r\n")
 # Room kept for the HPUB line and headers when comparing with max_payload.
 _OVERHEAD = 256
+# How long the publisher lets a batch build once the ring is empty (see
+# Publisher._idle_ring).  Each pass costs the same whatever it carries (the
+# ring read, a socket write, the acks' reads, nats-server's own per-write
+# work), so at moderate rates a pass per frame took a large share of a
+# core.  2 ms bounds the passes to 500/s and adds at most 2 ms to
+# receive-to-ack; in the whole-shard benchmark at 100,000 frames/s, 1 ms
+# gave 7.6 us of publisher CPU per frame and a lapped publisher, 2 ms
+# 6.3 us and none (bench/SHARD_RESULTS.md).
+_LINGER_US = 2000.0
+# How long the ring may stay empty before the publisher stops polling it and
+# sleeps on its futex instead (Publisher._idle_ring).
+_POLL_FOR = 0.05
 
 
 @dataclass
@@ -328,7 +340,8 @@ class Publisher(SegmentCatchup):
         # NATS is unreachable for longer than the ring holds (catch-up from disk).
         # verify_crc: a bit flip in the shared ring must not reach the bus (_corrupt).
         self.rd = ring.Reader(self.ring_path, self.reader_name, tethered=False, start="oldest",
-                              max_frames=self.max_frames, verify_crc=True)
+                              max_frames=self.max_frames, verify_crc=True,
+                              spin_us=0, linger_us=_LINGER_US)
         try:
             await self._connect_forever()
             await self._ensure_stream_forever()
@@ -471,7 +484,7 @@ class Publisher(SegmentCatchup):
                 conns = b.conn.tolist()
                 ends = (b.pos + ((_FRAME_HEADER + b.length.astype("uint64") + 7)
                                  & ~np.uint64(7))).tolist()
-                payloads = [bytes(b.payload(i)) for i in range(n)]
+                payloads = b.payloads()
                 rd.check(b)
         except Lapped as lap:
             self._lapped(lap)
@@ -482,8 +495,9 @@ class Publisher(SegmentCatchup):
         if not n:
             if self.stopping.is_set() and rd.producer_stopped() and rd.drained():
                 return True
-            await asyncio.get_running_loop().run_in_executor(None, rd.wait, 0.05)
+            await self._idle_ring()
             return False
+        self._empty_since = 0.0
         await self._publish_frames(seqs, tss, types, flags, conns, payloads, ends)
         self.stats["ring_frames"] += n
         asm = self._asm
@@ -492,6 +506,26 @@ class Publisher(SegmentCatchup):
             asm.dropped.clear()
         await asyncio.sleep(0)
         return False
+
+    _empty_since = 0.0
+
+    async def _idle_ring(self) -> None:
+        """Wait for the ring to hold a frame again.
+
+        While frames keep coming the loop polls the ring on its own timer,
+        every ``_LINGER_US``: a poll is one pass of the event loop, where a
+        futex wait costs a hop to a worker thread and back (a pipe write, two
+        thread switches) per wake, which at moderate rates was most of the
+        publisher's CPU.  After ``_POLL_FOR`` seconds without a frame it
+        sleeps on the ring's futex in a worker thread instead, so an idle
+        publisher does not wake a thousand times a second."""
+        now = time.monotonic()
+        if not self._empty_since:
+            self._empty_since = now
+        if now - self._empty_since < _POLL_FOR:
+            await asyncio.sleep(_LINGER_US / 1e6)
+        else:
+            await asyncio.get_running_loop().run_in_executor(None, self.rd.wait, 0.05)
 
     async def _publish_frames(self, seqs: list[int], tss: list[int], types: list[int],
                               flags: list[int], conns: list[int], payloads: list[bytes],

@@ -90,6 +90,12 @@ EXIT_DRAIN_TIMEOUT = EXIT_DRAIN_UNFINISHED
 #: segments are how rotation is exercised in tests; a production size is an
 #: operator's choice (the default is 256 MiB), not a correctness limit.
 MIN_SEGMENT_BYTES = 4096
+# After a sleep for an empty ring, let a batch build this long before
+# writing it (ring.Reader.wait, "Linger"): the flusher shares two cores with
+# the receiver, the publisher and nats-server, and one wake-up per frame at
+# moderate rates cost more CPU than the writes themselves.  It adds at most
+# this much to receive-to-disk.
+_LINGER_US = 500.0
 
 
 @dataclass
@@ -221,7 +227,8 @@ class Flusher:
         if reader is None:
             import ring
             # The drain does not use the reader's batch arrays: keep them small.
-            reader = ring.Reader(config.ring, config.reader_name, tethered=True, max_frames=64)
+            reader = ring.Reader(config.ring, config.reader_name, tethered=True, max_frames=64,
+                                 spin_us=0, linger_us=_LINGER_US)
         self.rd = reader
         self.drain = FileDrain(reader, max_bytes=config.max_bytes, index_every=config.index_every)
         self.ring_id: bytes = reader.ring_id

@@ -97,6 +97,8 @@ def test_wraparound_padding_and_exact_fit(ring_path):
         p.write(b"b" * 100)
         b = rd.read()
         assert b.pos.tolist() == [CAP - 64 - 104, CAP]
+        # the batch copy reads each payload where payload(i) does, across the end
+        assert b.payloads() == [bytes(b.payload(i)) for i in range(len(b))] == [b"a" * 72, b"b" * 100]
         assert len(b.spans()) == 2  # padding left out of the raw spans
         assert sum(len(s) for s in b.spans()) == 104 + HDR + 104
         rd.commit(b)

@@ -5,6 +5,7 @@ ring's waiter mask), then writes one frame.  A lost wake-up would show as a
 frame seen only when the reader's wait times out, so the worst latency is
 compared with the wait timeout and reported."""
 import multiprocessing as mp
+import threading
 import time
 
 import numpy as np
@@ -58,3 +59,46 @@ def test_no_lost_wakeups(ring_path):
     assert len(lat) == CYCLES
     assert wakes >= CYCLES * 0.9  # nearly every frame went through FUTEX_WAKE
     assert lat.max() < WAIT_TIMEOUT * 1e6 * 0.5, "a frame waited for a timeout: lost wake-up"
+
+
+def test_linger_bounds_the_wakes_of_a_batch_reader(ring_path):
+    """A reader with ``linger_us`` wakes at most about once per linger while
+    frames arrive faster than that, and reads what arrived meanwhile as one
+    batch; without it, this feed costs a wake per frame.  The producer is
+    paced (one frame per ms for 300 ms) only to feed slower than a reader
+    drains; the bound checked is on the ring's own wake counter."""
+    ring.create(ring_path, 1 << 20).close()
+    frames, linger_s = 300, 0.03
+    rd = ring.Reader(ring_path, "batcher", tethered=True, spin_us=0, linger_us=linger_s * 1e6)
+    got, reads = [], 0
+    done = threading.Event()
+
+    def drain():
+        nonlocal reads
+        while len(got) < frames:
+            if rd.wait(WAIT_TIMEOUT):
+                b = rd.read()
+                got.extend(b.seq.tolist())
+                reads += 1
+                rd.commit(b)
+        done.set()
+
+    t = threading.Thread(target=drain)
+    p = ring.Producer(ring_path)
+    w0 = ring.stats(ring_path)["wakes"]
+    t.start()
+    t0 = time.monotonic()
+    for i in range(frames):
+        p.write(b"x")
+        time.sleep(0.001)
+    span = time.monotonic() - t0
+    assert done.wait(timeout(10))
+    t.join()
+    wakes = ring.stats(ring_path)["wakes"] - w0
+    p.close()
+    rd.close()
+    assert got == sorted(got) and len(got) == frames
+    # one wake per linger at most, plus the first and a little slack
+    bound = span / linger_s + 3
+    assert wakes <= bound, (wakes, bound)
+    assert reads <= bound, (reads, bound)

@@ -24,6 +24,7 @@ cheap paths rely on; anything else that is small gets parsed.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from common.errors import ConfigError
@@ -117,12 +118,36 @@ def classify(raw: bytes) -> Classified:
     return Classified(Kind.MALFORMED) if msg is None else _from_obj(msg)
 
 
+# The layout of every data frame in Kraken's v2 docs and SDK examples,
+# compact, channel first: {"channel":"book","type":"update","data":[{"symbol":
+# "BTC/USD",...  One match of it answers ``route`` for nearly every frame
+# (the publisher routes each frame, and the general scan below costs about
+# four times as much); anything else (whitespace, another key order, an
+# escape in the symbol, a "method" key in the head) takes the general path,
+# which gives the same answer for the frames the pattern matches.
+_DATA_HEAD = re.compile(rb'\{"channel":"([a-z0-9_]+)","type":"[a-z]+","data":\[\{"symbol":"([^"\\]*)"')
+_FAST_CHANNELS = {c.encode(): c for c in CHANNELS - {"instrument"}}
+
+
 def route(raw: bytes) -> RouteKey | None:
     """``(channel, symbol)`` of a data frame; ``None`` for control or garbage.
 
     Reads ``channel`` from the head and the first ``symbol`` key; does not
     validate the rest of the frame.
     """
+    m = _DATA_HEAD.match(raw)
+    if m is not None and raw.find(_K_METHOD, 0, HEAD + 8) < 0:
+        channel = _FAST_CHANNELS.get(m.group(1))
+        if channel is not None:
+            try:
+                return RouteKey(channel, m.group(2).decode())
+            except UnicodeDecodeError:
+                return None
+    return _route_scan(raw)
+
+
+def _route_scan(raw: bytes) -> RouteKey | None:
+    """``route`` for any layout: key by key, whitespace and escapes allowed."""
     i = lstrip_ws(raw)
     if i >= len(raw) or raw[i] != 0x7B:
         return None

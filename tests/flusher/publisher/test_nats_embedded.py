@@ -8,6 +8,7 @@ import socket
 import nats
 import psutil
 import pytest
+from timing import timeout
 
 
 from conftest_nats import *  # noqa: F401,F403,E402
@@ -75,7 +76,10 @@ def test_configured_port_and_bad_start(tmp_path):
 def test_cluster_of_three(nats_cluster):
     async def main():
         nc = await nats.connect(nats_cluster.urls)
-        info = await nc.jsm().add_stream(name="R3", subjects=["r3.>"], num_replicas=3)
+        # A replicated stream is created only once its three peers agree,
+        # which on a loaded 2-core machine can take longer than the
+        # client's default 5 s request timeout.
+        info = await nc.jsm(timeout=timeout(30)).add_stream(name="R3", subjects=["r3.>"], num_replicas=3)
         assert info.config.num_replicas == 3
         assert len(info.cluster.replicas or []) == 2
         await nc.close()

@@ -2,6 +2,7 @@
 classify / route / exchange_ts_ns, and the documented book checksums."""
 from __future__ import annotations
 
+import orjson
 import pytest
 
 import conformance
@@ -107,3 +108,26 @@ def test_opt_out_pair_is_never_reported_others_still_are(tmp_path):
             prod.close()
     finally:
         cleanup(d)
+
+
+def test_the_fast_route_agrees_with_the_full_scan_on_every_documented_frame():
+    """``route`` answers the usual compact layout with one pattern match and
+    everything else by the key-by-key scan; on every documented frame, and
+    on the same frame re-serialised compactly (the layout the venue sends),
+    both must give the same key, and the documented data frames must take
+    the fast path (otherwise it would be dead weight)."""
+    fast = 0
+    for name, raw, expect in CASES:
+        for form in (raw, _compact(raw)):
+            if form is None:
+                continue
+            assert kraken.route(form) == kraken._route_scan(form), name
+            fast += kraken._DATA_HEAD.match(form) is not None
+    assert fast >= sum(1 for _, _, e in CASES if e["route"] and e["route"][1] != "all")
+
+
+def _compact(raw: bytes) -> bytes | None:
+    try:
+        return orjson.dumps(orjson.loads(raw))
+    except orjson.JSONDecodeError:
+        return None

@@ -150,3 +150,22 @@ def test_exchange_timestamp():
 def test_keepalive_facts():
     assert KrakenSpot.keepalive.app_ping and KrakenSpot.keepalive.server_heartbeat == 1.0
     assert KrakenSpot.url == "wss://ws.kraken.com/v2"
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[]}]}',
+    b' {"channel":"book","type":"update","data":[{"symbol":"BTC/USD"}]}',
+    b'{"channel": "book", "type": "update", "data": [{"symbol": "BTC/USD"}]}',
+    b'{"type":"update","channel":"trade","data":[{"symbol":"ETH/USD"}]}',
+    b'{"channel":"book","type":"update","data":[{"symbol":"A\\u0042/USD"}]}',
+    b'{"channel":"book","type":"update","data":[{"symbol":"\xff\xfe"}]}',
+    b'{"channel":"book","type":"update","data":[{"symbol":""}]}',
+    b'{"channel":"heartbeat"}',
+    b'{"channel":"status","type":"update","data":[{"symbol":"x"}]}',
+    b'{"channel":"instrument","type":"snapshot","data":{"pairs":[]}}',
+    b'{"channel":"ohlc","type":"update","data":[{"symbol":"BTC/USD"}]}',
+    b'{"channel":"book","type":"update","data":[{"symbol":"BTC/USD"}],"method":"subscribe"}',
+    b'{"channel":"book","type":"update","data":[{"symbol":"BTC/USD"',
+])
+def test_route_fast_path_gives_the_full_scans_answer(raw):
+    assert kraken.route(raw) == kraken._route_scan(raw)
