@@ -27,6 +27,14 @@ Definitions used in the report:
   or the end of a lapping blast) until the stream holds what the flusher has
   read, less one publish window; time until the stream equals the disk: the
   length of that interval.
+* capacity: at a step, the CPU microseconds one message costs every process
+  on the host (capture's, nats-server's, the load driver's, each measured
+  with psutil over the step); cores busy = rate x that cost; the rate at
+  which the host runs out of CPU = cores x 1,000,000 / that cost.  Queueing
+  delay grows long before that point, so a 10 ms p99 needs headroom below it.
+* nats-server floor: the server's CPU per stored message when the client
+  costs almost nothing (pre-built commands on a raw socket, acks counted not
+  parsed; bench/shard_bench_floor.py), with and without Msg-Id and acks.
 """
 from __future__ import annotations
 
@@ -135,6 +143,50 @@ def summary_lines(results: dict) -> list[str]:
         out.append(f"capture CPU per 256 B message (all capture processes, not nats-server) at the sustained "
                    f"steps: {min(cpu):.2f} .. {max(cpu):.2f} us (aim <= {TARGET_CPU_US} us: "
                    f"{min(cpu) / TARGET_CPU_US:.2f}x of it at best)")
+    out += capacity_lines(results)
+    return out
+
+
+def capacity_lines(results: dict) -> list[str]:
+    """The arithmetic that bounds the sustained rate on this host, from the
+    run's own figures: what one 256 B message costs every process on the
+    host (capture's, nats-server's, the load driver's), how many cores that
+    keeps busy at each step, and the rate at which the host runs out of
+    CPU before any queueing; then the same with nats-server at its floor
+    (the floor case) and capture at its CPU aim."""
+    out: list[str] = []
+    try:
+        cores = int(results.get("host", {}).get("cores", "0"))
+    except ValueError:
+        cores = 0
+    rows = [r for r in results.get("steps", []) if r["size"] == 256]
+    if not cores or not rows:
+        return out
+    budget = cores * 1e6     # CPU us per second on this host
+    for r in rows:
+        c = r["cpu_us"]
+        cap, srv, drv = c["capture_total"], c.get("nats-server", 0.0), c.get("simulator", 0.0)
+        total = cap + srv + drv
+        out.append(f"capacity at {r['rate']:.0f}/s, 256 B: capture {cap:.2f} + nats-server {srv:.2f} + load driver "
+                   f"{drv:.2f} = {total:.2f} us per message, {r['rate'] * total / 1e6:.2f} of {cores} cores busy; "
+                   f"the host's CPU runs out at {budget / total:,.0f}/s")
+    fl = {f["mode"]: f for f in results.get("floor", [])}
+    if "ack+msgid" in fl:
+        f = fl["ack+msgid"]["nats_cpu_us"]
+        out.append("nats-server floor (fed by a client that costs nothing; CPU per stored message): "
+                   + ", ".join(f"{m} {fl[m]['nats_cpu_us']:.2f} us ({fl[m]['rate']:,.0f}/s)" for m in fl))
+        top = max(rows, key=lambda r: r["rate"])
+        drv = top["cpu_us"].get("simulator", 0.0)
+        best = TARGET_CPU_US + f + drv
+        out.append(f"with capture at its aim ({TARGET_CPU_US} us) and nats-server at its floor ({f:.2f} us): "
+                   f"{best:.2f} us per message, the CPU runs out at {budget / best:,.0f}/s; "
+                   f"{TARGET_SUSTAINED:,}/s would keep {TARGET_SUSTAINED * best / budget:.0%} of the cores busy")
+        peers = results.get("peer", [])
+        p = sustained(peers, 256)
+        if p:
+            need = TARGET_PEER_X * p
+            out.append(f"{TARGET_PEER_X:.0f}x the peer's sustained {p:,.0f}/s is {need:,.0f}/s: "
+                       f"{need * best / budget:.0%} of the cores even at that best case")
     return out
 
 

@@ -36,6 +36,7 @@ Environment (defaults are the full run; a smoke run sets small values):
     CAPTURE_SHARD_BLAST_FRAMES   frames of the lapping blast 500000
     CAPTURE_SHARD_BIG_RING       the larger ring, bytes      67108864
     CAPTURE_SHARD_STEP_RING      the steps' ring, bytes      4194304
+    CAPTURE_SHARD_FLOOR_FRAMES   messages per nats-server floor mode  300000
     CAPTURE_SHARD_EXACT_MAX      frames read back per step   200000
     CAPTURE_SHARD_RESULTS_JSON   where the figures go        bench/results/shard.json
     CAPTURE_SHARD_KEEP           1: keep each step's segments and stream (disk!)  0
@@ -50,6 +51,7 @@ import os
 
 import pytest
 
+import shard_bench_floor as floor
 import shard_bench_helpers as h
 import shard_bench_measure as m
 
@@ -62,10 +64,11 @@ OUTAGE_S = h.env_float("CAPTURE_SHARD_OUTAGE_SECONDS", 3.0)
 BLAST_FRAMES = int(h.env_float("CAPTURE_SHARD_BLAST_FRAMES", 500_000))
 BIG_RING = int(h.env_float("CAPTURE_SHARD_BIG_RING", 64 << 20))
 STEP_RING = int(h.env_float("CAPTURE_SHARD_STEP_RING", 4 << 20))
+FLOOR_FRAMES = int(h.env_float("CAPTURE_SHARD_FLOOR_FRAMES", 300_000))
 RESULTS_JSON = os.environ.get("CAPTURE_SHARD_RESULTS_JSON",
                               os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "shard.json"))
 
-RESULTS: dict = {"steps": [], "peer": [], "outage": None, "blast": [],
+RESULTS: dict = {"steps": [], "peer": [], "outage": None, "blast": [], "floor": [],
                  "params": {"rates": RATES, "sizes": SIZES, "seconds": SECONDS, "outage_rate": OUTAGE_RATE,
                             "outage_s": OUTAGE_S, "blast_frames": BLAST_FRAMES, "big_ring": BIG_RING,
                             "step_ring": STEP_RING}}
@@ -134,6 +137,20 @@ def test_shard_catchup_after_lapping_blast(benchmark, bench_summary, run, capaci
         RESULTS["blast"].append(r)
         _print_step(r)
         print(f"  blast catch-up ({capacity >> 20} MiB ring): {r['catchup']}")
+        _dump()
+    benchmark.pedantic(once, rounds=1, iterations=1, warmup_rounds=0)
+    bench_summary.set_renderer("whole shard: steps, catch-up, ring size", _render)
+
+
+def test_nats_server_floor(benchmark, bench_summary, run):
+    """nats-server's own CPU per stored message, fed by a client that costs
+    almost nothing (bench/shard_bench_floor.py): the floor the capacity
+    arithmetic of the report starts from."""
+    def once():
+        RESULTS["floor"] = floor.nats_floor(run.nats.url, run.nats.pid, FLOOR_FRAMES)
+        for f in RESULTS["floor"]:
+            print(f"\nnats-server floor, {f['mode']:12s}: {f['messages']} stored in {f['seconds']:.2f} s "
+                  f"({f['rate']:.0f}/s), nats-server CPU {f['nats_cpu_us']:.2f} us/msg")
         _dump()
     benchmark.pedantic(once, rounds=1, iterations=1, warmup_rounds=0)
     bench_summary.set_renderer("whole shard: steps, catch-up, ring size", _render)
