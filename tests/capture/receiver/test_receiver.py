@@ -16,7 +16,7 @@ import ring  # noqa: E402
 from capture.receiver import sharding  # noqa: E402
 from capture.venues import discovery  # noqa: E402
 from capture.venues.kraken import discovery as kraken_discovery  # noqa: E402
-from capture.receiver.connection import State, Timing  # noqa: E402
+from capture.receiver.lifecycle import State, Timing  # noqa: E402
 from capture.receiver.process import (SHARD_CONN, ReceiverConfig, explicit_assignment, parse_args, plan_assignment)  # noqa: E402
 from capture.simulator import Scenario, SimulatorThread  # noqa: E402
 from receiver_helpers import control_records as _ctl  # noqa: E402
