@@ -48,7 +48,6 @@ Errors (rooted in :class:`common.errors.CaptureError`)::
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 from typing import Any, Iterable
@@ -71,7 +70,6 @@ from capture.venues.subscribe import Request
 
 S, E = State, Event
 
-log = logging.getLogger("capture.receiver.connection")
 
 #: Handshake statuses that mean "the credentials were refused".
 AUTH_STATUSES = frozenset({401, 403})
@@ -359,7 +357,8 @@ class Connection:
 
     def _subscription_lost(self, c: Classified, r: Request | None) -> None:
         """The venue ended a subscription (Kalshi code 25, buffer overflow:
-        messages were lost).  Recorded as a gap (record, counter, log line),
+        messages were lost).  Recorded as a gap (record, counter, and the
+        record's log line: a LOGGED kind of capture.receiver.lifecycle),
         its sequence state forgotten, and its markets subscribed again on this
         connection at once, so none stays silent until a reconnect."""
         channel, markets, first = self.subscriber.lost(c.sid, r)
@@ -372,9 +371,6 @@ class Connection:
             self.integrity.count("subscription_lost")
         self._record("subscription_lost", venue=self.venue.name, sid=c.sid, channel=channel,
                      markets=markets, code=c.code, error=c.detail, req_id=c.req_id)
-        log.warning("%s: the venue ended subscription sid=%s (%s, code %s): %d market(s) "
-                    "lost messages; subscribing them again", self.name, c.sid, c.detail,
-                    c.code, len(markets))
         if markets and self._can_send():
             for p in first:
                 self._record("unsubscribe_sent", channel=channel, symbols=markets,

@@ -151,14 +151,14 @@ LOGGED: dict[str, int] = {
     "connect_failed": _W, "closed": _W, "silence_timeout": _W, "keepalive_timeout": _W,
     "reconnect": _I, "auth_failed": _E, "subscribe_failed": _W, "subscribe_timeout": _W,
     "seq_gap": _W, "checksum_mismatch": _W, "repair": _I, "repair_suppressed": _W,
-    "receiver_error": _E, "venue_error": _W,
+    "receiver_error": _E, "venue_error": _W, "subscription_lost": _W,
 }
 
 #: Fields of a record that a log line repeats (the rest stay in the record).
 _LOG_FIELDS = ("from", "attempt", "url", "status", "code", "reason", "by", "error", "delay",
                "failures", "cap", "retry_within_s", "retry_in_s", "waited_s", "silent_s",
                "channel", "symbol", "symbols", "expected", "got", "missing", "computed",
-               "handshake", "after_close")
+               "handshake", "after_close", "sid", "markets")
 
 _throttle = Throttle()
 
@@ -196,7 +196,7 @@ def log_record(conn: str, state: "State", kind: str, fields: dict[str, Any]) -> 
         v = fields.get(k)
         if v is not None:
             # a subscribe refusal can name hundreds of symbols: the count is enough here
-            kv[k] = len(v) if k == "symbols" and isinstance(v, list) else v
+            kv[k] = len(v) if k in ("symbols", "markets") and isinstance(v, list) else v
     if suppressed:
         kv["suppressed"] = suppressed
     log_event(log, kind, level, **kv)
