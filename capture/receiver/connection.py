@@ -34,6 +34,7 @@ The connection is composed of parts that own their state: the venue's
 subscriber (what to send), :class:`capture.receiver.replies.Replies` (the
 requests of this attempt and their replies),
 :class:`capture.receiver.sequence_checks.SequenceChecks` (gaps and repairs),
+:class:`capture.receiver.keepalive.Keepalive` (our pings),
 :class:`capture.receiver.closing.Closer` (the stop request and the closing
 handshakes) and :class:`capture.receiver.backoff.Backoff` (failure counters
 and the wait between attempts).  They act through a few callables the
@@ -58,6 +59,7 @@ from ring.producer import Producer
 
 from capture.receiver.backoff import Backoff
 from capture.receiver.closing import Closer
+from capture.receiver.keepalive import Keepalive
 from capture.receiver.lifecycle import (RECORD_KIND, TRANSITIONS, ConnectionStateError, Event, State,
                                         Timing, error_text, log_record)
 from capture.receiver.repair import Integrity
@@ -74,17 +76,11 @@ S, E = State, Event
 #: Handshake statuses that mean "the credentials were refused".
 AUTH_STATUSES = frozenset({401, 403})
 
-
-# --------------------------------------------------------------------------
-# The connection
-# --------------------------------------------------------------------------
-
 _DATA = int(FrameType.DATA)
 _JSON_OPEN = frozenset(b"{[")
 _JSON_CLOSE = frozenset(b"}]")
 #: byte value -> "may end a JSON value" (a tuple index is cheaper than a set lookup)
 _ENDS_JSON = tuple(b in _JSON_CLOSE for b in range(256))
-_WS = frozenset(b" \t\r\n")
 
 
 class Connection:
@@ -131,8 +127,9 @@ class Connection:
         self.max_message = max_message
         self.subscriber = venue_cls.subscriber(venue_cls, dict(options or {}))
         ka = venue_cls.keepalive
-        self.ping_interval = ka.client_ping_interval if timing.ping_interval is None \
-            else (timing.ping_interval or None)
+        # our pings and their answers (an object of its own)
+        self.keepalive = Keepalive(ka.client_ping_interval if timing.ping_interval is None
+                                   else timing.ping_interval, timing.pong_timeout)
         self.app_ping = ka.app_ping
         self.silence_ns = int((timing.silence_timeout or 0) * 1e9)
         self.state = State.IDLE
@@ -158,8 +155,6 @@ class Connection:
                                sent=self._set_peek, lost=self._subscription_lost,
                                acked_symbol=self._acked_symbol)
         self.subscriptions_lost = 0   # subscriptions the venue ended (resubscribed)
-        self._ping_sent_at: float | None = None
-        self._next_ping = 0.0
         self._peek = CONTROL_MAX
         # the stop request and the closing handshakes (an object of its own)
         self.closer = Closer(timing, frames=lambda: self.frames, record=self._record)
@@ -208,7 +203,7 @@ class Connection:
     def _set_peek(self) -> None:
         if self.state is not S.LIVE or self.replies.pending():
             self._peek = CONTROL_MAX
-        elif self._ping_sent_at is not None:
+        elif self.keepalive.outstanding:
             self._peek = max(self.timing.peek_bytes, 256)
         else:
             self._peek = self.timing.peek_bytes
@@ -320,8 +315,7 @@ class Connection:
         self._pong()
 
     def _pong(self) -> None:
-        if self._ping_sent_at is not None:
-            self._ping_sent_at = None
+        if self.keepalive.answered():
             self._set_peek()
 
     # -- authentication failures --------------------------------------------------
@@ -390,35 +384,6 @@ class Connection:
         self.live_ns = self.last_data_ns = time.time_ns()
         self.live_frames = self.frames
         self._fire(E.SUBSCRIBED, **self.replies.counts())
-
-    def integrity_failure(self, kind: str, symbol: str | None, stream_key: Any = None,
-                          **fields: Any) -> str:
-        """A detection to record and repair (see :meth:`SequenceChecks.integrity_failure`)."""
-        return self.checks.integrity_failure(kind, symbol, stream_key, **fields)
-
-    @property
-    def seq_gaps(self) -> int:
-        return self.checks.seq_gaps
-
-    @property
-    def repairs(self) -> int:
-        return self.checks.repairs
-
-    @property
-    def suppressed(self) -> int:
-        return self.checks.suppressed
-
-    @property
-    def subscribe_retries(self) -> int:
-        return self.replies.subscribe_retries
-
-    @property
-    def reconnects(self) -> int:
-        return self.backoff.reconnects
-
-    @property
-    def auth_failures(self) -> int:
-        return self.backoff.auth_failures
 
     # -- re-discovery ------------------------------------------------------------
     def update_members(self, members: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -493,7 +458,7 @@ class Connection:
         self.checks.fresh()
         self._auth_close = False
         self.replies.fresh()      # a new connection subscribes everything afresh
-        self._ping_sent_at = None
+        self.keepalive.fresh()
         self.live_since = 0.0
         kw: dict[str, Any] = {}
         if self.max_message:
@@ -544,8 +509,8 @@ class Connection:
     def _tick(self) -> float:
         tm = self.timing
         c = [0.5, tm.subscribe_timeout / 4, tm.pong_timeout / 4, tm.subscribe_retry / 4]
-        if self.ping_interval:
-            c.append(self.ping_interval / 4)
+        if self.keepalive.interval:
+            c.append(self.keepalive.interval / 4)
         if self.silence_ns:
             c.append(self.silence_ns / 4e9)
         return max(0.005, min(c))
@@ -553,12 +518,11 @@ class Connection:
     async def _watch(self, t: Transport) -> None:
         """Keepalives, reply timeouts and the silence watchdog, until the
         connection is over (or stop)."""
-        tm = self.timing
         stop = self.closer.stop
         assert stop is not None
         tick = self._tick()
         loop = asyncio.get_running_loop()
-        self._next_ping = loop.time() + (self.ping_interval or 0)
+        self.keepalive.start(loop.time())
         closed = asyncio.ensure_future(t.wait_closed())
         try:
             while True:
@@ -580,23 +544,20 @@ class Connection:
                     self.replies.send_due_retries()
                 self.replies.expire(time.time_ns())
                 # keepalive
-                if self._ping_sent_at is not None and now - self._ping_sent_at > tm.pong_timeout:
-                    waited = now - self._ping_sent_at
+                waited = self.keepalive.overdue(now)
+                if waited is not None:
                     self.backoff.why = "keepalive_timeout"
                     self._fire(E.KEEPALIVE_TIMEOUT, waited_s=round(waited, 3))
                     await self._replace(t, closed, "keepalive timeout")
                     return
-                if self.ping_interval and now >= self._next_ping and self.state in (S.LIVE, S.SUBSCRIBING):
-                    self._next_ping = now + self.ping_interval
-                    if self._ping_sent_at is None:
-                        self._ping_sent_at = now
-                        if self.app_ping:
-                            payload = self.subscriber.app_ping()
-                            if payload is not None:
-                                t.send_text(payload)
-                        else:
-                            t.send_ping(b"")
-                        self._set_peek()
+                if self.state in (S.LIVE, S.SUBSCRIBING) and self.keepalive.due(now):
+                    if self.app_ping:
+                        payload = self.subscriber.app_ping()
+                        if payload is not None:
+                            t.send_text(payload)
+                    else:
+                        t.send_ping(b"")
+                    self._set_peek()
                 # silence watchdog
                 if self.silence_ns and self.state is S.LIVE:
                     silent = time.time_ns() - self.last_data_ns

@@ -243,8 +243,8 @@ class Receiver:
         # for it are recorded ("pending") but send nothing, so a pair that
         # keeps mismatching cannot spend the connection's request budget that
         # other pairs' repairs need (and the per-symbol bucket caps the rest).
-        return conn.integrity_failure(msg["kind"], msg["symbol"], ("checksum", msg["symbol"]),
-                                      **fields)
+        return conn.checks.integrity_failure(msg["kind"], msg["symbol"],
+                                             ("checksum", msg["symbol"]), **fields)
 
     # -- tasks --------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -272,7 +272,7 @@ class Receiver:
                              repairs_suppressed=counts.get("repair_suppressed", 0),
                              bad_reports=counts.get("bad_report", 0),
                              channel=self.channel.path if self.channel is not None else None)
-        integrity["auth_failures"] = sum(c.auth_failures for c in self.connections.values())
+        integrity["auth_failures"] = sum(c.backoff.auth_failures for c in self.connections.values())
         errors = [(c.last_error[0], f"{c.name}: {c.last_error[1]}")
                   for c in self.connections.values() if c.last_error is not None]
         last = max(errors) if errors else None

@@ -151,7 +151,7 @@ def test_a_full_ring_never_blocks_the_socket(ring_dir):
             conn = rt.rx.connections["kraken-0"]
             wait_for(lambda: conn.frames >= st.sim.connections("kraken")[0].count, 10,
                      "every frame received")
-            assert conn.refused > 0 and conn.state is State.LIVE and conn.reconnects == 0
+            assert conn.refused > 0 and conn.state is State.LIVE and conn.backoff.reconnects == 0
             # now drain: the pending gap record is written by the next poll
             seen = []
             asm = ring.Assembler()

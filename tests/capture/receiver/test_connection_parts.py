@@ -1,6 +1,7 @@
-"""The two parts a connection ends and comes back through, without I/O:
-:class:`Backoff` (failure counters, the next wait) and :class:`Closer` (the
-stop request, the closing handshake against a scripted transport)."""
+"""The parts a connection keeps alive, ends and comes back through, without
+I/O: :class:`Keepalive` (our pings), :class:`Backoff` (failure counters, the
+next wait) and :class:`Closer` (the stop request, the closing handshake
+against a scripted transport)."""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +10,7 @@ import time
 
 from capture.receiver.backoff import Backoff
 from capture.receiver.closing import Closer
+from capture.receiver.keepalive import Keepalive
 from capture.receiver.lifecycle import Timing
 from capture.receiver.transport import CloseInfo
 
@@ -120,3 +122,25 @@ def test_close_for_stop_aborts_a_silent_server_and_says_so():
         assert kind == "closed" and f["handshake"] == "aborted" and f["code"] == 1006
         assert f["after_close"] == 0
     asyncio.run(main())
+
+
+def test_keepalive_one_ping_outstanding_and_its_timeout():
+    k = Keepalive(interval=1.0, pong_timeout=0.5)
+    k.fresh()
+    k.start(now=100.0)
+    assert not k.due(100.5)                       # not yet an interval
+    assert k.due(101.0) and k.outstanding         # sent
+    assert not k.due(102.0)                       # one outstanding at a time...
+    assert k.next_at == 103.0                     # ...but the schedule moves on
+    assert k.overdue(101.4) is None
+    assert k.overdue(101.75) == 0.75
+    assert k.answered() and not k.outstanding
+    assert not k.answered()                       # a second answer is not ours
+    assert k.due(103.0)
+
+
+def test_keepalive_without_an_interval_never_pings():
+    for interval in (None, 0, 0.0):
+        k = Keepalive(interval=interval, pong_timeout=0.5)
+        k.start(now=0.0)
+        assert k.interval is None and not k.due(1e9) and k.overdue(1e9) is None
