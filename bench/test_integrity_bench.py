@@ -105,7 +105,7 @@ def test_receive_path(benchmark, make_ring, bench_summary, venue, integrity):
                 on(f, ts, 0)
 
         benchmark.pedantic(run, setup=reset, rounds=5, iterations=1, warmup_rounds=1)
-        assert c.seq_gaps == 0 and c.errors == 0
+        assert c.checks.seq_gaps == 0 and c.errors == 0
     rate = len(frames) / benchmark.stats.stats.min
     RESULTS[f"rx {venue} {integrity}"] = rate
     bench_summary.set_renderer("integrity: receive path and validator", _report)

@@ -45,7 +45,7 @@ import orjson
 import pytest
 
 import ring
-from capture.receiver.connection import Timing
+from capture.receiver.lifecycle import Timing
 from capture.receiver.pinning import online_cores, pin
 from capture.receiver.process import Receiver, ReceiverConfig
 from capture.simulator import Blast, Scenario, SimulatorProcess, blast_marker

@@ -64,12 +64,15 @@ from picows import (WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, WS
 
 from capture import venues
 from common.errors import CaptureError, NoData, SegmentError
+from common.log import Throttle, event as log_event, setup as setup_logging
 from flusher.segments.names import parse_name
 from flusher.segments.read import TimeLike, to_ns
 from flusher.segments.walk import SHARD_CONN, Msg, Skipped, find_paths, no_data_in_range, walk
 from ring.frame import FrameFlags, FrameType
 
 log = logging.getLogger("capture.replay")
+#: what a damaged recording repeats (a line per message or region) comes in bursts
+_throttle = Throttle()
 
 _CONTROL = int(FrameType.CONTROL)
 _DATA = int(FrameType.DATA)
@@ -100,6 +103,13 @@ class Selection:
     conn: int | None = None
     channels: frozenset[str] | None = None
     symbols: frozenset[str] | None = None
+
+
+def _fields(sel: Selection) -> dict:
+    """A feed's selection as log fields (None: all / any)."""
+    return {"feed_shard": sel.shard, "conn": sel.conn,
+            "channels": None if sel.channels is None else sorted(sel.channels),
+            "symbols": None if sel.symbols is None else sorted(sel.symbols)}
 
 
 def parse_speed(text: str) -> float | None:
@@ -236,12 +246,20 @@ class Replay:
 
     @staticmethod
     def _on_dropped(path: str, d) -> None:
-        log.warning("event=incomplete_message segment=%s first_seq=%d last_seq=%d reason=%s",
-                    path, d.first_seq, d.last_seq, d.reason)
+        # one per message a damaged recording cut short: a burst, then a count
+        ok, suppressed = _throttle.allow("incomplete_message")
+        if ok:
+            log_event(log, "incomplete_message", logging.WARNING, segment=path,
+                      first_seq=d.first_seq, last_seq=d.last_seq, reason=d.reason,
+                      **({"suppressed": suppressed} if suppressed else {}))
 
     def _on_skip(self, sk: Skipped) -> None:
         self.skipped.append(sk)
-        log.error("event=corrupt_skipped %s", sk)
+        ok, suppressed = _throttle.allow("corrupt_skipped")
+        if ok:
+            log_event(log, "corrupt_skipped", logging.ERROR, segment=sk.path, offset=sk.offset,
+                      reason=sk.reason, resume=sk.resume,
+                      **({"suppressed": suppressed} if suppressed else {}))
 
     # -- serving ----------------------------------------------------------------------------
     async def stream(self, transport: WSTransport, client: "_Client", sel: Selection) -> int:
@@ -272,7 +290,8 @@ class Replay:
                     n += 1
             transport.send_close(WSCloseCode.OK, b"end of recording")
         except SegmentError as exc:
-            log.error("event=replay_stopped reason=corrupt_segment %s", exc)
+            log_event(log, "replay_stopped", logging.ERROR, reason="corrupt_segment",
+                      segment=exc.path, offset=exc.offset, error=exc.reason)
             transport.send_close(WSCloseCode.INTERNAL_ERROR,
                                  f"corrupt segment at offset {exc.offset}".encode()[:120])
         transport.disconnect()
@@ -328,7 +347,8 @@ class Replay:
         try:
             return self._route(request)
         except CaptureError as exc:   # the range could not be read (listing the connections)
-            log.error("event=request_failed path=%r error=%s", request.path, exc)
+            log_event(log, "request_failed", logging.ERROR, path=request.path.decode("latin-1"),
+                      error=exc)
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
                 500, b"the recording could not be read; the server's log says why\n"), None)
 
@@ -372,10 +392,10 @@ class _Client(WSListener):
             return
         exc = task.exception()
         if exc is not None:
-            log.error("event=feed_failed error=%r", exc)
+            log_event(log, "feed_failed", logging.ERROR, **_fields(self.sel), error=repr(exc))
             return
-        log.info("event=feed_done path=%s messages=%d seconds=%.3f",
-                 self.sel, task.result(), time.monotonic() - self.t0)
+        log_event(log, "feed_done", **_fields(self.sel), messages=task.result(),
+                  seconds=round(time.monotonic() - self.t0, 3))
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type == WSMsgType.CLOSE:
@@ -430,8 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     """Exit 0 done (or stopped by a signal), 1 not every message acknowledged by
     NATS, 2 bad usage or nothing to replay."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    # the one log format, and the redaction filter (a --to-nats URL may carry credentials)
+    setup_logging("replay", args.shard, args.log_level)
     try:
         speed = parse_speed(args.speed or ("max" if args.to_nats else "1"))
         start, end = to_ns(args.start), to_ns(args.end)

@@ -52,6 +52,7 @@ import orjson
 
 from ring._ringlib import ffi, lib
 from common.errors import ProducerBusy
+from common.log import event as log_event
 from ring.file import RingFile, attach
 from ring.frame import FrameFlags, FrameType
 
@@ -146,14 +147,14 @@ class Producer:
         self._owing = False          # any of the three above is waiting for room
         now = time.time_ns()
         if self._p.repaired:
-            log.warning("event=ring_repaired path=%s reason=head seqlock left odd by pid %d",
-                        path, prev_pid)
+            log_event(log, "ring_repaired", logging.WARNING, path=path, what="head seqlock",
+                      reason="left odd", prev_pid=prev_pid)
             self._queue({"kind": "ring_repaired", "what": "head seqlock", "prev_pid": prev_pid})
         if owed > 0:
             # Refused by a predecessor that closed or died before it could
             # record them: the window runs from its first such drop to its
             # last sign of life.
-            log.warning("event=drops_owed path=%s frames=%d prev_pid=%d", path, owed, prev_pid)
+            log_event(log, "drops_owed", logging.WARNING, path=path, frames=owed, prev_pid=prev_pid)
             self._queue({"kind": "drop", "count": owed, "first_ns": owed_since or prev_hb,
                          "last_ns": max(prev_hb, owed_since), "reasons": {"unrecorded": owed},
                          "prev_pid": prev_pid}, frames=owed)
@@ -168,8 +169,10 @@ class Producer:
         if self._owing:
             self._flush_gap(reserved=True)
             if self._owing:
-                log.warning("event=records_waiting path=%s records=%d reason=ring full, reserve "
-                            "used up; they go first once room returns", path, len(self._pending))
+                # once per producer start: the records go first once room returns
+                log_event(log, "records_waiting", logging.WARNING, path=path,
+                          records=len(self._pending), reason="ring full, reserve used up",
+                          then="written first once room returns")
 
     @property
     def last_seq(self) -> int:
@@ -263,9 +266,9 @@ class Producer:
             self._flush_gap(reserved=True)
         if self._owing:
             owed = (self._gap.count if self._gap else 0) + sum(f for _, f in self._pending)
-            log.warning("event=records_left path=%s records=%d frames_owed=%d reason=no room at "
-                        "close; the drop counts stay in the ring header for the next producer",
-                        self.path, self.pending_records, owed)
+            log_event(log, "records_left", logging.WARNING, path=self.path,
+                      records=self.pending_records, frames_owed=owed, reason="no room at close",
+                      then="the drop counts stay in the ring header for the next producer")
         self._p.hold = 1   # the ring is about to be unmapped
         lib.ring_producer_close(self._p, time.time_ns())
         self._rf.close()

@@ -21,45 +21,8 @@ first and last byte, long ones by their last byte alone.  A ring that refuses
 a frame (FULL) never blocks the socket: the producer counts it and writes a gap
 record once room returns.
 
-Records written (control frames whose header ``conn`` is the connection id;
-the JSON carries ``kind``, ``conn_name``, ``state`` - the state after the
-record - and, for transitions, ``from``)::
-
-    connecting {attempt, url}       opened {attempt, url}     connect_failed {status, error}
-    subscribe_sent {channel, symbols, req_id, reason}
-    subscribed {channel, symbol, req_id}          subscribe_failed {channel, symbols, error, code[, retry_in_s]}
-                                    (retry_in_s: refused for the venue's request rate; sent
-                                    again on this connection then, subscribe_sent reason
-                                    "rate_limit_retry", the delay doubling per refusal)
-    subscribe_timeout {pending[, retry_in_s]}   venue_error {error, code[, rate_limited]}
-                                    (a rate refusal naming no request, Kraken's bare
-                                    {"Error": "Exceeded msg rate"}: the next request to time
-                                    out with acks pending is retried like a named refusal)
-    live {acked, failed, timed_out}
-    subscription_lost {venue, sid, channel, markets, code, error}   the venue ended a
-                                    subscription (Kalshi 25, buffer overflow: messages were
-                                    lost); its markets are subscribed again at once, reason
-                                    "subscription_lost"; counted in stats and status
-    keepalive_timeout {waited_s}    silence_timeout {silent_s, last_data_ns}
-    closed {code, reason, by[, handshake, after_close]}   on a stop: whether the closing
-                                    handshake completed or was aborted, and the messages
-                                    received after our close frame
-    reconnect {attempt, delay, failures, cap}
-    unsubscribe_sent {channel, symbols}           stopped {frames, malformed, refused, reconnects}
-    receiver_error {error}          an unexpected exception: counted, rate-limited; inside an
-                                    attempt it costs that attempt (closed 1011 by "error")
-    auth_failed {status|code, error, retry_in_s}  HTTP 401/403 at the handshake, or the
-                                    venue's auth error code (Kalshi 9) on a live connection;
-                                    logged without key material, retried after the *auth*
-                                    backoff (``auth_backoff`` doubling to ``auth_backoff_cap``,
-                                    jittered in [cap/2, cap]: never a tight loop)
-
-Integrity (with an :class:`capture.receiver.repair.Integrity`, see :mod:`capture.receiver.repair`)::
-
-    seq_gap {venue, symbol, sid|feed, expected, got, missing[, repair: "pending"]}
-    checksum_mismatch {venue, symbol, expected, computed, frame_seq}   (reported by the validator)
-    repair {venue, symbol, reason, action}        get_snapshot / resubscribe sent for that symbol
-    repair_suppressed {venue, symbol, reason, burst, window_s}   the symbol's token bucket is empty
+The records a connection writes (every transition, replies, reconnects,
+integrity) are listed with their fields in :mod:`capture.receiver.lifecycle`.
 
 Sequence checking is the only integrity work on the hot path: for venues with
 a ``seq_layout``, one anchored regex match on the frame's head
@@ -69,10 +32,14 @@ semantics) and, for book frames, a dict update (the gap rule of
 
 The connection is composed of parts that own their state: the venue's
 subscriber (what to send), :class:`capture.receiver.replies.Replies` (the
-requests of this attempt and their replies) and
-:class:`capture.receiver.sequence_checks.SequenceChecks` (gaps and repairs).
-They act through a few callables the connection hands them (write a record,
-send a frame, go live), never by reading its attributes.
+requests of this attempt and their replies),
+:class:`capture.receiver.sequence_checks.SequenceChecks` (gaps and repairs),
+:class:`capture.receiver.keepalive.Keepalive` (our pings),
+:class:`capture.receiver.closing.Closer` (the stop request and the closing
+handshakes) and :class:`capture.receiver.backoff.Backoff` (failure counters
+and the wait between attempts).  They act through a few callables the
+connection hands them (write a record, send a frame, go live), never by
+reading its attributes.
 
 Errors (rooted in :class:`common.errors.CaptureError`)::
 
@@ -82,7 +49,6 @@ Errors (rooted in :class:`common.errors.CaptureError`)::
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 from typing import Any, Iterable
@@ -91,33 +57,30 @@ from common.errors import ConfigError
 from ring.frame import FrameType
 from ring.producer import Producer
 
-from capture.receiver.lifecycle import RECORD_KIND, TRANSITIONS, ConnectionStateError, Event, State, Timing, error_text, log_record  # noqa: F401
-
-S, E = State, Event
+from capture.receiver.backoff import Backoff
+from capture.receiver.closing import Closer
+from capture.receiver.keepalive import Keepalive
+from capture.receiver.lifecycle import (RECORD_KIND, TRANSITIONS, ConnectionStateError, Event, State,
+                                        Timing, error_text, log_record)
 from capture.receiver.repair import Integrity
 from capture.receiver.replies import Replies
 from capture.receiver.sequence_checks import SequenceChecks
 from capture.receiver import transport as _transport
-from capture.receiver.transport import CloseInfo, ConnectFailed, Transport, make_transport
+from capture.receiver.transport import ConnectFailed, Transport, make_transport
 from capture.venues.base import CONTROL_MAX, Classified, Kind
 from capture.venues.subscribe import Request
 
-log = logging.getLogger("capture.receiver.connection")
+S, E = State, Event
+
 
 #: Handshake statuses that mean "the credentials were refused".
 AUTH_STATUSES = frozenset({401, 403})
-
-
-# --------------------------------------------------------------------------
-# The connection
-# --------------------------------------------------------------------------
 
 _DATA = int(FrameType.DATA)
 _JSON_OPEN = frozenset(b"{[")
 _JSON_CLOSE = frozenset(b"}]")
 #: byte value -> "may end a JSON value" (a tuple index is cheaper than a set lookup)
 _ENDS_JSON = tuple(b in _JSON_CLOSE for b in range(256))
-_WS = frozenset(b" \t\r\n")
 
 
 class Connection:
@@ -164,25 +127,23 @@ class Connection:
         self.max_message = max_message
         self.subscriber = venue_cls.subscriber(venue_cls, dict(options or {}))
         ka = venue_cls.keepalive
-        self.ping_interval = ka.client_ping_interval if timing.ping_interval is None \
-            else (timing.ping_interval or None)
+        # our pings and their answers (an object of its own)
+        self.keepalive = Keepalive(ka.client_ping_interval if timing.ping_interval is None
+                                   else timing.ping_interval, timing.pong_timeout)
         self.app_ping = ka.app_ping
         self.silence_ns = int((timing.silence_timeout or 0) * 1e9)
         self.state = State.IDLE
         self.transport: Transport | None = None
         self.attempt = 0
-        self.failures = 0
         # counters (read by the receiver for stats and metrics); frames, nbytes
         # and last_data_ns add what the compiled path took (see _fast)
         self._frames = 0
         self.malformed = 0
         self.refused = 0
-        self.reconnects = 0
-        self.close_aborted = 0      # stops whose closing handshake was cut off (see _close_for_stop)
-        self.reconnect_reasons: dict[str, int] = {}
         self._nbytes = 0
         self.errors = 0
-        self._why = "closed"
+        # failure counters and the wait between attempts (an object of its own)
+        self.backoff = Backoff(timing, self.rng)
         self._last_data_ns = 0
         self.live_since = 0.0
         self.live_ns = 0          # wall time of the last transition to live
@@ -194,10 +155,9 @@ class Connection:
                                sent=self._set_peek, lost=self._subscription_lost,
                                acked_symbol=self._acked_symbol)
         self.subscriptions_lost = 0   # subscriptions the venue ended (resubscribed)
-        self._ping_sent_at: float | None = None
-        self._next_ping = 0.0
         self._peek = CONTROL_MAX
-        self._stop: asyncio.Future[None] | None = None
+        # the stop request and the closing handshakes (an object of its own)
+        self.closer = Closer(timing, frames=lambda: self.frames, record=self._record)
         self.task: asyncio.Task | None = None
         self._last_close: Any = None
         # integrity: sequence checks and repairs (an object of its own; the
@@ -217,9 +177,6 @@ class Connection:
             self._fast = fp.FastState(producer, conn_id, self._odd_large_guarded,
                                              *producer.c_handles())
             self._fast.enabled = self._seq_match is None
-        # authentication failures
-        self.auth_failures = 0
-        self._auth_failed = False   # this attempt ended in an auth failure
         self._auth_close = False    # close this connection (auth error code on a live one)
         #: (time ns, text) of the latest failure record, for the status file
         self.last_error: tuple[int, str] | None = None
@@ -246,7 +203,7 @@ class Connection:
     def _set_peek(self) -> None:
         if self.state is not S.LIVE or self.replies.pending():
             self._peek = CONTROL_MAX
-        elif self._ping_sent_at is not None:
+        elif self.keepalive.outstanding:
             self._peek = max(self.timing.peek_bytes, 256)
         else:
             self._peek = self.timing.peek_bytes
@@ -358,17 +315,14 @@ class Connection:
         self._pong()
 
     def _pong(self) -> None:
-        if self._ping_sent_at is not None:
-            self._ping_sent_at = None
+        if self.keepalive.answered():
             self._set_peek()
 
     # -- authentication failures --------------------------------------------------
     def _auth_error(self, status: int | None, code: int | None, error: str) -> None:
         """The venue refused our credentials: record and log it (never the
         key: only the status/code and the venue's text), then back off."""
-        self._auth_failed = True
-        n = self.auth_failures + 1
-        _, cap = self.timing.auth_delay(n, self.rng)
+        n, cap = self.backoff.refused_auth()
         fields: dict[str, Any] = {"status": status} if status is not None else {"code": code}
         self._record("auth_failed", **fields, error=error, failures=n, retry_within_s=cap)
         if status is None:
@@ -397,7 +351,8 @@ class Connection:
 
     def _subscription_lost(self, c: Classified, r: Request | None) -> None:
         """The venue ended a subscription (Kalshi code 25, buffer overflow:
-        messages were lost).  Recorded as a gap (record, counter, log line),
+        messages were lost).  Recorded as a gap (record, counter, and the
+        record's log line: a LOGGED kind of capture.receiver.lifecycle),
         its sequence state forgotten, and its markets subscribed again on this
         connection at once, so none stays silent until a reconnect."""
         channel, markets, first = self.subscriber.lost(c.sid, r)
@@ -410,9 +365,6 @@ class Connection:
             self.integrity.count("subscription_lost")
         self._record("subscription_lost", venue=self.venue.name, sid=c.sid, channel=channel,
                      markets=markets, code=c.code, error=c.detail, req_id=c.req_id)
-        log.warning("%s: the venue ended subscription sid=%s (%s, code %s): %d market(s) "
-                    "lost messages; subscribing them again", self.name, c.sid, c.detail,
-                    c.code, len(markets))
         if markets and self._can_send():
             for p in first:
                 self._record("unsubscribe_sent", channel=channel, symbols=markets,
@@ -432,27 +384,6 @@ class Connection:
         self.live_ns = self.last_data_ns = time.time_ns()
         self.live_frames = self.frames
         self._fire(E.SUBSCRIBED, **self.replies.counts())
-
-    def integrity_failure(self, kind: str, symbol: str | None, stream_key: Any = None,
-                          **fields: Any) -> str:
-        """A detection to record and repair (see :meth:`SequenceChecks.integrity_failure`)."""
-        return self.checks.integrity_failure(kind, symbol, stream_key, **fields)
-
-    @property
-    def seq_gaps(self) -> int:
-        return self.checks.seq_gaps
-
-    @property
-    def repairs(self) -> int:
-        return self.checks.repairs
-
-    @property
-    def suppressed(self) -> int:
-        return self.checks.suppressed
-
-    @property
-    def subscribe_retries(self) -> int:
-        return self.replies.subscribe_retries
 
     # -- re-discovery ------------------------------------------------------------
     def update_members(self, members: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -481,31 +412,19 @@ class Connection:
 
     def stop(self) -> None:
         """Ask the connection to close cleanly and end (see :meth:`run`)."""
-        if self._stop is not None and not self._stop.done():
-            self._stop.set_result(None)
+        self.closer.request()
 
     @property
     def stopping(self) -> bool:
-        return self._stop is not None and self._stop.done()
-
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless stopped; False if stop was requested."""
-        assert self._stop is not None
-        if self._stop.done():
-            return False
-        try:
-            await asyncio.wait_for(asyncio.shield(self._stop), seconds)
-            return False
-        except (TimeoutError, asyncio.TimeoutError):
-            return True
+        return self.closer.requested
 
     async def run(self) -> None:
         """Connect, subscribe, watch, reconnect... until :meth:`stop`."""
-        self._stop = asyncio.get_running_loop().create_future()
+        self.closer.arm()
         tm = self.timing
         try:
             delay = self.index * tm.stagger + self.rng.uniform(0.0, tm.stagger_jitter)
-            if not await self._sleep(delay):
+            if not await self.closer.sleep(delay):
                 return
             self.attempt = 1
             self._fire(E.START, attempt=self.attempt, url=self.url)
@@ -518,25 +437,10 @@ class Connection:
                     self._recover(exc)
                 if self.stopping:
                     return
-                if self.live_since and time.monotonic() - self.live_since >= tm.stable_after:
-                    self.failures = 0
-                if self._auth_failed:
-                    # Credentials refused: the auth backoff, however long the
-                    # connection was up (a refused key does not heal in ms).
-                    self._auth_failed = False
-                    self._why = "auth"
-                    self.auth_failures += 1
-                    delay, cap = tm.auth_delay(self.auth_failures, self.rng)
-                else:
-                    if self.live_since:
-                        self.auth_failures = 0
-                    delay, cap = tm.backoff(self.failures, self.rng)
-                self.failures += 1
-                self.reconnects += 1
-                self.reconnect_reasons[self._why] = self.reconnect_reasons.get(self._why, 0) + 1
+                delay, cap = self.backoff.next(self.live_since)
                 self._record("reconnect", attempt=self.attempt + 1, delay=round(delay, 6),
-                             failures=self.failures, cap=cap)
-                if not await self._sleep(delay):
+                             failures=self.backoff.failures, cap=cap)
+                if not await self.closer.sleep(delay):
                     return
                 self.attempt += 1
                 self._fire(E.RETRY, attempt=self.attempt, url=self.url)
@@ -545,7 +449,7 @@ class Connection:
             if t is not None and not t.closed:
                 t.abort()
             self._fire(E.STOP, frames=self.frames, malformed=self.malformed,
-                       refused=self.refused, reconnects=self.reconnects)
+                       refused=self.refused, reconnects=self.backoff.reconnects)
 
     async def _attempt(self) -> None:
         """One connection attempt, from connecting until the connection is over."""
@@ -554,7 +458,7 @@ class Connection:
         self.checks.fresh()
         self._auth_close = False
         self.replies.fresh()      # a new connection subscribes everything afresh
-        self._ping_sent_at = None
+        self.keepalive.fresh()
         self.live_since = 0.0
         kw: dict[str, Any] = {}
         if self.max_message:
@@ -570,10 +474,10 @@ class Connection:
             if self.state is S.SUBSCRIBING:  # opened, then failed (should not happen)
                 self._fire(E.LOST, code=1006, reason=exc.reason, by="error")
             else:
-                self._why = "connect_failed"
+                self.backoff.why = "connect_failed"
                 self._fire(E.CONNECT_FAILED, status=exc.status, error=exc.reason)
                 if exc.status in AUTH_STATUSES and self.subscriber.auth_error_code is not None:
-                    self._why = "auth"
+                    self.backoff.why = "auth"
                     self._auth_error(exc.status, None, exc.reason)
             return
         except asyncio.CancelledError:
@@ -595,7 +499,7 @@ class Connection:
         t = self.transport
         if t is not None and not t.closed:
             t.abort()
-        self._why = "error"
+        self.backoff.why = "error"
         if self.state is S.CONNECTING:
             self._fire(E.CONNECT_FAILED, status=None, error=error)
         elif self.state in (S.SUBSCRIBING, S.LIVE, S.STALE):
@@ -605,8 +509,8 @@ class Connection:
     def _tick(self) -> float:
         tm = self.timing
         c = [0.5, tm.subscribe_timeout / 4, tm.pong_timeout / 4, tm.subscribe_retry / 4]
-        if self.ping_interval:
-            c.append(self.ping_interval / 4)
+        if self.keepalive.interval:
+            c.append(self.keepalive.interval / 4)
         if self.silence_ns:
             c.append(self.silence_ns / 4e9)
         return max(0.005, min(c))
@@ -614,22 +518,22 @@ class Connection:
     async def _watch(self, t: Transport) -> None:
         """Keepalives, reply timeouts and the silence watchdog, until the
         connection is over (or stop)."""
-        tm = self.timing
-        assert self._stop is not None
+        stop = self.closer.stop
+        assert stop is not None
         tick = self._tick()
         loop = asyncio.get_running_loop()
-        self._next_ping = loop.time() + (self.ping_interval or 0)
+        self.keepalive.start(loop.time())
         closed = asyncio.ensure_future(t.wait_closed())
         try:
             while True:
-                await asyncio.wait((closed, self._stop), timeout=tick,
+                await asyncio.wait((closed, stop), timeout=tick,
                                    return_when=asyncio.FIRST_COMPLETED)
                 if closed.done():
                     info = closed.result()
                     self._lost(info.code, info.reason, info.by)
                     return
-                if self._stop.done():
-                    await self._close_for_stop(t)
+                if stop.done():
+                    await self.closer.for_stop(t)
                     return
                 if self._auth_close:
                     self._auth_close = False
@@ -640,28 +544,25 @@ class Connection:
                     self.replies.send_due_retries()
                 self.replies.expire(time.time_ns())
                 # keepalive
-                if self._ping_sent_at is not None and now - self._ping_sent_at > tm.pong_timeout:
-                    waited = now - self._ping_sent_at
-                    self._why = "keepalive_timeout"
+                waited = self.keepalive.overdue(now)
+                if waited is not None:
+                    self.backoff.why = "keepalive_timeout"
                     self._fire(E.KEEPALIVE_TIMEOUT, waited_s=round(waited, 3))
                     await self._replace(t, closed, "keepalive timeout")
                     return
-                if self.ping_interval and now >= self._next_ping and self.state in (S.LIVE, S.SUBSCRIBING):
-                    self._next_ping = now + self.ping_interval
-                    if self._ping_sent_at is None:
-                        self._ping_sent_at = now
-                        if self.app_ping:
-                            payload = self.subscriber.app_ping()
-                            if payload is not None:
-                                t.send_text(payload)
-                        else:
-                            t.send_ping(b"")
-                        self._set_peek()
+                if self.state in (S.LIVE, S.SUBSCRIBING) and self.keepalive.due(now):
+                    if self.app_ping:
+                        payload = self.subscriber.app_ping()
+                        if payload is not None:
+                            t.send_text(payload)
+                    else:
+                        t.send_ping(b"")
+                    self._set_peek()
                 # silence watchdog
                 if self.silence_ns and self.state is S.LIVE:
                     silent = time.time_ns() - self.last_data_ns
                     if silent > self.silence_ns:
-                        self._why = "silence"
+                        self.backoff.why = "silence"
                         self._fire(E.SILENCE, silent_s=round(silent / 1e9, 3),
                                    last_data_ns=self.last_data_ns)
                         await self._replace(t, closed, "no data")
@@ -670,58 +571,15 @@ class Connection:
             if not closed.done():
                 closed.cancel()
 
-    async def _close_for_stop(self, t: Transport) -> None:
-        """The closing handshake of a stop, reading to its end.
-
-        After our close frame the server may go on sending until it reads it
-        and answers with its own (RFC 6455 5.5.1): every message before that
-        frame is received and lands in the ring like any other.  A fixed
-        timeout would cut off a server still busy sending (measured: a
-        simulator behind its schedule answered late and the messages in the
-        socket at the abort were gone), so the wait restarts while messages
-        arrive and gives up only after close_timeout without one, or at
-        close_cap.  If it gives up, the ``closed`` record says so
-        (``handshake: "aborted"``): what the server sent after that is not
-        on disk, and the record is the only trace of it."""
-        tm = self.timing
-        before = self.frames
-        task = asyncio.ensure_future(t.close(1000, "shutdown", max(tm.close_cap, tm.close_timeout)))
-        seen = before
-        aborted = False
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=tm.close_timeout)
-            if done:
-                break
-            now = self.frames
-            if now == seen:      # silent for a whole close_timeout: no answer coming
-                aborted = True
-                t.abort()
-                break
-            seen = now
-        try:
-            # after an abort the transport may never finish the close() it was
-            # asked for (picows): the TCP link is gone, so do not wait on it
-            info = await asyncio.wait_for(asyncio.shield(task), tm.close_timeout if aborted else None)
-        except asyncio.TimeoutError:
-            task.cancel()
-            info = getattr(t, "close_info", None) or CloseInfo(1006, "closing handshake cut off", "client")
-        if info.code == 1006:    # close() itself gave up at the cap, or the TCP link went
-            aborted = True
-        if aborted:
-            self.close_aborted += 1
-        self._record("closed", code=info.code, reason=info.reason, by="client",
-                     handshake="aborted" if aborted else "complete",
-                     after_close=self.frames - before)
-
     async def _replace(self, t: Transport, closed: asyncio.Future, why: str) -> None:
         """Close a stale connection (the run loop then opens a new one)."""
-        info = await t.close(4000, f"stale: {why}", self.timing.close_timeout)
+        info = await self.closer.replace(t, why)
         self._lost(info.code, info.reason, "client")
 
     def _lost(self, code: int, reason: str, by: str) -> None:
         self._last_close = (code, reason, by)
         if self.state is not S.STALE:   # stale: the reason is already set
-            self._why = "server_close" if by == "server" else by
+            self.backoff.why = "server_close" if by == "server" else by
         self._fire(E.LOST, code=code, reason=reason, by=by)
 
     # -- introspection -------------------------------------------------------------
@@ -732,11 +590,12 @@ class Connection:
         return {"conn": self.name, "id": self.conn_id, "state": self.state.value,
                 "frames": self.frames, "messages": self.frames, "bytes": self.nbytes,
                 "malformed": self.malformed, "refused": self.refused,
-                "reconnects": self.reconnects, "close_aborted": self.close_aborted,
-                "reconnect_reasons": dict(self.reconnect_reasons),
+                "reconnects": self.backoff.reconnects, "close_aborted": self.closer.aborted,
+                "reconnect_reasons": dict(self.backoff.reasons),
                 "attempt": self.attempt, "members": len(self.members), "subscribed": subscribed,
                 "seq_gaps": self.checks.seq_gaps, "repairs": self.checks.repairs,
-                "repairs_suppressed": self.checks.suppressed, "auth_failures": self.auth_failures,
+                "repairs_suppressed": self.checks.suppressed,
+                "auth_failures": self.backoff.auth_failures,
                 "subscribe_retries": self.replies.subscribe_retries,
                 "subscriptions_lost": self.subscriptions_lost,
                 "last_data_ns": self.last_data_ns, "live_since_ns": self.live_ns,

@@ -58,11 +58,23 @@ from ring.frame import FrameType
 from capture.receiver.repair import ChannelClient, channel_path
 from common import settings
 from common.lifeline import die_with_parent
-from common.log import event as log_event, setup as setup_logging, shard_of_ring
+from common.log import Throttle, event as log_event, setup as setup_logging, shard_of_ring
 from common.status import write_status
 from capture.venues import checksum_venues, get as get_venue
 
 log = logging.getLogger("capture.receiver.integrity")
+#: the validator's lines that can come per frame (or per batch, per status
+#: write): a burst per kind, then a count (``suppressed=N``)
+_throttle = Throttle()
+
+
+def _warn(name: str, **fields: Any) -> None:
+    """A warning through :data:`_throttle` (per event name)."""
+    ok, suppressed = _throttle.allow(name)
+    if ok:
+        if suppressed:
+            fields["suppressed"] = suppressed
+        log_event(log, name, logging.WARNING, **fields)
 
 
 _DATA = int(FrameType.DATA)
@@ -142,7 +154,7 @@ class Validator:
             self._lapped(exc)
             return 0
         except CorruptFrame as exc:
-            log.warning("corrupt frame (%s); resuming at the oldest frame", exc)
+            _warn("corrupt_frame", error=exc, action="resume_oldest")
             self._reset("corrupt frame")
             return 0
         rd.commit(batch)
@@ -159,8 +171,8 @@ class Validator:
             self.counts["unusable"] += 1
             if getattr(exc, "symbol", None):
                 self.books.drop(exc.symbol)   # wrong from here on: wait for a snapshot
-            if self.counts["unusable"] <= 10 or self.counts["unusable"] % 10_000 == 0:
-                log.warning("unusable book frame (seq %d): %s", frame_seq, exc)
+            _warn("unusable_book_frame", frame_seq=frame_seq, error=exc,
+                  unusable=self.counts["unusable"])
             return 0
         bad = 0
         for r in results:
@@ -180,13 +192,12 @@ class Validator:
                     self.counts["reported"] += 1
                 else:
                     self.counts["undelivered"] += 1
-                    log.warning("checksum mismatch on %s not delivered to the receiver "
-                                "(channel %s)", r.symbol, self.client.path)
+                    _warn("checksum_undelivered", symbol=r.symbol, channel=self.client.path)
         return bad
 
     def _lapped(self, exc: Lapped) -> None:
         self.counts["lapped"] += 1
-        log.warning("lapped (%s); all %d books reset", exc, len(self.books.books))
+        _warn("lapped", error=exc, books_reset=len(self.books.books))
         self._reset("lapped")
 
     def _reset(self, why: str) -> None:
@@ -210,7 +221,7 @@ class Validator:
             try:
                 write_status(self.status_file, self.status())
             except OSError as exc:
-                log.warning("status file %s: %s", self.status_file, exc)
+                _warn("status_write_failed", path=self.status_file, error=exc)
 
     def run(self, stop: threading.Event, status_interval: float = 1.0) -> None:
         next_status = 0.0

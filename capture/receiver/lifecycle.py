@@ -27,6 +27,46 @@ States and events (h11 style: (state, event) -> next state)::
   ``delay = uniform(0, min(backoff_cap, backoff_base * 2**failures))``;
   ``failures`` resets once a connection has been live for ``stable_after``.
 
+The records a connection writes (control frames whose header ``conn`` is the
+connection id; the JSON carries ``kind``, ``conn_name``, ``state`` - the state
+after the record - and, for transitions, ``from``)::
+
+    connecting {attempt, url}       opened {attempt, url}     connect_failed {status, error}
+    subscribe_sent {channel, symbols, req_id, reason}
+    subscribed {channel, symbol, req_id}          subscribe_failed {channel, symbols, error, code[, retry_in_s]}
+                                    (retry_in_s: refused for the venue's request rate; sent
+                                    again on this connection then, subscribe_sent reason
+                                    "rate_limit_retry", the delay doubling per refusal)
+    subscribe_timeout {pending[, retry_in_s]}   venue_error {error, code[, rate_limited]}
+                                    (a rate refusal naming no request, Kraken's bare
+                                    {"Error": "Exceeded msg rate"}: the next request to time
+                                    out with acks pending is retried like a named refusal)
+    live {acked, failed, timed_out}
+    subscription_lost {venue, sid, channel, markets, code, error}   the venue ended a
+                                    subscription (Kalshi 25, buffer overflow: messages were
+                                    lost); its markets are subscribed again at once, reason
+                                    "subscription_lost"; counted in stats and status
+    keepalive_timeout {waited_s}    silence_timeout {silent_s, last_data_ns}
+    closed {code, reason, by[, handshake, after_close]}   on a stop: whether the closing
+                                    handshake completed or was aborted, and the messages
+                                    received after our close frame
+    reconnect {attempt, delay, failures, cap}
+    unsubscribe_sent {channel, symbols}           stopped {frames, malformed, refused, reconnects}
+    receiver_error {error}          an unexpected exception: counted, rate-limited; inside an
+                                    attempt it costs that attempt (closed 1011 by "error")
+    auth_failed {status|code, error, retry_in_s}  HTTP 401/403 at the handshake, or the
+                                    venue's auth error code (Kalshi 9) on a live connection;
+                                    logged without key material, retried after the *auth*
+                                    backoff (``auth_backoff`` doubling to ``auth_backoff_cap``,
+                                    jittered in [cap/2, cap]: never a tight loop)
+
+Integrity (with an :class:`capture.receiver.repair.Integrity`, see :mod:`capture.receiver.repair`)::
+
+    seq_gap {venue, symbol, sid|feed, expected, got, missing[, repair: "pending"]}
+    checksum_mismatch {venue, symbol, expected, computed, frame_seq}   (reported by the validator)
+    repair {venue, symbol, reason, action}        get_snapshot / resubscribe sent for that symbol
+    repair_suppressed {venue, symbol, reason, burst, window_s}   the symbol's token bucket is empty
+
 :class:`Timing` holds every interval of the lifecycle (tests make them small).
 """
 from __future__ import annotations
@@ -111,14 +151,14 @@ LOGGED: dict[str, int] = {
     "connect_failed": _W, "closed": _W, "silence_timeout": _W, "keepalive_timeout": _W,
     "reconnect": _I, "auth_failed": _E, "subscribe_failed": _W, "subscribe_timeout": _W,
     "seq_gap": _W, "checksum_mismatch": _W, "repair": _I, "repair_suppressed": _W,
-    "receiver_error": _E, "venue_error": _W,
+    "receiver_error": _E, "venue_error": _W, "subscription_lost": _W,
 }
 
 #: Fields of a record that a log line repeats (the rest stay in the record).
 _LOG_FIELDS = ("from", "attempt", "url", "status", "code", "reason", "by", "error", "delay",
                "failures", "cap", "retry_within_s", "retry_in_s", "waited_s", "silent_s",
                "channel", "symbol", "symbols", "expected", "got", "missing", "computed",
-               "handshake", "after_close")
+               "handshake", "after_close", "sid", "markets")
 
 _throttle = Throttle()
 
@@ -156,7 +196,7 @@ def log_record(conn: str, state: "State", kind: str, fields: dict[str, Any]) -> 
         v = fields.get(k)
         if v is not None:
             # a subscribe refusal can name hundreds of symbols: the count is enough here
-            kv[k] = len(v) if k == "symbols" and isinstance(v, list) else v
+            kv[k] = len(v) if k in ("symbols", "markets") and isinstance(v, list) else v
     if suppressed:
         kv["suppressed"] = suppressed
     log_event(log, kind, level, **kv)

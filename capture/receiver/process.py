@@ -73,7 +73,7 @@ from capture.receiver.connection import Connection
 from capture.receiver.pinning import lock_memory, pin
 from capture.receiver.repair import ChannelServer, Integrity, channel_path, valid_report
 from common.lifeline import die_with_parent
-from common.log import event as log_event, setup as setup_logging
+from common.log import Throttle, event as log_event, setup as setup_logging
 from common.status import write_status
 from capture.venues import get as get_venue
 # The config and assignment live in their own modules; re-exported here
@@ -86,6 +86,7 @@ __all__ = ["SHARD_CONN", "Receiver", "ReceiverConfig", "cap_units",
            "parse_args", "plan_assignment", "run_receiver"]
 
 log = logging.getLogger("capture.receiver")
+_throttle = Throttle()   # lines that can repeat every stats interval
 
 #: The frame-header connection id of shard-level records (shard_start/stop,
 #: discovery, stats); connections use their plan index, always below it.
@@ -203,7 +204,7 @@ class Receiver:
         try:
             self.channel = ChannelServer(path)
         except OSError as exc:
-            log.warning("integrity channel %s: %s", path, exc)
+            log_event(log, "integrity_channel_error", logging.WARNING, path=path, error=exc)
             self._record("integrity_channel_error", path=path, error=str(exc))
             return
         assert self.loop is not None
@@ -242,8 +243,8 @@ class Receiver:
         # for it are recorded ("pending") but send nothing, so a pair that
         # keeps mismatching cannot spend the connection's request budget that
         # other pairs' repairs need (and the per-symbol bucket caps the rest).
-        return conn.integrity_failure(msg["kind"], msg["symbol"], ("checksum", msg["symbol"]),
-                                      **fields)
+        return conn.checks.integrity_failure(msg["kind"], msg["symbol"],
+                                             ("checksum", msg["symbol"]), **fields)
 
     # -- tasks --------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -271,7 +272,7 @@ class Receiver:
                              repairs_suppressed=counts.get("repair_suppressed", 0),
                              bad_reports=counts.get("bad_report", 0),
                              channel=self.channel.path if self.channel is not None else None)
-        integrity["auth_failures"] = sum(c.auth_failures for c in self.connections.values())
+        integrity["auth_failures"] = sum(c.backoff.auth_failures for c in self.connections.values())
         errors = [(c.last_error[0], f"{c.name}: {c.last_error[1]}")
                   for c in self.connections.values() if c.last_error is not None]
         last = max(errors) if errors else None
@@ -286,7 +287,10 @@ class Receiver:
             try:
                 write_status(self.cfg.status_file, self.status())
             except OSError as exc:  # a status file must never stop the capture
-                log.warning("status file %s: %s", self.cfg.status_file, exc)
+                ok, suppressed = _throttle.allow("status_write_failed")
+                if ok:   # once per stats interval while the disk refuses: a burst, then a count
+                    log_event(log, "status_write_failed", logging.WARNING, path=self.cfg.status_file,
+                              error=exc, **({"suppressed": suppressed} if suppressed else {}))
 
     async def _poll(self) -> None:
         cfg = self.cfg
@@ -344,9 +348,9 @@ class Receiver:
                      cores=sorted(os.sched_getaffinity(0)), version=__version__,
                      epoch=self.producer.epoch, listener="compiled" if compiled else "python")
         if cfg.transport == "picows" and not compiled:
-            log.warning("event=slow_listener reason=%r: the compiled picows listener is not "
-                        "available; the Python one is several times slower (reinstall capture)",
-                        _transport.FASTPATH_ERROR)
+            log_event(log, "slow_listener", logging.WARNING, reason=_transport.FASTPATH_ERROR,
+                      detail="the compiled picows listener is not available; the Python one is "
+                             "several times slower", action="reinstall capture")
         tasks = [asyncio.ensure_future(self._poll())]
         self._open_channel()
         try:
@@ -429,7 +433,7 @@ def run_receiver(cfg: ReceiverConfig, *, install_signals: bool = True) -> int:
     if cfg.mlock:
         ok, msg = lock_memory(required=cfg.mlock == "require")
         if not ok:
-            log.warning("%s", msg)
+            log_event(log, "mlock_failed", logging.WARNING, error=msg)
     producer = open_ring(cfg)
     try:
         rx = Receiver(cfg, producer)

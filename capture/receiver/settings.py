@@ -49,7 +49,7 @@ class ReceiverConfig:
         mlock: lock memory (mlockall) where permitted; ``"require"`` fails
             if not permitted.
         channels, depth: what to subscribe per instrument (venue defaults).
-        timing: lifecycle intervals (:class:`capture.receiver.connection.Timing`).
+        timing: lifecycle intervals (:class:`capture.receiver.lifecycle.Timing`).
         poll_interval: producer heartbeat / pending gap record period.
         stats_interval: ``receiver_stats`` record period (0: never).
         frag_timeout: how long writing one very large (fragmented) frame may

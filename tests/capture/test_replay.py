@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -277,7 +278,46 @@ def test_corrupt_record_ends_the_feed_or_is_skipped(tmp_path):
     assert [sk.path for sk in skipping.skipped][:1] == [rec.paths[1]]
 
 
-def test_a_range_that_cannot_be_read_is_a_500_naming_nothing(tmp_path):
+def test_a_skipped_region_and_a_feed_are_named_log_events(tmp_path, caplog, monkeypatch):
+    from dataout_helpers import corrupt_record
+    import capture.replay as replay_mod
+    from common.log import Throttle
+    monkeypatch.setattr(replay_mod, "_throttle", Throttle())   # a burst of its own
+    caplog.set_level(logging.INFO, logger="capture.replay")
+    data = str(tmp_path)
+    rec = kraken_recording(data, 40)
+    bad = next(s for s in rec.messages if s >= 30 and s + 1 in rec.messages
+               and rec.messages[s][1] == 1 and rec.messages[s][3] == 0)
+    corrupt_record(rec.paths[1], bad)
+    replay = Replay(data, "kraken", speed=None, skip_corrupt=True)
+
+    def events(name):
+        return [r.kv for r in caplog.records if getattr(r, "event", None) == name]
+
+    async def go() -> list:
+        server = await replay.serve("127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/kraken/0", max_size=None) as ws:
+                msgs = [m async for m in ws]
+            # the feed's end is logged by its task's done callback, after the
+            # close the client saw (bounded by _run's timeout)
+            while not events("feed_done"):
+                await asyncio.sleep(0.005)
+            return msgs
+        finally:
+            server.close()
+    msgs = _run(go())
+    skipped = events("corrupt_skipped")
+    assert skipped and skipped[0]["segment"] == rec.paths[1]
+    sk = replay.skipped[0]
+    assert (skipped[0]["offset"], skipped[0]["reason"], skipped[0]["resume"]) == \
+        (sk.offset, sk.reason, sk.resume)
+    (done,) = events("feed_done")
+    assert done["messages"] == len(msgs) and done["conn"] == 0 and done["feed_shard"] == 2
+
+
+def test_a_range_that_cannot_be_read_is_a_500_naming_nothing(tmp_path, caplog):
     """Without --skip-corrupt, a corrupt range refuses feeds; the log says why, the
     client gets no file names."""
     from dataout_helpers import corrupt_record
@@ -298,3 +338,6 @@ def test_a_range_that_cannot_be_read_is_a_500_naming_nothing(tmp_path):
         finally:
             server.close()
     _run(go())
+    failed = [r for r in caplog.records if getattr(r, "event", None) == "request_failed"]
+    assert [r.kv["path"] for r in failed] == ["/", "/kraken/0"]
+    assert all(rec.paths[1] in r.getMessage() for r in failed)   # the log names the file

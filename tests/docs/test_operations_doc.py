@@ -52,3 +52,41 @@ def test_every_alert_listed_is_a_rule():
         rules = set(re.findall(r"alert:\s*(\w+)", f.read()))
     listed = set(re.findall(r"`(Capture[A-Za-z]+)`", doc()))
     assert listed == rules
+
+
+# -- the log events ---------------------------------------------------------------------------
+# capture/ (the application and the receiver) and ring/; the simulator is a test double with
+# its own logs, the drains (flusher/) are described in the page's prose.
+_LOGGING_TREES = ("capture", "ring")
+_NAMED = re.compile(r'(?:\bevent|log_event|_warn)\(\s*(?:[\w.()"]+,\s*)?"([a-z_]+)"')
+_FREE_TEXT = re.compile(r"\blog\.(?:debug|info|warning|error|exception|critical)\(")
+
+
+def _sources():
+    for tree in _LOGGING_TREES:
+        for root, _dirs, files in os.walk(os.path.join(REPO, tree)):
+            if os.path.join("capture", "simulator") in root:
+                continue
+            for name in files:
+                if name.endswith(".py"):
+                    path = os.path.join(root, name)
+                    with open(path) as f:
+                        yield os.path.relpath(path, REPO), f.read()
+
+
+def test_every_logged_event_is_in_the_table():
+    from capture.receiver.lifecycle import LOGGED
+    logged = set(LOGGED)
+    for _path, text in _sources():
+        logged.update(_NAMED.findall(text))
+    assert len(logged) >= 40, sorted(logged)     # the scan finds the events at all
+    listed = set()
+    for row in re.findall(r"^\| (`[^|]+)\|", doc(), re.M):
+        listed.update(re.findall(r"`([a-z_]+)`", row))
+    assert not logged - listed, f"logged but not in docs/operations.md: {sorted(logged - listed)}"
+
+
+def test_capture_and_ring_log_only_named_events():
+    free = [f"{path}:{text.count(chr(10), 0, m.start()) + 1}"
+            for path, text in _sources() for m in _FREE_TEXT.finditer(text)]
+    assert not free, f"free-text log lines (use common.log.event): {free}"

@@ -5,8 +5,7 @@ import pytest
 
 from capture.simulator import Scenario
 from capture.simulator.runner import SimulatorThread
-from faultshard import FaultShard
-from flusher.publisher.nats_embedded import NatsServer
+from shard import Shard, nats_srv, shards  # noqa: F401 - nats_srv: a fixture
 
 
 def pytest_collection_modifyitems(items):
@@ -25,21 +24,10 @@ def sim():
 
 
 @pytest.fixture
-def nats_srv(tmp_path):
-    s = NatsServer(tmp_path / "nats").start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
 def make_shard(tmp_path, sim):
-    shards = []
-
-    def make(nats: str, **kw) -> FaultShard:
-        s = FaultShard(str(tmp_path), sim.url("kraken"), sim.rest_url("kraken"), nats, **kw)
-        shards.append(s)
-        return s
-
-    yield make
-    for s in shards:
-        s.cleanup()
+    """``make_shard(nats_table, **kw)``: a shard whose ``[nats]`` table is
+    ``nats_table`` (servers, credentials)."""
+    with shards(str(tmp_path), sim) as make:
+        def make_one(nats: str, **kw) -> Shard:
+            return make(nats_table=nats, **kw)
+        yield make_one

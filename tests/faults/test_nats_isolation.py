@@ -18,7 +18,7 @@ import pytest
 
 import ring
 from conftest_nats import read_stream
-from faultshard import assert_sequences_whole, disk_frames, figures
+from faultshard import assert_sequences_whole, figures
 from flusher.publisher.nats_embedded import NatsServer
 from timing import timeout, wait_for
 
@@ -67,7 +67,7 @@ def test_nats_refusing_credentials_for_30s_then_accepting(make_shard, tmp_path):
                  "the publisher connected")
         assert sh.child_pid("publisher") == pub, "connected without a restart"
         assert sh.stop() == 0, sh.stderr[-3000:]
-        frames = disk_frames(sh)
+        frames = sh.disk_frames()
         fig = figures(sh, frames, "NATS refusing credentials, then accepting")
         assert_sequences_whole(frames)
         assert fig["in_records"] == fig["refused"]
@@ -111,7 +111,7 @@ def test_downstream_child_over_its_restart_budget_does_not_stop_the_shard(make_s
     assert (sh.child_pid("receiver"), sh.child_pid("flusher")) == (receiver, flusher)
     wait_for(up, 120, f"the {role} back after its capped backoff")
     assert sh.stop() == 0, sh.stderr[-3000:]
-    frames = disk_frames(sh)
+    frames = sh.disk_frames()
     fig = figures(sh, frames, f"{role} over its restart budget")
     print(f"[{role} over its restart budget] {role} killed {len(killed)} times; shard up "
           f"throughout; receiver and flusher never restarted")

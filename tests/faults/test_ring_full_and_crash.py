@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from faultshard import assert_sequences_whole, controls, disk_frames, figures
+from faultshard import assert_sequences_whole, controls, figures
 from timing import wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -36,7 +36,7 @@ def test_ring_full_then_stop(make_shard, nats_srv):
              "the receiver to close the ring")
     os.kill(flusher, signal.SIGCONT)
     assert sh.proc.wait(120) == 0, sh.stderr[-3000:]
-    frames = disk_frames(sh)
+    frames = sh.disk_frames()
     fig = figures(sh, frames, "ring full then stop")
     assert_sequences_whole(frames)
     assert fig["refused"] > 0
@@ -59,7 +59,7 @@ def test_ring_full_then_receiver_sigkill(make_shard, nats_srv):
     wait_for(lambda: sh.stats()["frames"] > before + 300, 60, "frames flowing after the restart")
     assert sh.up(), "the shard stayed up"
     assert sh.stop() == 0, sh.stderr[-3000:]
-    frames = disk_frames(sh)
+    frames = sh.disk_frames()
     fig = figures(sh, frames, "ring full then receiver SIGKILL")
     assert_sequences_whole(frames)
     assert fig["refused"] > 0
@@ -85,7 +85,7 @@ def test_receiver_dead_at_sigterm(make_shard, nats_srv):
     finally:
         os.kill(sh.proc.pid, signal.SIGCONT)
     assert sh.proc.wait(120) == 0, sh.stderr[-3000:]
-    frames = disk_frames(sh)
+    frames = sh.disk_frames()
     fig = figures(sh, frames, "receiver dead at SIGTERM")
     assert_sequences_whole(frames)
     assert fig["in_records"] == fig["refused"]

@@ -22,7 +22,7 @@ import pytest
 
 import ring
 from common.errors import RingDamaged
-from faultshard import assert_sequences_whole, controls, disk_frames, figures
+from faultshard import assert_sequences_whole, controls, figures
 from flusher.segments import read as segread
 from timing import timeout, wait_for
 
@@ -125,7 +125,7 @@ def test_receiver_stalled_in_the_window_under_capture_run(make_shard, nats_srv):
     before = sh.stats()["frames"]
     wait_for(lambda: sh.stats()["frames"] > before + 200, 60, "frames flowing after the repair")
     assert sh.stop() == 0, sh.stderr[-3000:]
-    frames = disk_frames(sh)
+    frames = sh.disk_frames()
     fig = figures(sh, frames, "receiver stalled in the seqlock window")
     assert_sequences_whole(frames)
     assert fig["in_records"] == fig["refused"]
@@ -152,7 +152,7 @@ def test_shard_starts_on_a_ring_left_damaged(make_shard, nats_srv):
     wait_for(lambda: sh2.stats()["frames"] > before + 100, 60, "frames flowing")
     assert sh2.stop() == 0, sh2.stderr[-3000:]
     assert "event=ring_damaged action=repair" in sh2.stderr
-    frames = disk_frames(sh2)
+    frames = sh2.disk_frames()
     assert_sequences_whole(frames)
     assert "ring_repaired" in [c["kind"] for c in controls(frames)]
 
@@ -177,7 +177,7 @@ def test_receiver_dead_inside_the_window_at_sigterm(make_shard, nats_srv):
     finally:
         os.kill(sh.proc.pid, signal.SIGCONT)
     assert sh.proc.wait(120) == 0, sh.stderr[-3000:]
-    frames = disk_frames(sh)
+    frames = sh.disk_frames()
     fig = figures(sh, frames, "receiver dead inside the seqlock window at SIGTERM")
     assert_sequences_whole(frames)
     assert fig["in_records"] == fig["refused"]

@@ -137,7 +137,7 @@ def test_owed_drops_survive_a_crash_and_go_first(ring_path):
     rd.close()
 
 
-def test_records_wait_in_order_when_even_the_reserve_is_gone(ring_path):
+def test_records_wait_in_order_when_even_the_reserve_is_gone(ring_path, caplog):
     ring.create(ring_path, CAP).close()
     rd = ring.Reader(ring_path, "flusher", tethered=True)
     p = ring.Producer(ring_path, reserve=0)
@@ -145,6 +145,9 @@ def test_records_wait_in_order_when_even_the_reserve_is_gone(ring_path):
     p._rf.close()  # dies without closing, ring full to the last byte
     p2 = ring.Producer(ring_path, reserve=0)
     assert p2.pending_records == 3  # the owed drop, restart and died wait for room
+    logged = {r.event: r.kv for r in caplog.records if getattr(r, "event", None)}
+    assert logged["drops_owed"]["frames"] == 1 and logged["drops_owed"]["path"] == ring_path
+    assert logged["records_waiting"]["records"] == 3
     assert p2.write(b"must not overtake") == WriteStatus.FULL
     assert p2.raw_write(p2.handle, b"nor this", 8, 1, 0, 0, 0) == -3  # RING_HELD
     data = _drain(rd)

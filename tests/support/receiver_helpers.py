@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 import ring
-from capture.receiver.connection import Timing
+from capture.receiver.lifecycle import Timing
 from capture.receiver.process import Receiver, ReceiverConfig, open_ring
 from ring.frame import FrameFlags, FrameType
 

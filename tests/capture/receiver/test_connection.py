@@ -13,7 +13,8 @@ import pytest
 
 
 import ring  # noqa: E402
-from capture.receiver.connection import (RECORD_KIND, TRANSITIONS, Connection, ConnectionStateError, Event, State, Timing)  # noqa: E402
+from capture.receiver.connection import Connection  # noqa: E402
+from capture.receiver.lifecycle import (RECORD_KIND, TRANSITIONS, ConnectionStateError, Event, State, Timing)  # noqa: E402
 from capture.receiver.process import ReceiverConfig  # noqa: E402
 from capture.simulator import Scenario, SimulatorThread  # noqa: E402
 from capture.venues import KrakenSpot, Polymarket  # noqa: E402

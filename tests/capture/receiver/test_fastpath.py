@@ -13,7 +13,8 @@ import pytest
 
 import ring  # noqa: E402
 from capture.receiver import transport as tr  # noqa: E402
-from capture.receiver.connection import Connection, State  # noqa: E402
+from capture.receiver.connection import Connection  # noqa: E402
+from capture.receiver.lifecycle import State  # noqa: E402
 from capture.venues import Kalshi, KrakenSpot  # noqa: E402
 from receiver_helpers import CONTROL, DATA, cleanup, make_ring_dir  # noqa: E402
 

@@ -19,7 +19,9 @@ import pytest
 
 
 import ring  # noqa: E402
+from capture.receiver import integrity  # noqa: E402
 from capture.receiver.integrity import Validator  # noqa: E402
+from common.log import Throttle  # noqa: E402
 from capture.venues.kraken.checksum import is_book_frame  # noqa: E402
 from capture.receiver.process import ReceiverConfig  # noqa: E402
 from capture.receiver.repair import ChannelClient, ChannelServer, RepairLimiter, TokenBucket, channel_path  # noqa: E402
@@ -231,7 +233,8 @@ def _caught_up(status, ring_path):
     return bool(me) and me[0]["lag_frames"] == 0 and vs.get("frames", 0) > 0
 
 
-def test_a_lapped_validator_resets_its_books_and_never_writes(tmp_path):
+def test_a_lapped_validator_resets_its_books_and_never_writes(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(integrity, "_throttle", Throttle())   # a burst of its own
     d, _ = new_ring()
     try:
         path = os.path.join(d, "small.ring")
@@ -251,6 +254,9 @@ def test_a_lapped_validator_resets_its_books_and_never_writes(tmp_path):
                 seq_before = p.last_seq
                 assert v.step(0.05) == 0
                 assert v.counts["lapped"] == 1 and v.books.books == {}
+                lapped = [r for r in caplog.records if getattr(r, "event", None) == "lapped"]
+                assert len(lapped) == 1 and lapped[0].kv["books_reset"] == 1
+                assert 'error="Lapped: ' in lapped[0].getMessage()
                 while v.step(0.01):                      # the rest: no book, nothing checked
                     pass
                 assert v.counts["mismatches"] == 0
@@ -267,6 +273,34 @@ def test_a_lapped_validator_resets_its_books_and_never_writes(tmp_path):
                 v.close()
     finally:
         cleanup(d)
+
+
+def test_a_storm_of_unusable_book_frames_is_counted_and_logged_in_bursts(tmp_path, caplog,
+                                                                          monkeypatch):
+    # a clock the test moves: one window of the throttle, then the next
+    now = [0.0]
+    monkeypatch.setattr(integrity, "_throttle", Throttle(burst=10, window=10.0, clock=lambda: now[0]))
+    d, _ = new_ring()
+    try:
+        path = os.path.join(d, "v.ring")
+        ring.create(path, 64 * 1024).close()
+        v = Validator(path, "kraken", 10)
+        try:
+            bad = orjson.dumps({"channel": "book", "type": "update", "data": [
+                {"symbol": "BTC/USD", "bids": [{"price": "x"}], "checksum": 1}]})
+            for seq in range(1, 51):
+                assert v.validate(bad, seq) == 0
+            now[0] = 10.0
+            v.validate(bad, 51)
+        finally:
+            v.close()
+    finally:
+        cleanup(d)
+    assert v.counts["unusable"] == 51
+    lines = [r.kv for r in caplog.records if getattr(r, "event", None) == "unusable_book_frame"]
+    assert [k["frame_seq"] for k in lines] == [*range(1, 11), 51]
+    assert lines[-1]["suppressed"] == 40 and lines[-1]["unusable"] == 51
+    assert "bad level" in str(lines[0]["error"])
 
 
 def test_validator_refuses_a_venue_without_checksums(ring_path):

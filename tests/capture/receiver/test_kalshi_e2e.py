@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 
 import ring  # noqa: E402
-from capture.receiver.connection import Timing  # noqa: E402
+from capture.receiver.lifecycle import Timing  # noqa: E402
 from capture.receiver.process import Receiver, ReceiverConfig  # noqa: E402
 from capture.simulator import Scenario, SimulatorThread  # noqa: E402
 from capture.venues.kalshi.protocol import KeyFileError  # noqa: E402

@@ -16,7 +16,7 @@ import ring  # noqa: E402
 from capture.receiver import sharding  # noqa: E402
 from capture.venues import discovery  # noqa: E402
 from capture.venues.kraken import discovery as kraken_discovery  # noqa: E402
-from capture.receiver.connection import State, Timing  # noqa: E402
+from capture.receiver.lifecycle import State, Timing  # noqa: E402
 from capture.receiver.process import (SHARD_CONN, ReceiverConfig, explicit_assignment, parse_args, plan_assignment)  # noqa: E402
 from capture.simulator import Scenario, SimulatorThread  # noqa: E402
 from receiver_helpers import control_records as _ctl  # noqa: E402
@@ -151,7 +151,7 @@ def test_a_full_ring_never_blocks_the_socket(ring_dir):
             conn = rt.rx.connections["kraken-0"]
             wait_for(lambda: conn.frames >= st.sim.connections("kraken")[0].count, 10,
                      "every frame received")
-            assert conn.refused > 0 and conn.state is State.LIVE and conn.reconnects == 0
+            assert conn.refused > 0 and conn.state is State.LIVE and conn.backoff.reconnects == 0
             # now drain: the pending gap record is written by the next poll
             seen = []
             asm = ring.Assembler()

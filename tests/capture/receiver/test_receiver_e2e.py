@@ -150,7 +150,7 @@ def test_futures_and_kalshi_smoke(ring_path, tmp_path, venue, transport):
     pings answered by the venue, Kalshi's signed handshake and its server
     pings answered by us."""
     from cryptography.hazmat.primitives import serialization
-    from capture.receiver.connection import Timing
+    from capture.receiver.lifecycle import Timing
     sc = Scenario(rate=300, max_messages=60, heartbeat_interval=3600, kalshi_ping_interval=0.05,
                   seed=5)
     with SimulatorThread([venue], sc) as st:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from capture.receiver.connection import Timing
+from capture.receiver.lifecycle import Timing
 from capture.receiver.process import ReceiverConfig
 from capture.simulator import Scenario, SimulatorThread
 from integrity_helpers import cleanup, controls, new_ring, received
