@@ -52,9 +52,9 @@ class SegmentCatchup:
         frame, logged."""
         if bad.sequence != self._corrupt_seq:
             self.stats["corrupt_frames"] += 1
-            log.error("publisher: frame %d at ring position %d failed its check in the ring (%s): "
-                      "not published from the ring; taking it from the segment files",
-                      bad.sequence, bad.position, bad.reason)
+            log_event(log, "corrupt_frame", logging.ERROR, seq=bad.sequence, ring_position=bad.position,
+                      reason=bad.reason,
+                      action="not published from the ring; taking it from the segment files")
         self._corrupt_seq = bad.sequence
         self.mode = "disk"
         self._lap_pos = bad.position
@@ -113,7 +113,7 @@ class SegmentCatchup:
                     break       # renamed (closed/compressed) under us: list again
         except SegmentError as exc:
             self.stats["segment_error"] += 1
-            log.error("publisher: segment files unreadable: %s", exc)
+            log_event(log, "segment_unreadable", logging.ERROR, error=str(exc))
         self.stats["disk_frames"] += count
         if count:
             self.stats["catchup_frames"] += count
@@ -128,8 +128,7 @@ class SegmentCatchup:
             self.mode = "ring"
             self._asm = Assembler()
             self.stats["catchup_done"] += 1
-            log.info("publisher: caught up from disk; back on the ring at sequence %d",
-                     self.next_seq)
+            log_event(log, "caught_up", next_seq=self.next_seq, action="back on the ring")
             return False
         if time.monotonic() - self._disk_progress_at > self.disk_wait and oldest > self.next_seq:
             self._lost(self.next_seq, oldest - 1, "not in the ring and not in the segment files")

@@ -16,7 +16,7 @@ import sys
 from common import settings
 from common.errors import ConfigError, RingError
 from common.lifeline import die_with_parent
-from common.log import setup as setup_logging
+from common.log import event as log_event, setup as setup_logging
 from flusher.publisher.publish import Publisher, PublisherSettings
 from flusher.publisher.routing import RoutingFactory, test_routing
 from flusher.publisher.stream import NatsAuthError, NatsTLSError, StreamMismatch, parse_config
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None, *, venue_routing: RoutingFactory | None 
                         ack_timeout=s.ack_timeout, window=s.window,
                         drain_timeout=s.drain_timeout, status_file=s.status_file)
     except ConfigError as exc:
-        log.error("%s", exc)
+        log_event(log, "startup_failed", logging.ERROR, error=str(exc))
         return 2
 
     async def runner() -> int:
@@ -108,10 +108,10 @@ def main(argv: list[str] | None = None, *, venue_routing: RoutingFactory | None 
     try:
         return asyncio.run(runner())
     except (NatsAuthError, NatsTLSError, StreamMismatch, ConfigError) as exc:
-        log.error("publisher: %s", exc)
+        log_event(log, "fatal", logging.ERROR, error=str(exc))
         return 2
     except RingError as exc:  # a bad or missing ring file: nothing was published
-        log.error("publisher: cannot start: %s", exc)
+        log_event(log, "startup_failed", logging.ERROR, error=f"cannot start: {exc}")
         return 2
 
 

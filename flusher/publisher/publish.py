@@ -66,7 +66,7 @@ from ring.frame import HEADER as _FRAME_HEADER, FrameType
 
 from common import histogram
 from common.status import EXIT_DRAIN_UNFINISHED
-from common.log import event as log_event
+from common.log import Throttle, event as log_event
 from flusher.publisher.routing import FanoutFn, SubjectFn, _valid_subject
 from flusher.publisher.split import PART_HDR_FMT, SplitPublishing, key_seq
 from flusher.publisher.catchup import SegmentCatchup
@@ -75,6 +75,8 @@ from flusher.publisher.session import DrainExpired, NatsSession
 from flusher.publisher.stream import BusConfig
 
 log = logging.getLogger("capture.publisher")
+# Lines said once per frame (oversize, a split refused), capped per kind.
+_throttle = Throttle()
 
 _CONTROL = int(FrameType.CONTROL)
 _DATA = int(FrameType.DATA)
@@ -234,7 +236,7 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
                 "stats": {k: int(v) for k, v in self.all_stats().items()},
             })
         except OSError as exc:  # never fatal: the capture matters more than the status
-            log.debug("publisher: status file: %s", exc)
+            log_event(log, "status_write_failed", logging.DEBUG, path=self.status_file, error=str(exc))
 
     async def _status_loop(self) -> None:
         while True:
@@ -260,8 +262,8 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
             await self._connect_forever()
             await self._ensure_stream_forever()
         except DrainExpired:
-            log.warning("publisher: stopped before NATS and the stream were ready; "
-                        "nothing published")
+            log_event(log, "stopped_before_ready", logging.WARNING, waited_for="NATS and the stream",
+                      published=0)
             left = self.rd.available() if self.rd is not None else 0
             await self._close()
             return EXIT_DRAIN_UNFINISHED if left else 0
@@ -280,9 +282,8 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
                 self.pipe.latencies = []
                 status_task = asyncio.ensure_future(self._status_loop())
             self.started.set()
-            log.info("publisher %s shard %d: ring %s, from sequence %d (%s)", self.venue,
-                     self.shard, self.ring_id.decode(), self.next_seq,
-                     "resumed" if self._resumed else "new reader")
+            log_event(log, "publisher_started", venue=self.venue, ring_id=self.ring_id.decode(),
+                      from_seq=self.next_seq, reader="resumed" if self._resumed else "new")
             last_summary = time.monotonic()
             ok = False
             try:
@@ -366,7 +367,7 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
         """Begin the shutdown drain (what SIGTERM does)."""
         if not self.stopping.is_set():
             self._deadline = time.monotonic() + self.drain_timeout
-            log.info("publisher: stop requested; draining (at most %.1fs)", self.drain_timeout)
+            log_event(log, "stop_requested", drain_timeout_s=self.drain_timeout, action="draining")
         self.stopping.set()
 
     _deadline: float | None = None
@@ -577,9 +578,12 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
         if len(payload) + _OVERHEAD + len(subject) <= self.nc.max_payload:
             return subject, payload
         self.stats["oversize"] += 1
-        log.warning("publisher: frame %d%s of %d bytes exceeds max_payload %d; "
-                    "publishing a notice instead (the frame stays on disk)",
-                    seq, f" event {part}" if part else "", len(payload), self.nc.max_payload)
+        ok, suppressed = _throttle.allow("oversize")
+        if ok:      # one per frame: a storm of them is capped (common.log.Throttle)
+            log_event(log, "oversize", logging.WARNING, seq=seq, **({"part": part} if part else {}),
+                      bytes=len(payload), max_payload=self.nc.max_payload,
+                      action="published a notice instead; the frame stays on disk",
+                      **({"suppressed": suppressed} if suppressed else {}))
         notice = {"kind": "oversize", "seq": seq, "size": len(payload),
                   "max_payload": self.nc.max_payload, "subject": subject.decode()}
         if part:

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 
+from common.log import event as log_event
 from flusher.publisher.split import key_seq
 from flusher.publisher.stream import (NatsAuthError, NatsTLSError, NatsUnreachable, StreamMismatch, connect,
                                       ensure_stream, horizon_margin, stored_sequences)
@@ -50,7 +51,7 @@ class NatsSession:
                     self.bus, name=f"capture-publisher-{self.venue}-{self.shard}",
                     disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
                 if last_log is not None:
-                    log.info("publisher: connected to NATS")
+                    log_event(log, "nats_connected")
                 self.nats_state, self.nats_error = "connected", None
                 self.write_status()
                 return
@@ -65,8 +66,9 @@ class NatsSession:
                 self.last_error = f"nats {self.nats_state}: {self.nats_error}"
                 now = time.monotonic()
                 if last_log is None or now - last_log > 60.0:
-                    log.warning("publisher: NATS %s (%s); retrying forever (backoff capped at 5s), "
-                                "disk capture goes on", self.nats_state, self.nats_error)
+                    log_event(log, "nats_connect_failed", logging.WARNING, state=self.nats_state,
+                              error=self.nats_error,
+                              action="retrying forever (backoff capped at 5s), disk capture goes on")
                     last_log = now
                 self.write_status()
             if self.stopping.is_set():
@@ -89,7 +91,7 @@ class NatsSession:
                 self.stats["stream_unavailable"] += 1
             except Exception as exc:  # noqa: BLE001 - timeouts while a cluster elects
                 self.stats["stream_unavailable"] += 1
-                log.debug("ensure_stream: %r", exc)
+                log_event(log, "stream_unavailable", logging.DEBUG, stream=self.settings.name, error=repr(exc))
             self._check_deadline()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -134,8 +136,8 @@ class NatsSession:
                 break
             except Exception as exc:  # noqa: BLE001 - NATS may be down again: retry
                 self.stats["startup_scan_failed"] += 1
-                log.warning("publisher: reading back the stream failed (%r); retrying", exc)
+                log_event(log, "readback_failed", logging.WARNING, error=repr(exc), action="retrying in 1s")
                 await asyncio.sleep(1.0)
         self._skip |= stored
-        log.info("publisher: %d frames after the committed cursor are already in the stream",
-                 len(stored))
+        log_event(log, "already_stored", frames=len(stored), after="the committed cursor",
+                  action="skipped, not published again")

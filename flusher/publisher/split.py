@@ -27,7 +27,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from common.log import Throttle, event as log_event
+
 log = logging.getLogger("capture.publisher")
+_throttle = Throttle()
 
 #: Bits of a part key that hold the part number (so at most 2**20 - 1 events per frame).
 PART_BITS = 20
@@ -102,8 +105,10 @@ class SplitPublishing:
         k = len(parts)
         if k > MAX_PARTS:
             self.stats["split_too_many"] += 1
-            log.warning("publisher: frame %d holds %d events (more than %d); published whole",
-                        seq, k, MAX_PARTS)
+            ok, suppressed = _throttle.allow("split_too_many")
+            if ok:      # one per frame: a storm of them is capped
+                log_event(log, "split_too_many", logging.WARNING, seq=seq, events=k, max_parts=MAX_PARTS,
+                          action="published whole", **({"suppressed": suppressed} if suppressed else {}))
             return False
         pipe, skip, fmt = self.pipe, self._skip, self._part_hdr_fmt
         sent = 0

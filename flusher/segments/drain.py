@@ -210,7 +210,7 @@ class Flusher(StartupRecovery):
                 if self._stop.is_set() and self._deadline is None:
                     self._deadline = time.monotonic() + self.cfg.drain_timeout
                     self.stats.state = "draining"
-                    log.info("stop requested: draining (timeout %.1fs)", self.cfg.drain_timeout)
+                    log_event(log, "stop_requested", drain_timeout_s=self.cfg.drain_timeout, action="draining")
                 prod_stopped = self.rd.producer_stopped() if self._deadline is not None else False
                 try:
                     n = self.step()
@@ -356,7 +356,7 @@ class Flusher(StartupRecovery):
             try:
                 r = seg.append_from_ring(self.drain, room)
                 if self._outage:
-                    log.warning("writing works again after %d retries", self._outage)
+                    log_event(log, "io_recovered", logging.WARNING, retries=self._outage)
                     self._outage = 0
                 return r
             except OSError as exc:
@@ -369,8 +369,9 @@ class Flusher(StartupRecovery):
         self._outage += 1
         self.stats.last_error = f"{what}: {describe_error(exc)}"
         if self._outage & (self._outage - 1) == 0:     # retries 1, 2, 4, 8... of an outage: not a flood
-            log.error("I/O error %s %s: %s; frames stay in the ring, retrying in %.3fs (retry %d)",
-                      what, self.seg.path if self.seg else self.shard_dir, exc, delay, self._outage)
+            log_event(log, "io_error", logging.ERROR, during=what,
+                      path=self.seg.path if self.seg else self.shard_dir, error=str(exc),
+                      retry_in_s=delay, retry=self._outage, kept="frames stay in the ring")
         self.stats.state = "io_error"
         self.write_status()
         self.rd.heartbeat()           # waiting on the disk, not hung (see _start)
@@ -396,7 +397,7 @@ class Flusher(StartupRecovery):
         except OSError as exc:
             self.stats.fsync_errors += 1
             self.stats.last_error = f"fsync: {exc}"
-            log.error("fsync of %s failed: %s", seg.path, exc)
+            log_event(log, "fsync_failed", logging.ERROR, path=seg.path, error=str(exc))
             return False
         self._record_fsync(time.perf_counter_ns() - t0)
         return True
@@ -421,12 +422,14 @@ class Flusher(StartupRecovery):
         self.seg = None
         self._seg_hour = -1
         path = seg.rollback_unsynced()
-        log.error("fsync of %s failed: cut back to its last good fsync (%d bytes, sequence %d); "
-                  "writing the rest again from the ring", path, seg.synced_size, seg.synced_last_seq)
+        log_event(log, "fsync_rollback", logging.ERROR, path=path, synced_bytes=seg.synced_size,
+                  synced_seq=seg.synced_last_seq,
+                  action="fsync failed: cut back to its last good fsync; writing the rest again from the ring")
         try:
             recover_open(path, index_every=self.cfg.index_every)
         except OSError as exc:
-            log.error("could not finish %s after the failed fsync (%s); the next start will", path, exc)
+            log_event(log, "fsync_rollback_unfinished", logging.ERROR, path=path, error=str(exc),
+                      action="the next start finishes it")
         self.skip_through = seg.synced_last_seq if seg.synced_last_seq >= 0 else None
         self.rd.rewind()
         self._io_error("syncing", OSError(errno.EIO, "fsync failed"), self.cfg.backoff_initial)

@@ -59,20 +59,20 @@ class StartupRecovery:
                 self.stats.last_error = f"start: {describe_error(exc)}"
                 n = self.stats.start_retries
                 if n & (n - 1) == 0:         # retries 1, 2, 4, 8...: not a flood
-                    log.error("cannot start: %s; frames stay in the ring, retrying in %.3fs (retry %d)",
-                              describe_error(exc), delay, n)
+                    log_event(log, "start_blocked", logging.ERROR, error=describe_error(exc),
+                              retry_in_s=delay, retry=n, kept="frames stay in the ring")
                 self.write_status()
                 # Alive and waiting on purpose, not hung: keep the heartbeat
                 # (the supervisor's watchdog pings follow it); /healthz and the
                 # metrics say what it waits for.
                 self.rd.heartbeat()
                 if self._stop.wait(delay):
-                    log.warning("stopped before the start could finish: the ring keeps every frame")
+                    log_event(log, "stopped_before_start", logging.WARNING, kept="the ring keeps every frame")
                     self.stats.state = "stopped"
                     return
                 delay = min(delay * 2, self.cfg.backoff_max)
         if self.stats.start_retries:
-            log.warning("started after %d retries", self.stats.start_retries)
+            log_event(log, "started_after_retries", logging.WARNING, retries=self.stats.start_retries)
         self.started = True
 
     def _recover(self) -> None:
@@ -124,7 +124,7 @@ class StartupRecovery:
                 nxt = self.rd.next_seq
                 if last >= nxt:
                     self.skip_through = last
-                    log.info("frames %d..%d are already on disk; skipping them", nxt, last)
+                    log_event(log, "already_on_disk", first_seq=nxt, last_seq=last, action="skipping them")
                 elif last + 1 < nxt:
                     why = (f"committed from the ring but in no segment: a power loss under "
                            f"fsync={cfg.fsync}, or a segment lost or set aside")
@@ -154,7 +154,7 @@ class StartupRecovery:
                 if read_header(p).ring_id != self.ring_id:
                     continue
             except (SegmentError, OSError) as exc:
-                log.warning("segment %s unreadable at start-up: %s", p, exc)
+                log_event(log, "segment_unreadable", logging.WARNING, path=p, error=str(exc), at="start-up")
                 continue
             best, best_seq = p, sn.first_seq
         return best
