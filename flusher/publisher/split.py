@@ -30,7 +30,7 @@ from typing import Any
 from common.log import Throttle, event as log_event
 
 log = logging.getLogger("capture.publisher")
-_throttle = Throttle()
+_throttle = Throttle()      # split_too_many is said per frame: a storm of them is capped
 
 #: Bits of a part key that hold the part number (so at most 2**20 - 1 events per frame).
 PART_BITS = 20
