@@ -19,7 +19,7 @@ VENUE = "kraken"
 BLAST_PREFIX = b'{"channel":"trade","type":"update"'
 #: Which supervisor child is which, by the module on its command line.
 ROLES = (("flusher.segments.drain", "flusher"), ("capture.publish", "publisher"),
-         ("flusher.publisher.publish", "publisher"),
+         ("flusher.publisher.process", "publisher"),
          ("capture.receiver.integrity", "integrity"), ("capture.receiver", "receiver"))
 
 

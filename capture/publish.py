@@ -5,7 +5,7 @@ never imports them; this entry, at the application layer, builds its subject
 routing and exchange-timestamp reader from the venue registry
 (:func:`capture.venues.subject_fn`, :func:`capture.venues.fanout_fn`) and
 hands them down.  It takes the same
-options as ``python -m flusher.publisher.publish`` (the supervisor gives it
+options as ``python -m flusher.publisher.process`` (the supervisor gives it
 ``--settings FILE``).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from capture import venues
-from flusher.publisher import publish
+from flusher.publisher import process, publish
 from flusher.publisher.routing import Routing
 
 
@@ -43,7 +43,7 @@ def make_publisher(ring_path: str, *, venue: str, shard: int, bus, **kw) -> publ
 
 
 def main(argv: list[str] | None = None) -> int:
-    return publish.main(argv, venue_routing=venue_routing)
+    return process.main(argv, venue_routing=venue_routing)
 
 
 if __name__ == "__main__":

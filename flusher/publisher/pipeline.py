@@ -60,6 +60,7 @@ from nats.aio.client import Client
 
 from flusher.publisher.client_hooks import ClientHooks
 from common.errors import PipelineClosed, PublishError  # noqa: F401
+from common.log import event as log_event
 
 log = logging.getLogger("capture.publisher")
 
@@ -240,16 +241,15 @@ class AckPipeline:
         self._stats[kind] += n
         if kind not in self._logged:
             self._logged.add(kind)
-            log.warning("publisher: %s%s (logged once; see stats for counts)", kind,
-                        f": {detail}" if detail else "")
+            log_event(log, kind, logging.WARNING, **({"detail": detail} if detail else {}),
+                      logged="once per kind; see the stats for counts")
 
     def log_summary(self) -> dict[str, int]:
         """Log (at INFO) and return the event counts since the last summary."""
         now = self.stats
         delta = {k: v - self._reported[k] for k, v in now.items() if v != self._reported[k]}
         if delta:
-            log.info("publisher events since last summary: %s",
-                     ", ".join(f"{k}={v}" for k, v in sorted(delta.items())))
+            log_event(log, "pipeline_summary", since_last=dict(sorted(delta.items())))
             self._reported = now
         return delta
 

@@ -26,11 +26,8 @@ Headers.  ``Nats-Msg-Id: <ring id hex>:<seq>`` (deterministic: every replay is
 de-duplicated), ``Capture-Seq``, ``Capture-Recv-Ns``, ``Capture-Shard``.
 
 Split frames.  A data frame that opens with ``[``, on a venue whose routing
-has a fan-out function, may hold events of several routes (Polymarket's
-initial dump); it is published as one message per event, each to its own
-subject, with ``Nats-Msg-Id: <ring id hex>:<seq>:<j>`` and ``Capture-Part:
-<j>/<k>`` (flusher/publisher/split.py).  The cursor passes the frame once
-all k are acknowledged.  Every other frame is one message, as above.
+has a fan-out function, may be published as one message per event
+(flusher/publisher/split.py).
 
 Commit.  The pipeline reports the commit token of the last frame of its
 acknowledged prefix; the publisher commits it to its ring cursor once per
@@ -39,13 +36,12 @@ disk it is (the position where the reader was lapped, next sequence) - a
 position already overwritten, so a restarted publisher is lapped at once and
 goes to the files from exactly that sequence.
 
-Restart after a crash.  The reader resumes at its committed cursor; frames
-after it may already be stored.  If the first of them was received less than
-the catch-up horizon ago, resends are left to JetStream's de-duplication;
-otherwise the publisher first reads back which sequences of this ring the
-stream holds since that time (``stream.stored_sequences``) and skips them.
-The same read-back protects resends after an outage longer than the horizon
-(see flusher/publisher/pipeline.py).
+Restart after a crash.  Frames after the committed cursor may already be
+stored; the read-back that skips them is in flusher/publisher/session.py.
+
+The pieces: the catch-up from disk (flusher/publisher/catchup.py), split
+frames (split.py), the NATS connection and read-back (session.py), the ack
+window (pipeline.py), the process's command line (process.py).
 
 Shutdown.  SIGTERM sets ``stopping``: the publisher keeps reading until the
 producer has stopped and everything is read, waits for the acks (bounded by
@@ -53,13 +49,10 @@ producer has stopped and everything is read, waits for the acks (bounded by
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import json
 import logging
-import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -68,20 +61,22 @@ import numpy as np
 
 import ring
 from ring.assemble import Assembler
-from common.errors import ConfigError, CorruptFrame, Lapped, RingError
+from common.errors import CorruptFrame, Lapped
 from ring.frame import HEADER as _FRAME_HEADER, FrameType
 
-from common import histogram, settings
-from common.lifeline import die_with_parent
+from common import histogram
 from common.status import EXIT_DRAIN_UNFINISHED
-from common.log import event as log_event, setup as setup_logging
-from flusher.publisher.routing import FanoutFn, RoutingFactory, SubjectFn, _valid_subject, test_routing
-from flusher.publisher.split import MAX_PARTS, PART_HDR_FMT, key_seq, part_key
+from common.log import Throttle, event as log_event
+from flusher.publisher.routing import FanoutFn, SubjectFn, _valid_subject
+from flusher.publisher.split import PART_HDR_FMT, SplitPublishing, key_seq
 from flusher.publisher.catchup import SegmentCatchup
 from flusher.publisher.pipeline import AckPipeline
-from flusher.publisher.stream import (BusConfig, NatsAuthError, NatsTLSError, NatsUnreachable, StreamMismatch, connect, ensure_stream, horizon_margin, parse_config, stored_sequences)
+from flusher.publisher.session import DrainExpired, NatsSession
+from flusher.publisher.stream import BusConfig
 
 log = logging.getLogger("capture.publisher")
+# Lines said once per frame (oversize, a split refused), capped per kind.
+_throttle = Throttle()
 
 _CONTROL = int(FrameType.CONTROL)
 _DATA = int(FrameType.DATA)
@@ -109,7 +104,7 @@ class PublisherSettings:
     """What one publisher process is told (the one home of its defaults).
 
     The supervisor resolves it from the capture config and hands it over as
-    a settings file (:mod:`common.settings`); ``python -m flusher.publisher.publish``
+    a settings file (:mod:`common.settings`); ``python -m flusher.publisher.process``
     builds it from its options.  ``nats`` is the ``[nats]`` table as
     :func:`flusher.publisher.stream.parse_config` takes it (credentials
     included: the file is owner-only, never a command line).
@@ -136,11 +131,7 @@ class PublisherSettings:
                 f"route={self.route!r}, window={self.window})")
 
 
-class _DrainExpired(Exception):
-    """Internal: the shutdown drain ran out of time."""
-
-
-class Publisher(SegmentCatchup):
+class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
     """One shard's publisher.
 
     Args:
@@ -245,87 +236,12 @@ class Publisher(SegmentCatchup):
                 "stats": {k: int(v) for k, v in self.all_stats().items()},
             })
         except OSError as exc:  # never fatal: the capture matters more than the status
-            log.debug("publisher: status file: %s", exc)
+            log_event(log, "status_write_failed", logging.DEBUG, path=self.status_file, error=str(exc))
 
     async def _status_loop(self) -> None:
         while True:
             self.write_status()
             await asyncio.sleep(1.0)
-
-    # -- setup --------------------------------------------------------------------------------
-    async def _connect_forever(self) -> None:
-        """Connect, retrying for ever with a capped backoff: NATS unreachable
-        and NATS refusing the credentials alike.  Disk capture never depends
-        on NATS (the flusher goes on), so the publisher stays up, says what
-        is wrong (log, status file -> /metrics and /healthz) and keeps
-        trying; a fixed password or a server back is picked up without a
-        restart.  Only a TLS problem (configuration) ends it."""
-        delay = 0.1
-        last_log = None
-        while True:
-            try:
-                self.nc = await connect(
-                    self.bus, name=f"capture-publisher-{self.venue}-{self.shard}",
-                    disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
-                if last_log is not None:
-                    log.info("publisher: connected to NATS")
-                self.nats_state, self.nats_error = "connected", None
-                self.write_status()
-                return
-            except NatsTLSError:
-                raise           # a certificate problem is configuration, not an outage
-            except (NatsUnreachable, NatsAuthError) as exc:
-                auth = isinstance(exc, NatsAuthError)
-                self.stats["auth_failed" if auth else "connect_failed"] += 1
-                self.nats_state = "refusing credentials" if auth else "unreachable"
-                # the reason only: the server list may carry credentials
-                self.nats_error = getattr(exc, "reason", type(exc).__name__)
-                self.last_error = f"nats {self.nats_state}: {self.nats_error}"
-                now = time.monotonic()
-                if last_log is None or now - last_log > 60.0:
-                    log.warning("publisher: NATS %s (%s); retrying forever (backoff capped at 5s), "
-                                "disk capture goes on", self.nats_state, self.nats_error)
-                    last_log = now
-                self.write_status()
-            if self.stopping.is_set():
-                raise _DrainExpired()
-            try:
-                await asyncio.wait_for(self.stopping.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
-            delay = min(delay * 2, 5.0)
-
-    async def _ensure_stream_forever(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                await ensure_stream(self.nc, self.settings)
-                return
-            except StreamMismatch as exc:
-                if exc.key != "jetstream":
-                    raise
-                self.stats["stream_unavailable"] += 1
-            except Exception as exc:  # noqa: BLE001 - timeouts while a cluster elects
-                self.stats["stream_unavailable"] += 1
-                log.debug("ensure_stream: %r", exc)
-            self._check_deadline()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    async def _on_disconnected(self) -> None:
-        if self._closing:
-            return
-        self.stats["disconnected"] += 1
-        self.nats_state = "disconnected"
-        self.last_error = "nats: disconnected"
-        if self.pipe:
-            self.pipe.on_disconnected()
-
-    async def _on_reconnected(self) -> None:
-        self.stats["reconnected"] += 1
-        self.nats_state, self.nats_error = "connected", None
-        if self.pipe:
-            self.pipe.on_reconnected()
 
     # -- the loop -----------------------------------------------------------------------------
     async def run(self) -> int:
@@ -345,9 +261,9 @@ class Publisher(SegmentCatchup):
         try:
             await self._connect_forever()
             await self._ensure_stream_forever()
-        except _DrainExpired:
-            log.warning("publisher: stopped before NATS and the stream were ready; "
-                        "nothing published")
+        except DrainExpired:
+            log_event(log, "stopped_before_ready", logging.WARNING, waited_for="NATS and the stream",
+                      published=0)
             left = self.rd.available() if self.rd is not None else 0
             await self._close()
             return EXIT_DRAIN_UNFINISHED if left else 0
@@ -366,9 +282,8 @@ class Publisher(SegmentCatchup):
                 self.pipe.latencies = []
                 status_task = asyncio.ensure_future(self._status_loop())
             self.started.set()
-            log.info("publisher %s shard %d: ring %s, from sequence %d (%s)", self.venue,
-                     self.shard, self.ring_id.decode(), self.next_seq,
-                     "resumed" if self._resumed else "new reader")
+            log_event(log, "publisher_started", venue=self.venue, ring_id=self.ring_id.decode(),
+                      from_seq=self.next_seq, reader="resumed" if self._resumed else "new")
             last_summary = time.monotonic()
             ok = False
             try:
@@ -388,7 +303,7 @@ class Publisher(SegmentCatchup):
                 left = self.drain_timeout if self._deadline is None else \
                     max(0.0, self._deadline - time.monotonic())
                 ok = await self.pipe.drain(left)
-            except _DrainExpired:
+            except DrainExpired:
                 pass
             self._commit()
             if self.status_file:
@@ -452,14 +367,14 @@ class Publisher(SegmentCatchup):
         """Begin the shutdown drain (what SIGTERM does)."""
         if not self.stopping.is_set():
             self._deadline = time.monotonic() + self.drain_timeout
-            log.info("publisher: stop requested; draining (at most %.1fs)", self.drain_timeout)
+            log_event(log, "stop_requested", drain_timeout_s=self.drain_timeout, action="draining")
         self.stopping.set()
 
     _deadline: float | None = None
 
     def _check_deadline(self) -> None:
         if self._deadline is not None and time.monotonic() > self._deadline:
-            raise _DrainExpired()
+            raise DrainExpired()
 
     async def _wait_room(self) -> None:
         """Wait for room in the window; gives up when a shutdown drain expires."""
@@ -605,45 +520,6 @@ class Publisher(SegmentCatchup):
             self.stats["published"] += published
         return handed
 
-    def _lapped(self, lap: Lapped) -> None:
-        self.stats["lapped"] += 1
-        if self.mode != "disk":
-            log_event(log, "lapped", next_seq=self.next_seq, oldest_in_ring=lap.resume_sequence,
-                      action="catching up from the segment files")
-        self.mode = "disk"
-        self._lap_pos = lap.position
-        self._asm = Assembler()     # next_seq is a message boundary: nothing half-done
-        self._disk_progress_at = time.monotonic()
-
-    def _corrupt(self, bad: CorruptFrame) -> None:
-        """A frame in the ring failed its checks (a bit flip in shared memory).
-
-        It is not published from the ring.  As after a lap, the segment files
-        provide it (the flusher checked it when it wrote it); the catch-up
-        stays on them until the producer has overwritten the bad frame, and
-        if they lack it, records it lost (publisher_gap).  Counted once per
-        frame, logged."""
-        if bad.sequence != self._corrupt_seq:
-            self.stats["corrupt_frames"] += 1
-            log.error("publisher: frame %d at ring position %d failed its check in the ring (%s): "
-                      "not published from the ring; taking it from the segment files",
-                      bad.sequence, bad.position, bad.reason)
-        self._corrupt_seq = bad.sequence
-        self.mode = "disk"
-        self._lap_pos = bad.position
-        self._asm = Assembler()
-        self._disk_progress_at = time.monotonic()
-
-    def _lost(self, first: int, last: int, why: str) -> None:
-        """Frames that can no longer be published: counted, and said on the bus."""
-        n = last - first + 1
-        self.stats["lost"] += n
-        log_event(log, "gap", logging.ERROR, first_seq=first, last_seq=last, frames=n, reason=why)
-        body = json.dumps({"kind": "publisher_gap", "first_seq": first, "last_seq": last,
-                           "reason": why}).encode()
-        # Keyed like the first lost frame: de-duplicated if this is said twice.
-        self._put(first, self.control_subject, body, time.time_ns(), None)
-
     # -- publishing ---------------------------------------------------------------------------
     def _subject(self, typ: int, payload: bytes) -> bytes:
         if typ == _CONTROL:
@@ -656,15 +532,6 @@ class Publisher(SegmentCatchup):
             self.stats["unrouted"] += 1
             return self.unrouted_subject
         # The cache hit inline (the hot path); a new subject is checked once.
-        b = self._subj_cache.get(s)
-        if b is None:
-            b = self._new_subject(s)
-        if b == self.unrouted_subject:
-            self.stats["unrouted"] += 1
-        return b
-
-    def _subject_bytes(self, s: str) -> bytes:
-        """A routed subject (an event of a split frame) as bytes, as :meth:`_subject`."""
         b = self._subj_cache.get(s)
         if b is None:
             b = self._new_subject(s)
@@ -711,55 +578,17 @@ class Publisher(SegmentCatchup):
         if len(payload) + _OVERHEAD + len(subject) <= self.nc.max_payload:
             return subject, payload
         self.stats["oversize"] += 1
-        log.warning("publisher: frame %d%s of %d bytes exceeds max_payload %d; "
-                    "publishing a notice instead (the frame stays on disk)",
-                    seq, f" event {part}" if part else "", len(payload), self.nc.max_payload)
+        ok, suppressed = _throttle.allow("oversize")
+        if ok:      # one per frame: a storm of them is capped (common.log.Throttle)
+            log_event(log, "oversize", logging.WARNING, seq=seq, **({"part": part} if part else {}),
+                      bytes=len(payload), max_payload=self.nc.max_payload,
+                      action="published a notice instead; the frame stays on disk",
+                      **({"suppressed": suppressed} if suppressed else {}))
         notice = {"kind": "oversize", "seq": seq, "size": len(payload),
                   "max_payload": self.nc.max_payload, "subject": subject.decode()}
         if part:
             notice["part"] = part
         return self.control_subject, json.dumps(notice).encode()
-
-    def _publish_split(self, seq: int, ts: int, payload: bytes, commit: Any) -> bool:
-        """Publish an array frame as one message per event when the routing
-        splits it (False: it does not; the caller publishes it whole).
-
-        Part j of k: Msg-Id ``<ring id>:<seq>:<j>``, header ``Capture-Part:
-        j/k``.  Only the last part carries the commit token, and the pipeline
-        commits in submission order, so the cursor passes ``seq`` only when
-        all k are acknowledged.  Parts a read-back found stored (``_skip``,
-        a crash between the parts' acks) are accounted without a publish.
-        The k messages enter the window together (it may overfill by k - 1)."""
-        try:
-            parts = self.fanout_fn(payload)
-        except Exception:  # noqa: BLE001 - a venue parser must never stop publishing
-            self.stats["split_failed"] += 1
-            parts = None
-        if not parts or len(parts) < 2:
-            return False
-        k = len(parts)
-        if k > MAX_PARTS:
-            self.stats["split_too_many"] += 1
-            log.warning("publisher: frame %d holds %d events (more than %d); published whole",
-                        seq, k, MAX_PARTS)
-            return False
-        pipe, skip, fmt = self.pipe, self._skip, self._part_hdr_fmt
-        sent = 0
-        for j, (subj, body) in enumerate(parts, 1):
-            key = part_key(seq, j)
-            c = commit if j == k else None
-            if skip and key in skip:
-                skip.discard(key)
-                self.stats["already_stored"] += 1
-                pipe.ack_local(key, commit=c)
-                continue
-            subject, body = self._fit(seq, self._subject_bytes(subj), body, f"{j}/{k}")
-            pipe.put(key, subject, body, fmt % (seq, j, seq, ts, j, k), c, ts)
-            sent += 1
-        self.stats["published"] += sent
-        self.stats["split_frames"] += 1
-        self.stats["split_events"] += k
-        return True
 
     def _sample_lag(self, payload: bytes, recv_ns: int) -> None:
         try:
@@ -779,130 +608,3 @@ class Publisher(SegmentCatchup):
         hdr = self._hdr_fmt % (seq, seq, ts)
         self.pipe.put(seq, subject, payload, hdr, commit, ts)
         self.stats["published"] += 1
-
-    async def _verify(self, entries: list) -> set[int]:
-        since = (min(e.first_sent_wall for e in entries)
-                 - horizon_margin(self.bus.horizon_s))
-        return await stored_sequences(self.nc, self.settings.name, self.settings.subjects[0],
-                                      self.msg_id_prefix, since,
-                                      min(key_seq(e.seq) for e in entries))
-
-    async def _first_check(self, seq: int, ts: int) -> None:
-        """Before the first publish of a resumed reader: if a previous process may
-        have stored frames from ``seq`` on longer ago than the horizon allows
-        de-duplication, read back which ones, and skip them."""
-        self._first_checked = True
-        h = self.bus.horizon_s
-        if not self._resumed or time.time() - ts / 1e9 <= h - horizon_margin(h):
-            return
-        self.stats["startup_scan"] += 1
-        while True:
-            try:
-                stored = await stored_sequences(self.nc, self.settings.name,
-                                                self.settings.subjects[0], self.msg_id_prefix,
-                                                ts / 1e9 - horizon_margin(self.bus.horizon_s), seq)
-                break
-            except Exception as exc:  # noqa: BLE001 - NATS may be down again: retry
-                self.stats["startup_scan_failed"] += 1
-                log.warning("publisher: reading back the stream failed (%r); retrying", exc)
-                await asyncio.sleep(1.0)
-        self._skip |= stored
-        log.info("publisher: %d frames after the committed cursor are already in the stream",
-                 len(stored))
-
-
-# -- process entry point --------------------------------------------------------------------
-
-def build_parser() -> argparse.ArgumentParser:
-    d = PublisherSettings
-    ap = argparse.ArgumentParser(prog="python -m flusher.publisher.publish",
-                                 description="Publish one shard's ring to NATS JetStream.")
-    ap.add_argument("--settings", help="read every setting from this JSON file "
-                                       "(what the supervisor does; see common.settings)")
-    ap.add_argument("--ring")
-    ap.add_argument("--venue")
-    ap.add_argument("--shard", type=int)
-    ap.add_argument("--segments", default=d.segments, help="root directory of the segment files")
-    ap.add_argument("--nats", default="{}", help="the nats config table as JSON (or @file)")
-    ap.add_argument("--route", default=d.route, choices=("venue", "test"),
-                    help="subject function: the venue's extractor (needs the venue registry: "
-                         "python -m capture.publish), or test (payload prefix)")
-    ap.add_argument("--ack-timeout", type=float, default=d.ack_timeout)
-    ap.add_argument("--window", type=int, default=d.window)
-    ap.add_argument("--drain-timeout", type=float, default=d.drain_timeout)
-    ap.add_argument("--log-level", default=d.log_level)
-    ap.add_argument("--status-file", default=d.status_file,
-                    help="write counters here every second (JSON)")
-    return ap
-
-
-def settings_from_args(a: argparse.Namespace) -> PublisherSettings:
-    """Raises: ConfigError (a bad settings file or ``--nats`` table, a missing option)."""
-    if a.settings:
-        if a.ring is not None or a.venue is not None:
-            raise ConfigError(a.settings, "settings", "carries every setting: give no --ring "
-                                                      "or --venue with it")
-        return settings.read(PublisherSettings, a.settings)
-    missing = [o for o in ("ring", "venue", "shard") if getattr(a, o) is None]
-    if missing:
-        raise ConfigError(None, missing[0], "required (or give --settings FILE)")
-    raw = a.nats
-    if raw.startswith("@"):
-        try:
-            with open(raw[1:]) as f:
-                raw = f.read()
-        except OSError as e:
-            raise ConfigError(raw[1:], None, f"cannot read: {e.strerror}") from None
-    try:
-        table = json.loads(raw)
-    except ValueError as e:
-        raise ConfigError(None, "nats", f"not valid JSON: {e}") from None
-    return PublisherSettings(ring=a.ring, venue=a.venue, shard=a.shard, segments=a.segments,
-                             nats=table, route=a.route, window=a.window, ack_timeout=a.ack_timeout,
-                             drain_timeout=a.drain_timeout, status_file=a.status_file,
-                             log_level=a.log_level)
-
-
-def main(argv: list[str] | None = None, *, venue_routing: RoutingFactory | None = None) -> int:
-    """The publisher process.  ``venue_routing`` is the caller's (the venue
-    registry lives above flusher/): without it only ``--route test`` runs."""
-    a = build_parser().parse_args(argv)
-    setup_logging("publisher", a.shard, a.log_level)
-    try:
-        s = settings_from_args(a)
-        setup_logging("publisher", s.shard, s.log_level)
-        die_with_parent()
-        bus = parse_config(s.nats)
-        if s.route == "test":
-            routing = test_routing(bus.prefix, s.venue, s.shard)
-        elif venue_routing is None:
-            raise ConfigError(None, "route", "venue routing comes from the venue registry: "
-                                             "run python -m capture.publish (or --route test)")
-        else:
-            routing = venue_routing(bus.prefix, s.venue, s.shard)
-        pub = Publisher(s.ring, venue=s.venue, shard=s.shard, bus=bus, segments=s.segments,
-                        subject_fn=routing.subject_fn, exchange_ts=routing.exchange_ts,
-                        fanout_fn=routing.fanout_fn,
-                        ack_timeout=s.ack_timeout, window=s.window,
-                        drain_timeout=s.drain_timeout, status_file=s.status_file)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-
-    async def runner() -> int:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, pub.stop)
-        loop.add_signal_handler(signal.SIGINT, pub.stop)
-        return await pub.run()
-    try:
-        return asyncio.run(runner())
-    except (NatsAuthError, NatsTLSError, StreamMismatch, ConfigError) as exc:
-        log.error("publisher: %s", exc)
-        return 2
-    except RingError as exc:  # a bad or missing ring file: nothing was published
-        log.error("publisher: cannot start: %s", exc)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,6 +24,14 @@ pipeline's fast ack path (digits only) is unchanged.
 """
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from common.log import Throttle, event as log_event
+
+log = logging.getLogger("capture.publisher")
+_throttle = Throttle()      # split_too_many is said per frame: a storm of them is capped
+
 #: Bits of a part key that hold the part number (so at most 2**20 - 1 events per frame).
 PART_BITS = 20
 #: The most events one frame may be split into; a frame with more is published whole.
@@ -60,3 +68,62 @@ def key_of_msg_id(rest: str) -> int | None:
     if not 1 <= part <= MAX_PARTS or seq >= 1 << 64:
         return None
     return part_key(seq, part)
+
+
+class SplitPublishing:
+    """Publishing a frame as its k events, for
+    :class:`flusher.publisher.publish.Publisher` (a mixin, as
+    :class:`~flusher.publisher.catchup.SegmentCatchup`: it uses the
+    publisher's pipeline, routing, header template and counters)."""
+
+    def _subject_bytes(self, s: str) -> bytes:
+        """A routed subject (an event of a split frame) as bytes, as :meth:`_subject`."""
+        b = self._subj_cache.get(s)
+        if b is None:
+            b = self._new_subject(s)
+        if b == self.unrouted_subject:
+            self.stats["unrouted"] += 1
+        return b
+
+    def _publish_split(self, seq: int, ts: int, payload: bytes, commit: Any) -> bool:
+        """Publish an array frame as one message per event when the routing
+        splits it (False: it does not; the caller publishes it whole).
+
+        Part j of k: Msg-Id ``<ring id>:<seq>:<j>``, header ``Capture-Part:
+        j/k``.  Only the last part carries the commit token, and the pipeline
+        commits in submission order, so the cursor passes ``seq`` only when
+        all k are acknowledged.  Parts a read-back found stored (``_skip``,
+        a crash between the parts' acks) are accounted without a publish.
+        The k messages enter the window together (it may overfill by k - 1)."""
+        try:
+            parts = self.fanout_fn(payload)
+        except Exception:  # noqa: BLE001 - a venue parser must never stop publishing
+            self.stats["split_failed"] += 1
+            parts = None
+        if not parts or len(parts) < 2:
+            return False
+        k = len(parts)
+        if k > MAX_PARTS:
+            self.stats["split_too_many"] += 1
+            ok, suppressed = _throttle.allow("split_too_many")
+            if ok:      # one per frame: a storm of them is capped
+                log_event(log, "split_too_many", logging.WARNING, seq=seq, events=k, max_parts=MAX_PARTS,
+                          action="published whole", **({"suppressed": suppressed} if suppressed else {}))
+            return False
+        pipe, skip, fmt = self.pipe, self._skip, self._part_hdr_fmt
+        sent = 0
+        for j, (subj, body) in enumerate(parts, 1):
+            key = part_key(seq, j)
+            c = commit if j == k else None
+            if skip and key in skip:
+                skip.discard(key)
+                self.stats["already_stored"] += 1
+                pipe.ack_local(key, commit=c)
+                continue
+            subject, body = self._fit(seq, self._subject_bytes(subj), body, f"{j}/{k}")
+            pipe.put(key, subject, body, fmt % (seq, j, seq, ts, j, k), c, ts)
+            sent += 1
+        self.stats["published"] += sent
+        self.stats["split_frames"] += 1
+        self.stats["split_events"] += k
+        return True

@@ -58,6 +58,7 @@ from nats.js.errors import APIError
 
 from common import units
 from common.errors import (ConfigError, NatsAuthError, NatsTLSError, NatsUnreachable, PublishError, StreamMismatch, UnknownConfigKey, UnsafeStreamConfig)  # noqa: F401
+from common.log import event as log_event
 from flusher.publisher.split import key_of_msg_id, key_seq
 
 log = logging.getLogger("capture.publisher")
@@ -359,7 +360,7 @@ async def ensure_stream(nc: Client, s: StreamSettings, timeout: float = 10.0) ->
     try:
         if info is None:
             info = await jsm.add_stream(want)
-            log.info("created stream %s for %s", s.name, s.subjects)
+            log_event(log, "stream_created", stream=s.name, subjects=s.subjects)
         else:
             have = info.config
             if have.sealed:
@@ -372,7 +373,7 @@ async def ensure_stream(nc: Client, s: StreamSettings, timeout: float = 10.0) ->
                                      f"server has {have_storage}, config wants {s.storage}")
             subjects = list(dict.fromkeys((have.subjects or []) + want.subjects))
             info = await jsm.update_stream(want.evolve(subjects=subjects))
-            log.info("updated stream %s", s.name)
+            log_event(log, "stream_updated", stream=s.name)
     except APIError as exc:
         raise StreamMismatch(s.name, "config", f"server refused: {exc.description or exc}") from exc
     except nats.errors.NoRespondersError as exc:

@@ -21,6 +21,7 @@ import queue
 import sys
 import threading
 
+from common.log import event as log_event
 from flusher.segments.names import O_DIRECTORY, O_NOFOLLOW, SUFFIX_SEG, SUFFIX_ZST, parse_name
 
 log = logging.getLogger("capture.flusher.compress")
@@ -124,7 +125,8 @@ class Compressor:
                 self.compressed += 1
             except Exception as exc:  # keep the thread alive; the segment stays as .seg
                 self.failed += 1
-                log.warning("compressing %s failed: %s", path, exc)
+                log_event(log, "compress_failed", logging.WARNING, path=path, error=str(exc),
+                          kept="the segment stays as .seg")
             finally:
                 self._q.task_done()
 

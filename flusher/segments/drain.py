@@ -28,7 +28,7 @@ so the producer sees a full ring and the receiver records the drops as gap
 records.  Once space returns the same segment continues.  A failed fsync is
 retried the same way; under ``always`` nothing is committed until it
 succeeds.  The same wait-and-retry covers the start (any OSError from
-recovery, a read-only or full disk: ``_start``) and a symlink or
+recovery, a read-only or full disk: flusher/segments/startup.py) and a symlink or
 non-directory at a segment's path (``UnsafePath``: never followed; only the
 writes bound there wait): the process never exits into the supervisor's
 restart limit because of the disk.
@@ -39,12 +39,9 @@ the segment is closed (fsync, rename, fsync dir) and the process exits 0
 (75 if the timeout left frames in the ring; they are still there, tethered,
 for the next start).
 
-Recovery.  On start, every ``.seg.open`` of this venue/shard is verified
-(recovery.recover_open): a torn tail is truncated and the segment closed; a
-damaged region mid-file is replaced by a gap record, the valid records
-around it kept (error log, ``repaired_segments``/``damaged_frames``); a bad
-file header moves the file aside (``.corrupt``, ``corrupt_segments``).  The newest sequence on disk from the same ring
-is remembered, and ring frames up to it are committed without being written.
+Start.  Recovery of the files a previous process left, retried while the
+disk refuses it: flusher/segments/startup.py.  The counters and the status
+file: flusher/segments/counters.py.
 
 Run: ``python -m flusher.segments.drain --ring R --data-dir D --venue V --shard N`` (or
 ``--settings FILE``: what the supervisor does).
@@ -60,22 +57,23 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from common import histogram, settings
+from common import settings
 from common.lifeline import die_with_parent
 from common.log import event as log_event, setup as setup_logging
 from common.status import EXIT_DRAIN_UNFINISHED, write_status
-from flusher.segments.recovery import RecoveryReport, last_on_disk, recover_open
-from flusher.segments.names import SUFFIX_OPEN, UnsafePath, list_segments, open_dir, parse_name, with_path
-from flusher.segments.format import gap_record, read_header
-from flusher.segments.index import index_path_for, load_index
+from flusher.segments.counters import FlusherStats, describe_error
+from flusher.segments.recovery import RecoveryReport, recover_open
+from flusher.segments.names import UnsafePath, list_segments
+from flusher.segments.format import gap_record
+from flusher.segments.startup import StartupRecovery
 from flusher.segments.writer import SegmentWriter, writer_header
 from ring.drain import FileDrain
-from common.errors import CaptureError, ConfigError, SegmentError
+from common.errors import CaptureError, ConfigError
 
 log = logging.getLogger("capture.flusher")
 
@@ -137,68 +135,11 @@ class FlusherConfig:
             raise ConfigError(None, "index_every", f"must be at least 1, not {self.index_every}")
 
 
-@dataclass
-class FlusherStats:
-    """Counters of one flusher process (also written as JSON to the status file)."""
-    state: str = "starting"
-    frames: int = 0
-    bytes: int = 0
-    batches: int = 0
-    skipped_frames: int = 0          # already on disk after a crash: committed, not rewritten
-    segments_opened: int = 0
-    segments_closed: int = 0
-    fsyncs: int = 0
-    fsync_ns_total: int = 0
-    fsync_ns_max: int = 0
-    fsync_hist_us: list[int] = field(default_factory=lambda: [0] * 24)   # bucket i: < 2**i us
-    close_ns_max: int = 0            # segment close: fsync, index, rename, directory fsync
-    # receive stamp -> bytes handed to the OS (write returned), sampled (the
-    # first 64 frames of a batch, then every 16th); bucket i counts frames
-    # with latency < 2**i us (the last bucket: the rest).  Filled in C
-    # (ring.FileDrain), copied here for the status file.
-    recv_to_disk_hist_us: list[int] = field(default_factory=lambda: [0] * 32)
-    write_errors: int = 0
-    fsync_errors: int = 0
-    io_retries: int = 0
-    last_error: str = ""
-    torn_tails: int = 0
-    start_retries: int = 0           # start-up recovery refused by the disk, retried
-    unsafe_paths: int = 0            # segment paths refused (symlink / not a directory / planted)
-    corrupt_segments: int = 0        # set aside (a bad file header)
-    repaired_segments: int = 0       # damaged mid-file: rebuilt around gap records
-    damaged_regions: int = 0
-    damaged_frames: int = 0          # sequences lost in damaged regions (each in a gap record)
-    missing_frames: int = 0          # committed but in no segment at start (named by a gap record)
-    recovered_segments: int = 0
-    last_seq: int = -1
-    committed_seq: int = -1
-    compressed: int = 0
-    started_ns: int = 0
-    updated_ns: int = 0
-
-    def record_fsync(self, ns: int) -> None:
-        self.fsyncs += 1
-        self.fsync_ns_total += ns
-        self.fsync_ns_max = max(self.fsync_ns_max, ns)
-        histogram.add(self.fsync_hist_us, ns)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def _describe(exc: BaseException) -> str:
-    """An error with its full path (OSError's text alone may name only the last component)."""
-    if isinstance(exc, OSError):
-        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-        return f"{name}: {exc.strerror or exc}: {exc.filename}" if exc.filename else f"{name}: {exc}"
-    return str(exc)
-
-
 class _DrainTimeout(Exception):
     """Internal: the drain deadline passed while an I/O error persisted."""
 
 
-class Flusher:
+class Flusher(StartupRecovery):
     """Drains one ring into segment files.  See the module docstring.
 
     ``reader`` may be given (tests); otherwise a tethered ``ring.Reader``
@@ -249,134 +190,6 @@ class Flusher:
                     self.compressor.submit(p)
         self.stats.state = "running"
 
-    # -- start-up recovery -------------------------------------------------------
-    def _start(self) -> None:
-        """Recovery, retried with capped backoff while the disk refuses it.
-
-        A full disk (ENOSPC from recovery's index write), a read-only or
-        unwritable data directory, or a symlink/non-directory planted at the
-        shard's directory must not turn into an exit: the supervisor would
-        count it against the restart limit and stop the shard.  The tethered
-        reader is already open, so the ring keeps every frame not yet on disk;
-        when the ring fills, the receiver counts its drops and writes them as
-        a gap record once this flusher drains again.  Returns with
-        ``started`` False only if stopped while waiting.
-        """
-        delay = self.cfg.backoff_initial
-        while True:
-            try:
-                self._recover()
-                break
-            except (OSError, UnsafePath) as exc:
-                if isinstance(exc, FileNotFoundError) and exc.filename == self.cfg.data_dir:
-                    # The configured directory itself is not there: a setting
-                    # to fix, not a disk to wait for.
-                    raise ConfigError(None, "data_dir", f"{exc.filename}: no such directory") from exc
-                self.stats.start_retries += 1
-                self.stats.state = "start_blocked"
-                self.stats.last_error = f"start: {_describe(exc)}"
-                n = self.stats.start_retries
-                if n & (n - 1) == 0:         # retries 1, 2, 4, 8...: not a flood
-                    log.error("cannot start: %s; frames stay in the ring, retrying in %.3fs (retry %d)",
-                              _describe(exc), delay, n)
-                self.write_status()
-                # Alive and waiting on purpose, not hung: keep the heartbeat
-                # (the supervisor's watchdog pings follow it); /healthz and the
-                # metrics say what it waits for.
-                self.rd.heartbeat()
-                if self._stop.wait(delay):
-                    log.warning("stopped before the start could finish: the ring keeps every frame")
-                    self.stats.state = "stopped"
-                    return
-                delay = min(delay * 2, self.cfg.backoff_max)
-        if self.stats.start_retries:
-            log.warning("started after %d retries", self.stats.start_retries)
-        self.started = True
-
-    def _recover(self) -> None:
-        cfg = self.cfg
-        os.close(open_dir(cfg.data_dir, [cfg.venue, f"shard-{cfg.shard}"]))
-        rep = self.recovery
-        for dirpath, _dirs, files in os.walk(self.shard_dir, followlinks=False):
-            for fn in sorted(files):
-                full = os.path.join(dirpath, fn)
-                if fn.endswith(".tmp"):
-                    os.unlink(full)       # a crash mid-write: the original is still there
-                    continue
-                if not fn.endswith(SUFFIX_OPEN):
-                    continue
-
-                def corrupt(new: str, off: int, why: str) -> None:
-                    rep.corrupt.append((new, off, why))
-                    self.stats.corrupt_segments += 1
-
-                def hole(seg: str, h) -> None:
-                    rep.holes.append((seg, h))
-                    self.stats.damaged_regions += 1
-                    self.stats.damaged_frames += max(0, h.last_seq - h.first_seq + 1)
-
-                try:
-                    outcome, res = recover_open(full, index_every=cfg.index_every, on_corrupt=corrupt,
-                                                on_hole=hole)
-                except OSError as exc:
-                    if exc.filename is None:        # e.g. a copy: name the segment being recovered
-                        raise OSError(exc.errno, exc.strerror, full) from exc
-                    raise with_path(exc, dirpath) from exc
-                if outcome == "repaired":
-                    self.stats.repaired_segments += 1
-                    outcome = "closed"
-                if res is not None and res.valid_end < res.file_size and outcome != "corrupt":
-                    rep.truncated.append((full, res.valid_end, res.file_size,
-                                          res.tail.reason if res.tail else "trailing bytes"))
-                    self.stats.torn_tails += 1
-                if outcome == "closed":
-                    rep.closed.append(full)
-                    self.stats.recovered_segments += 1
-                elif outcome == "removed":
-                    rep.removed.append(full)
-        newest = self._newest_segment_of_this_ring()
-        if newest is not None:
-            ring_id, last = last_on_disk(newest)
-            rep.last_ring_id, rep.last_seq = ring_id, last
-            if last >= 0:
-                nxt = self.rd.next_seq
-                if last >= nxt:
-                    self.skip_through = last
-                    log.info("frames %d..%d are already on disk; skipping them", nxt, last)
-                elif last + 1 < nxt:
-                    why = (f"committed from the ring but in no segment: a power loss under "
-                           f"fsync={cfg.fsync}, or a segment lost or set aside")
-                    if rep.corrupt:
-                        why += f" ({', '.join(os.path.basename(c[0]) for c in rep.corrupt)})"
-                    log_event(log, "gap", logging.ERROR, first_seq=last + 1, last_seq=nxt - 1,
-                              reason=why, action="a gap record will name them")
-                    ts = load_index(index_path_for(newest))
-                    self._missing = (last + 1, nxt - 1, ts.max_ts if ts is not None else cfg.clock(), why)
-        self.stats.last_seq = rep.last_seq
-
-    def _newest_segment_of_this_ring(self, window: int = 64) -> str | None:
-        """The recent segment of this ring holding the highest sequences.
-
-        Names sort by creation time; a wall clock stepped back between two
-        segments would put them out of order, so look at the last ``window``
-        names and pick the highest first sequence among this ring's.
-        """
-        cfg = self.cfg
-        segs = list_segments(self.shard_dir, venue=cfg.venue, shard=cfg.shard, include_open=False)
-        best, best_seq = None, -1
-        for p in segs[-window:]:
-            sn = parse_name(p)
-            if sn is None or sn.first_seq <= best_seq:
-                continue
-            try:
-                if read_header(p).ring_id != self.ring_id:
-                    continue
-            except (SegmentError, OSError) as exc:
-                log.warning("segment %s unreadable at start-up: %s", p, exc)
-                continue
-            best, best_seq = p, sn.first_seq
-        return best
-
     # -- control -----------------------------------------------------------------
     def stop(self) -> None:
         """Ask the loop to drain and finish (safe from a signal handler)."""
@@ -397,7 +210,7 @@ class Flusher:
                 if self._stop.is_set() and self._deadline is None:
                     self._deadline = time.monotonic() + self.cfg.drain_timeout
                     self.stats.state = "draining"
-                    log.info("stop requested: draining (timeout %.1fs)", self.cfg.drain_timeout)
+                    log_event(log, "stop_requested", drain_timeout_s=self.cfg.drain_timeout, action="draining")
                 prod_stopped = self.rd.producer_stopped() if self._deadline is not None else False
                 try:
                     n = self.step()
@@ -543,7 +356,7 @@ class Flusher:
             try:
                 r = seg.append_from_ring(self.drain, room)
                 if self._outage:
-                    log.warning("writing works again after %d retries", self._outage)
+                    log_event(log, "io_recovered", logging.WARNING, retries=self._outage)
                     self._outage = 0
                 return r
             except OSError as exc:
@@ -554,10 +367,11 @@ class Flusher:
         """Log, count, back off; raise _DrainTimeout if draining and out of time."""
         self.stats.io_retries += 1
         self._outage += 1
-        self.stats.last_error = f"{what}: {_describe(exc)}"
+        self.stats.last_error = f"{what}: {describe_error(exc)}"
         if self._outage & (self._outage - 1) == 0:     # retries 1, 2, 4, 8... of an outage: not a flood
-            log.error("I/O error %s %s: %s; frames stay in the ring, retrying in %.3fs (retry %d)",
-                      what, self.seg.path if self.seg else self.shard_dir, exc, delay, self._outage)
+            log_event(log, "io_error", logging.ERROR, during=what,
+                      path=self.seg.path if self.seg else self.shard_dir, error=str(exc),
+                      retry_in_s=delay, retry=self._outage, kept="frames stay in the ring")
         self.stats.state = "io_error"
         self.write_status()
         self.rd.heartbeat()           # waiting on the disk, not hung (see _start)
@@ -583,7 +397,7 @@ class Flusher:
         except OSError as exc:
             self.stats.fsync_errors += 1
             self.stats.last_error = f"fsync: {exc}"
-            log.error("fsync of %s failed: %s", seg.path, exc)
+            log_event(log, "fsync_failed", logging.ERROR, path=seg.path, error=str(exc))
             return False
         self._record_fsync(time.perf_counter_ns() - t0)
         return True
@@ -608,12 +422,14 @@ class Flusher:
         self.seg = None
         self._seg_hour = -1
         path = seg.rollback_unsynced()
-        log.error("fsync of %s failed: cut back to its last good fsync (%d bytes, sequence %d); "
-                  "writing the rest again from the ring", path, seg.synced_size, seg.synced_last_seq)
+        log_event(log, "fsync_rollback", logging.ERROR, path=path, synced_bytes=seg.synced_size,
+                  synced_seq=seg.synced_last_seq,
+                  action="fsync failed: cut back to its last good fsync; writing the rest again from the ring")
         try:
             recover_open(path, index_every=self.cfg.index_every)
         except OSError as exc:
-            log.error("could not finish %s after the failed fsync (%s); the next start will", path, exc)
+            log_event(log, "fsync_rollback_unfinished", logging.ERROR, path=path, error=str(exc),
+                      action="the next start finishes it")
         self.skip_through = seg.synced_last_seq if seg.synced_last_seq >= 0 else None
         self.rd.rewind()
         self._io_error("syncing", OSError(errno.EIO, "fsync failed"), self.cfg.backoff_initial)

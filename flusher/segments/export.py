@@ -58,6 +58,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from common.errors import ExportError, NoData, SegmentError
+from common.log import event as log_event
 from flusher.segments.read import TimeLike, to_ns
 from flusher.segments.walk import Msg, Skipped, find_paths, no_data_in_range, walk
 from ring.assemble import Dropped
@@ -178,8 +179,8 @@ def to_arrow(path_or_dir: str | Iterable[str], start: TimeLike = None, end: Time
 
 
 def _log_dropped(path: str, d: Dropped) -> None:
-    log.warning("event=incomplete_message segment=%s first_seq=%d last_seq=%d reason=%s",
-                path, d.first_seq, d.last_seq, d.reason)
+    log_event(log, "incomplete_message", logging.WARNING, segment=path, first_seq=d.first_seq,
+              last_seq=d.last_seq, reason=d.reason)
 
 
 # -- files and the manifest -----------------------------------------------------------------

@@ -32,6 +32,7 @@ from flusher.segments.index import index_path_for, load_index
 from flusher.segments.names import SUFFIX_OPEN, list_segments
 from flusher.segments.format import FILE_HEADER, SegmentHeader, gap_range, iter_stream_records, open_segment_stream
 from common.errors import SegmentError
+from common.log import event as log_event
 from ring.frame import FrameFlags, FrameType
 
 log = logging.getLogger("capture.flusher.read")
@@ -275,7 +276,7 @@ def _monotonic(path: str) -> bool:
 
 
 def _log_event(ev: Event) -> None:
-    log.warning("%s at %s offset %d (sequence %d): %s", ev.kind, ev.path, ev.offset, ev.seq, ev.detail)
+    log_event(log, ev.kind, logging.WARNING, path=ev.path, offset=ev.offset, seq=ev.seq, detail=ev.detail)
 
 
 META_DTYPE = np.dtype([("seq", "<u8"), ("ts", "<i8"), ("type", "u1"), ("flags", "u1"),

@@ -35,6 +35,7 @@ from typing import Callable
 from flusher.segments.names import (O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, SUFFIX_CORRUPT, SUFFIX_IDX, SUFFIX_OPEN, SUFFIX_SEG, UnsafePath, parse_name)
 from flusher.segments.format import (FILE_HEADER, Hole, ScanResult, gap_record, iter_stream_records, open_segment_stream, read_header, scan)
 from common.errors import CorruptSegment, SegmentError
+from common.log import event as log_event
 
 log = logging.getLogger("capture.flusher")
 
@@ -100,7 +101,8 @@ def recover_open(path: str, *, index_every: int = 1024,
         # file - if what is there is a segment file, not something planted.
         if not stat.S_ISREG(os.lstat(final).st_mode):
             raise UnsafePath(final, 0, "is not a regular file; refusing to finish the segment over it")
-        log.warning("segment %s: already finished as %s; removing the damaged original", path, final)
+        log_event(log, "segment_already_finished", logging.WARNING, path=path, finished_as=final,
+                  action="removing the damaged original")
         os.unlink(path)
         _fsync_dir(d)
         return "removed", None
@@ -113,27 +115,28 @@ def recover_open(path: str, *, index_every: int = 1024,
             os.unlink(path)
             return "removed", None
         new = move_aside(path)
-        log.error("SEGMENT CORRUPT: %s has a bad header (%s); moved aside to %s", path, exc, new)
+        log_event(log, "segment_corrupt", logging.ERROR, path=path, problem="bad header", reason=str(exc),
+                  moved_to=new)
         if on_corrupt:
             on_corrupt(new, exc.offset, exc.reason)
         return "corrupt", None
     if res.holes:
         _rebuild(path, res, index_every)
         for h in res.holes:
-            log.error("SEGMENT DAMAGED: %s: bytes %d..%d failed the frame checks (%s): sequences %s "
-                      "lost, recorded as a gap record; the records before and after are kept in %s",
-                      path, h.offset, h.end, h.reason,
-                      f"{h.first_seq}..{h.last_seq}" if h.last_seq >= h.first_seq else "none",
-                      final)
+            log_event(log, "segment_damaged", logging.ERROR, path=path, bytes=f"{h.offset}..{h.end}",
+                      reason=h.reason,
+                      lost_seqs=f"{h.first_seq}..{h.last_seq}" if h.last_seq >= h.first_seq else "none",
+                      recorded="as a gap record", kept_in=final,
+                      kept="the records before and after the damage")
             if on_hole:
                 on_hole(final, h)
         return "repaired", res
     fd = _safe_fd(path, os.O_RDWR)
     try:
         if res.valid_end < res.file_size:
-            log.warning("segment %s: torn tail at offset %d (%s); truncating %d bytes",
-                        path, res.valid_end, res.problem.reason if res.problem else "trailing bytes",
-                        res.file_size - res.valid_end)
+            log_event(log, "torn_tail", logging.WARNING, path=path, offset=res.valid_end,
+                      reason=res.problem.reason if res.problem else "trailing bytes",
+                      truncated_bytes=res.file_size - res.valid_end)
             os.ftruncate(fd, res.valid_end)
         os.fsync(fd)
     finally:

@@ -90,3 +90,20 @@ def test_capture_and_ring_log_only_named_events():
     free = [f"{path}:{text.count(chr(10), 0, m.start()) + 1}"
             for path, text in _sources() for m in _FREE_TEXT.finditer(text)]
     assert not free, f"free-text log lines (use common.log.event): {free}"
+
+
+def test_every_drain_event_listed_is_logged():
+    """The flusher's and the publisher's log events the Logs section names
+    are event names in flusher/ (a renamed event must not leave the page behind)."""
+    text = doc()
+    bullets = re.findall(r"^\* The (?:flusher's own events|publisher's):(.*?)(?=^\* |^#)", text, re.S | re.M)
+    names = {n for b in bullets for n in re.findall(r"`([a-z][a-z_]+)`", b)} - {"always"}
+    assert len(bullets) == 2 and len(names) >= 30, names
+    source = ""
+    for dirpath, _dirs, files in os.walk(os.path.join(REPO, "flusher")):
+        for fn in files:
+            if fn.endswith(".py"):
+                with open(os.path.join(dirpath, fn), encoding="utf-8") as f:
+                    source += f.read()
+    missing = sorted(n for n in names if f'"{n}"' not in source)
+    assert not missing, f"named in docs/operations.md but logged nowhere under flusher/: {missing}"

@@ -39,7 +39,8 @@ def test_nats_refusing_credentials_for_30s_then_accepting(make_shard, tmp_path):
     try:
         wait_for(sh.children_up, 60, "children up")
         pub = sh.child_pid("publisher")
-        wait_for(lambda: "NATS refusing credentials" in sh.stderr, 60, "the refusal logged")
+        wait_for(lambda: 'event=nats_connect_failed state="refusing credentials"' in sh.stderr, 60,
+                 "the refusal logged")
         start, last_flushed, samples = time.monotonic(), _flushed(sh), 0
         while time.monotonic() - start < timeout(REFUSED_FOR):
             wait_for(lambda: _flushed(sh) > last_flushed, 30, "the flusher writing to disk meanwhile")

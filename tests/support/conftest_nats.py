@@ -181,7 +181,7 @@ class Shard:
 
     def start_publisher(self, *extra: str, wait: bool = True) -> subprocess.Popen:
         p = self._spawn("publisher", [
-            "-m", "flusher.publisher.publish", "--ring", self.ring_path, "--venue", self.venue,
+            "-m", "flusher.publisher.process", "--ring", self.ring_path, "--venue", self.venue,
             "--shard", str(self.shard), "--segments", self.data_dir, "--route", "test",
             "--nats", json.dumps(self.nats_cfg), "--log-level", "INFO", *extra])
         if wait:

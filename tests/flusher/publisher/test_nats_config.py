@@ -160,7 +160,7 @@ def test_publisher_without_venue_routing_says_where_it_comes_from(tmp_path):
     capture-level entry, and the flusher-level one says so instead of guessing."""
     import subprocess
     import sys as _sys
-    r = subprocess.run([_sys.executable, "-m", "flusher.publisher.publish", "--ring", str(tmp_path / "no.ring"),
+    r = subprocess.run([_sys.executable, "-m", "flusher.publisher.process", "--ring", str(tmp_path / "no.ring"),
                         "--venue", "kraken", "--shard", "0"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "capture.publish" in r.stderr and "Traceback" not in r.stderr

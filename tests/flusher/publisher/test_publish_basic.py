@@ -137,7 +137,7 @@ def test_wrong_credentials_stay_up_retrying(tmp_path, nats_server_factory):
     shard = Shard(tmp_path / "shard", {"servers": [srv.url], "user": "u", "password": "bad"})
     try:
         p = shard.start_publisher("--drain-timeout", "1", wait=False)
-        wait_for(lambda: "NATS refusing credentials" in shard.log("publisher"), 30,
+        wait_for(lambda: 'event=nats_connect_failed state="refusing credentials"' in shard.log("publisher"), 30,
                  "the publisher to report the refused credentials")
         assert p.poll() is None, "the publisher stays up, retrying"
         assert shard.stop("publisher", seconds=30) == 0, shard.log("publisher")

@@ -55,4 +55,4 @@ def test_a_bit_flip_in_the_ring_is_not_published(shard: Shard, nats_server):
     assert_exactly_once(msgs, expected, shard.ring_id)   # the good copy, once; never the flipped one
     stats = publisher_stats(shard.log("publisher"))
     assert stats["corrupt_frames"] == 1
-    assert f"frame {victim} at ring position" in shard.log("publisher")
+    assert f"event=corrupt_frame seq={victim} ring_position=" in shard.log("publisher")

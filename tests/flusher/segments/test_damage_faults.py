@@ -67,7 +67,7 @@ def test_a_zeroed_page_in_the_open_segment_costs_only_its_records(ring_path, tmp
         fl.send_signal(signal.SIGTERM)
         _out, err = fl.communicate(timeout=timeout(120))
         assert fl.returncode == 0, err
-        assert "SEGMENT DAMAGED" in err
+        assert "event=segment_damaged" in err
     finally:
         for p in (fl, prod):
             if p.poll() is None:

@@ -283,7 +283,7 @@ def test_restart_after_mid_file_corruption(ring_path, tmp_path, caplog, capsys):
     # the damaged record is the only loss: the segment is rebuilt around a gap record
     assert fl.stats.repaired_segments == 1 and fl.stats.corrupt_segments == 0
     assert (fl.stats.damaged_regions, fl.stats.damaged_frames) == (1, 1)
-    assert any("SEGMENT DAMAGED" in r.getMessage() and path in r.getMessage() for r in caplog.records)
+    assert any(getattr(r, "event", None) == "segment_damaged" and r.kv["path"] == path for r in caplog.records)
     assert not _corrupt_files(data)
     assert fl.skip_through == 179          # 100..179 were written before the crash: on disk
     while fl.step():
@@ -422,7 +422,8 @@ def test_failed_fsync_under_always_writes_again_from_ring(ring_path, tmp_path, m
         assert fl.step() == -1                  # not committed: written again
     assert fl.stats.fsync_errors == 1
     assert _committed(ring_path) == 50
-    assert any("cut back" in r.getMessage() for r in caplog.records)
+    assert any(getattr(r, "event", None) == "fsync_rollback" and "cut back" in r.getMessage()
+               for r in caplog.records)
     while fl.step():
         pass
     fl.close()

@@ -178,7 +178,7 @@ def test_bit_flip_mid_file_keeps_the_valid_records(tmp_path, caplog, capsys):
     assert outcome == "repaired"
     assert not os.path.exists(path + ".corrupt") and not os.path.exists(path)
     assert seen and seen[0][1].offset == mid and (seen[0][1].first_seq, seen[0][1].last_seq) == (40, 40)
-    assert any("SEGMENT DAMAGED" in r.getMessage() for r in caplog.records)
+    assert any(getattr(r, "event", None) == "segment_damaged" for r in caplog.records)
     # the segment keeps the 119 good records and names the lost one
     assert [f.payload for f in read(str(tmp_path)) if f.type == FrameType.DATA] == \
         [p for i, p in enumerate(_payloads(120)) if i != 40]
@@ -197,7 +197,8 @@ def test_bad_header_moves_the_segment_aside(tmp_path, caplog, capsys):
     assert outcome == "corrupt"
     assert os.path.exists(path + ".corrupt") and not os.path.exists(path)
     assert seen and seen[0][1] == 252
-    assert any("CORRUPT" in r.getMessage() for r in caplog.records)
+    assert any(getattr(r, "event", None) == "segment_corrupt" and r.kv["moved_to"] == path + ".corrupt"
+               for r in caplog.records)
     # the directory's verify still fails loudly because of the file set aside
     assert cli.main(["verify", str(tmp_path)]) == 1
     assert "corrupt_file" in capsys.readouterr().out
