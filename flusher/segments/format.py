@@ -237,6 +237,7 @@ class ScanResult:
     index_seq: list[int] = field(default_factory=list)
     index_ts: list[int] = field(default_factory=list)
     index_off: list[int] = field(default_factory=list)
+    header_damage: object = None          # salvage.HeaderDamage: the header was rebuilt from checks
 
 
 def _record_ok(buf, off: int, end: int, expect_seq: int | None) -> str | None:
