@@ -163,6 +163,10 @@ def check_segment(path: str) -> SegmentCheck:
         # Past the first hole the stream stopped; the scan read on.
         c.frames, c.first_seq, c.last_seq = res.records, res.first_seq, res.last_seq
         c.min_ts, c.max_ts = res.min_ts, res.max_ts
+        if start is not None:
+            # Sequences lost with a damaged header are named by the finding
+            # above: the file covers them, as its checked name says.
+            c.first_seq = res.header.first_seq
     return c
 
 
