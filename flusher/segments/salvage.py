@@ -123,22 +123,24 @@ def _joining_neighbour(path: str, sn, last_seq: int) -> tuple[str, SegmentHeader
     prev = nxt = None
     for p in list_segments(shard_root, venue=sn.venue, shard=sn.shard):
         o = parse_name(p)
-        key = (o.time, o.first_seq)
-        if key < me:
+        if (o.time, o.first_seq) < me:
             prev = p
-        elif key > me and nxt is None:
+        elif (o.time, o.first_seq) > me and nxt is None:
             nxt = p
-    for cand, joins in ((prev, lambda h, last: last + 1 == sn.first_seq),
-                        (nxt, lambda h, last: h.first_seq == last_seq + 1
-                         and parse_name(cand).first_seq == last_seq + 1)):
+    for cand in (prev, nxt):
         if cand is None:
             continue
         try:
             h = read_header(cand)
-            last = last_on_disk(cand)[1] if cand is prev else -1
+            if h.venue != sn.venue or h.shard != sn.shard:
+                continue
+            if cand is prev:
+                joins = last_on_disk(cand)[1] + 1 == sn.first_seq
+            else:
+                joins = h.first_seq == last_seq + 1 == parse_name(cand).first_seq
         except (SegmentError, OSError):
             continue             # a neighbour that cannot be read confirms nothing
-        if h.venue == sn.venue and h.shard == sn.shard and joins(h, last):
+        if joins:
             return cand, h
     return None
 
