@@ -35,10 +35,17 @@ connections' data was lost, and a ``shard_stop``, waiting for the flusher to
 make room if it must; then the flusher drains the ring again, fsyncs and
 closes its segment; the publisher publishes what is left and waits for its
 acks.  While a drain runs (each has its own deadline: the drain timeout
-plus 10 s), EXTEND_TIMEOUT_USEC every second keeps systemd from killing it.  A second signal makes the stop fast: every remaining child
-gets SIGTERM at once and a short grace period, then SIGKILL - which never
-corrupts a segment (the flusher's recovery truncates a torn tail) and loses
-nothing the ring or the segments hold.
+plus 10 s), EXTEND_TIMEOUT_USEC every second keeps systemd from killing it.
+
+Fast stop (a second signal: the operator's "stop now").  Every child but the
+flusher gets SIGTERM at once; the receiver has FAST_GRACE_S to go (then
+SIGKILL); then the ring is settled as above, but with FAST_SETTLE_S to wait
+for room (a settle already waiting is cut to that); only then does the
+flusher get its SIGTERM, so its final drain carries what the dead receiver
+owed to disk; the flusher and the rest have FAST_GRACE_S, then SIGKILL -
+which never corrupts a segment (the flusher's recovery truncates a torn
+tail) and loses nothing the ring or the segments hold.  The whole fast stop
+is bounded by 2 * FAST_GRACE_S + FAST_SETTLE_S.
 
 Exit codes: 0 clean stop (also when a child was already dead at the stop
 and its loss is recorded); 1 the receiver or the flusher kept failing
@@ -80,6 +87,10 @@ ESSENTIAL = frozenset({"receiver", "flusher"})
 #: Backoff caps (seconds): an essential child comes back fast; a downstream
 #: one (publisher, validator) waiting on NATS need not hammer it.
 BACKOFF_CAP = {"essential": 10.0, "other": 30.0}
+#: The fast stop's bounds (seconds): each child's grace before SIGKILL, and
+#: the wait for the flusher to make room for the records a dead receiver
+#: owed (a few ring writes: they need room only when the ring is full).
+FAST_GRACE_S, FAST_SETTLE_S = 5.0, 2.0
 
 @dataclass
 class Child:
@@ -369,13 +380,7 @@ class Supervisor:
         order = [("receiver", 15.0), ("integrity", 10.0), ("flusher", drain + 10.0),
                  ("publisher", drain + 10.0)]
         if fast:
-            for role, _ in order:
-                if role in self.children:
-                    self.children[role].signal(signal.SIGTERM)
-            deadline = time.monotonic() + 5.0
-            for role, _ in order:
-                if role in self.children:
-                    self._stopped(role, self._reap(self.children[role], deadline))
+            self._fast_stop([role for role, _ in order])
         else:
             for role, limit in order:
                 c = self.children.get(role)
@@ -408,6 +413,31 @@ class Supervisor:
         if self.nats is not None:
             self.nats.stop()
         log_event(log, "stopped", code=self.exit_code)
+
+    def _fast_stop(self, order: list[str]) -> None:
+        """The second signal's stop, bounded (see the module docstring).
+        The flusher is the only way a record reaches disk, so it is
+        signalled last: after the settle put what a dead receiver owed
+        into the ring."""
+        for role in order:
+            if role != "flusher" and role in self.children:
+                self.children[role].signal(signal.SIGTERM)
+        receiver = self.children.get("receiver")
+        if receiver is not None:
+            code = self._reap(receiver, time.monotonic() + FAST_GRACE_S)
+            if code not in (0, None, -signal.SIGTERM):
+                # Dead before or during the stop: the settle below records
+                # its loss and decides whether the stop failed.
+                log_event(log, "child_dead_at_stop", logging.WARNING, child="receiver", code=code)
+        flusher = self.children.get("flusher")
+        if flusher is not None and flusher.proc is not None:
+            if not self._settle_ring(time.monotonic() + FAST_SETTLE_S) and self.exit_code == EXIT_OK:
+                self.exit_code = EXIT_FAILED
+            flusher.signal(signal.SIGTERM)
+        deadline = time.monotonic() + FAST_GRACE_S
+        for role in order:
+            if role != "receiver" and role in self.children:
+                self._stopped(role, self._reap(self.children[role], deadline))
 
     def _stopped(self, role: str, code: int | None) -> None:
         """Map a child's exit status at the stop onto ours: a drain that left
@@ -446,10 +476,18 @@ class Supervisor:
                     p.write_control("shard_stop", reserved=True, ts=time.time_ns(), venue=self.venue,
                                     shard=self.shard.id, reason="receiver dead at stop",
                                     written_by="supervisor")
+                cut = False
                 while p.pending_records and time.monotonic() < deadline:
                     flusher = self.children.get("flusher")
                     if flusher is None or not flusher.alive():
                         break
+                    if self._signals > 1 and not cut:
+                        # "Stop now": the records are still owed, but the
+                        # wait for room is bounded like the rest of a fast stop.
+                        cut = True
+                        deadline = min(deadline, time.monotonic() + FAST_SETTLE_S)
+                        log_event(log, "fast_stop", logging.WARNING, child="supervisor",
+                                  reason="second_signal", pending_records=p.pending_records)
                     time.sleep(0.05)
                     p.poll()
                 p.close()   # may still write into the reserve

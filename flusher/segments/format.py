@@ -73,7 +73,7 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import Iterator, NamedTuple
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 import orjson
 
@@ -82,6 +82,9 @@ from common.errors import CorruptSegment, NotASegment, TruncatedSegment, Unsuppo
 from ring.frame import HEADER as FRAME_HEADER
 from ring.frame import FrameType, align8, crc32c, encode, frame_crc
 from ring._ringlib import ffi, lib
+
+if TYPE_CHECKING:                 # salvage.py imports this module
+    from flusher.segments.salvage import HeaderDamage
 
 MAGIC = b"CAPSEG\r\n"
 VERSION = 1
@@ -237,6 +240,7 @@ class ScanResult:
     index_seq: list[int] = field(default_factory=list)
     index_ts: list[int] = field(default_factory=list)
     index_off: list[int] = field(default_factory=list)
+    header_damage: "HeaderDamage | None" = None   # the header was rebuilt from checks (salvage.py)
 
 
 def _record_ok(buf, off: int, end: int, expect_seq: int | None) -> str | None:

@@ -112,18 +112,21 @@ def segment_paths(path_or_dir: str, venue: str | None = None, shard: int | None 
 
 
 def records(path: str, *, start_seq: int | None = None, start_ts: int | None = None,
-            header_out: list | None = None,
-            from_offset: int | None = None) -> Iterator[tuple[int, tuple, bytes]]:
+            header_out: list | None = None, from_offset: int | None = None,
+            header: SegmentHeader | None = None) -> Iterator[tuple[int, tuple, bytes]]:
     """Raw records of one segment: (offset, header tuple, payload).
 
     The header tuple is (size, seq_lo, seq, ts_ns, type, flags, conn, crc).
     With start_seq/start_ts, uses the index (if any) to skip ahead; records
     before the requested point may still be yielded (the caller filters).
     ``from_offset`` starts at that record offset instead (a reader going on
-    past a corrupt region; see flusher/segments/walk.py).
+    past a corrupt region; see flusher/segments/walk.py).  ``header``: the
+    file's own header is damaged and this one was rebuilt from checks
+    (flusher/segments/salvage.py); the file's is then not read.
     """
     with open_segment_stream(path) as f:
-        hdr = SegmentHeader.decode(f.read(FILE_HEADER), path)
+        raw = f.read(FILE_HEADER)
+        hdr = header if header is not None else SegmentHeader.decode(raw, path)
         if header_out is not None:
             header_out.append(hdr)
         base = FILE_HEADER

@@ -21,8 +21,14 @@ the next start) or the finished ``.seg``:
 4. unlink ``<stem>.seg.open``, fsync the directory.  A ``.seg.open`` found
    beside its ``.seg`` is the leftover of a crash between 3 and 4.
 
-Only a bad file header still moves a file aside (``.corrupt``): without it
-the records cannot be attributed to a ring.
+A damaged file header is rebuilt when every field it held can be checked
+another way (``flusher/segments/salvage.py``: the file name against the
+records, the ring identity from a neighbouring segment whose sequences the
+records join); the segment is then rebuilt as above with the checked header,
+and records lost with the header are one more hole.  Only a header that
+cannot be rebuilt so still moves the file aside (``.corrupt``), with the
+check that failed in the log line: without it the records cannot be
+attributed to a ring.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from typing import Callable
 
 from flusher.segments.names import (O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, SUFFIX_CORRUPT, SUFFIX_IDX, SUFFIX_OPEN, SUFFIX_SEG, UnsafePath, parse_name)
 from flusher.segments.format import (FILE_HEADER, Hole, ScanResult, gap_record, iter_stream_records, open_segment_stream, read_header, scan)
+from flusher.segments.salvage import scan_damaged
 from common.errors import CorruptSegment, SegmentError
 from common.log import event as log_event
 
@@ -114,13 +121,19 @@ def recover_open(path: str, *, index_every: int = 1024,
             # Crashed while writing the header: it never held a record.
             os.unlink(path)
             return "removed", None
-        new = move_aside(path)
-        log_event(log, "segment_corrupt", logging.ERROR, path=path, problem="bad header", reason=str(exc),
-                  moved_to=new)
-        if on_corrupt:
-            on_corrupt(new, exc.offset, exc.reason)
-        return "corrupt", None
-    if res.holes:
+        try:
+            res = scan_damaged(path, exc, index_every=index_every)
+        except SegmentError as why:
+            new = move_aside(path)
+            log_event(log, "segment_corrupt", logging.ERROR, path=path, problem="bad header",
+                      reason=str(why), moved_to=new)
+            if on_corrupt:
+                on_corrupt(new, exc.offset, why.reason)
+            return "corrupt", None
+        log_event(log, "segment_header_damaged", logging.ERROR, path=path,
+                  damage=res.header_damage.describe(), records=res.records,
+                  from_offset=res.header_damage.first_off, kept_in=final)
+    if res.holes or res.header_damage:
         _rebuild(path, res, index_every)
         for h in res.holes:
             log_event(log, "segment_damaged", logging.ERROR, path=path, bytes=f"{h.offset}..{h.end}",
@@ -196,13 +209,21 @@ def _rebuild(path: str, res: ScanResult, index_every: int) -> None:
             pass
         dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600, dir_fd=dfd)
         try:
-            at = _copy(src, dst, 0, res.holes[0].offset, 0)        # header and the valid prefix
+            first_hole = res.holes[0].offset if res.holes else res.valid_end
+            damage = res.header_damage
+            if damage is None:
+                at = _copy(src, dst, 0, first_hole, 0)             # header and the valid prefix
+            else:
+                # The damaged header is replaced by the one rebuilt from checks.
+                os.pwrite(dst, res.header.encode(), 0)
+                at = _copy(src, dst, FILE_HEADER, first_hole, FILE_HEADER)
             for i, h in enumerate(res.holes):
                 if h.last_seq >= h.first_seq:
                     ts = _ts_at(src, h.end)
+                    extra = {"header": f"damaged: {damage.reason}"} if damage and h.offset == FILE_HEADER else {}
                     rec = gap_record(h.first_seq, h.last_seq, ts, segment=os.path.basename(path),
                                      offset=h.offset, bytes=h.end - h.offset, reason=h.reason,
-                                     source="recovery")
+                                     source="recovery", **extra)
                     os.pwrite(dst, rec, at)
                     at += len(rec)
                 run_end = res.holes[i + 1].offset if i + 1 < len(res.holes) else res.valid_end

@@ -27,6 +27,7 @@ import orjson
 from flusher.segments.read import records, segment_paths, to_ns
 from flusher.segments.names import SUFFIX_CORRUPT, SUFFIX_OPEN
 from flusher.segments.format import SegmentHeader, gap_range, scan
+from flusher.segments.salvage import scan_damaged
 from common.errors import NoData, SegmentError
 from flusher.segments.walk import Skipped, find_paths, no_data_in_range, walk
 from ring.frame import FrameFlags, FrameType
@@ -91,12 +92,24 @@ def check_segment(path: str) -> SegmentCheck:
     is_open = path.endswith(SUFFIX_OPEN)
     limit = None
     res = None
+    start = None
     if not path.endswith(".zst"):
         try:
             res = scan(path)
         except SegmentError as exc:
-            c.findings.append(Finding("bad_header", path, exc.offset, exc.reason, error=True))
-            return c
+            # A damaged header: the records are still checked when every
+            # header field can be checked another way (salvage.py); the
+            # finding stays an error either way.
+            try:
+                res = scan_damaged(path, exc)
+            except SegmentError as why:
+                c.findings.append(Finding("bad_header", path, exc.offset, why.reason, error=True))
+                return c
+            hd = res.header_damage
+            start = hd.first_off
+            c.findings.append(Finding("bad_header", path, exc.offset,
+                                      f"{hd.describe()}; {res.records} records from offset "
+                                      f"{hd.first_off} pass their checks", error=True))
         c.header = res.header
         for h in res.holes:
             lost = (f"sequences {h.first_seq}..{h.last_seq}" if h.last_seq >= h.first_seq
@@ -111,11 +124,12 @@ def check_segment(path: str) -> SegmentCheck:
                                       f"{p.reason}; {res.file_size - p.offset} bytes after the last "
                                       f"good record" + ("" if is_open else " of a CLOSED segment"),
                                       error=not is_open))
-        if res.problem is not None:
-            limit = res.problem.offset
+        problems = [h.offset for h in res.holes] + ([res.tail.offset] if res.tail else [])
+        limit = min((o for o in problems if o >= (start or 0)), default=None)
     try:
         hdrs: list = []
-        for off, rec, payload in records(path, header_out=hdrs):
+        for off, rec, payload in records(path, header_out=hdrs, from_offset=start,
+                                         header=res.header if start is not None else None):
             if limit is not None and off >= limit:
                 break
             size, _lo, seq, ts, typ, flags = rec[:6]
@@ -149,6 +163,10 @@ def check_segment(path: str) -> SegmentCheck:
         # Past the first hole the stream stopped; the scan read on.
         c.frames, c.first_seq, c.last_seq = res.records, res.first_seq, res.last_seq
         c.min_ts, c.max_ts = res.min_ts, res.max_ts
+        if start is not None:
+            # Sequences lost with a damaged header are named by the finding
+            # above: the file covers them, as its checked name says.
+            c.first_seq = res.header.first_seq
     return c
 
 

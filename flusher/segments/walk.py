@@ -22,6 +22,13 @@ valid record of that file (found the way recovery finds it: a record that
 passes every check and whose sequence is above the last good one), or at the
 next file when there is none or the file is compressed.  Nothing is skipped
 silently: every skip is a callback, and the callers print and count it.
+
+A file whose own header is damaged is read on (with ``skip_corrupt``) only
+when every header field can be checked another way
+(flusher/segments/salvage.py): the skip then names the header, what was
+checked and any sequences lost with it, and resumes at the first valid
+record, the messages carrying the rebuilt header.  Otherwise the header's
+error is raised, saying which check failed.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ from common.errors import NoData, SegmentError
 from flusher.segments.format import FILE_HEADER, SegmentHeader, _valid_after, gap_range
 from flusher.segments.index import index_path_for, load_index
 from flusher.segments.names import O_CLOEXEC, O_NOFOLLOW
+from flusher.segments.salvage import scan_damaged
 from flusher.segments.read import (TimeLike, _monotonic, _skip_segment, records, segment_paths,
                                    to_ns)
 from ring.assemble import Assembler, Dropped
@@ -146,11 +154,12 @@ def walk(path_or_dir: str | Iterable[str], *, venue: str | None = None, shard: i
         # skip resumes depends on the sequence it covered (see _next_valid).
         good_seq = good_typ = -1
         good_payload = b""
+        rebuilt: SegmentHeader | None = None     # the file's header is damaged: see salvage.py
         while True:
             hdrs: list[SegmentHeader] = []
             try:
                 it = records(path, start_seq=first_seq, start_ts=lo, header_out=hdrs,
-                             from_offset=resume)
+                             from_offset=resume, header=rebuilt)
                 for off, rec, payload in it:
                     if not seen_any:
                         seen_any = True
@@ -198,8 +207,22 @@ def walk(path_or_dir: str | Iterable[str], *, venue: str | None = None, shard: i
                         break
                 break
             except SegmentError as exc:
-                if not skip_corrupt or not hdrs:
-                    raise                    # a bad header is not a region to step over
+                if not skip_corrupt:
+                    raise
+                if not hdrs:
+                    # A bad header is stepped over only when all it said can
+                    # be checked; else its error, with the check that failed.
+                    try:
+                        res = scan_damaged(path, exc)
+                    except SegmentError as why:
+                        raise why from exc
+                    rebuilt, resume = res.header, res.header_damage.first_off
+                    front = res.holes[0] if res.holes and res.holes[0].offset == FILE_HEADER else None
+                    lost = (f"; sequences {front.first_seq}..{front.last_seq} lost with it"
+                            if front and front.last_seq >= front.first_seq else "")
+                    if on_skip is not None:
+                        on_skip(Skipped(path, exc.offset, res.header_damage.describe() + lost, resume))
+                    continue
                 if good_seq < 0:            # nothing good read yet in this file
                     resume = _next_valid(path, exc.offset, hdrs[0].first_seq - 1, FILE_HEADER)
                 else:

@@ -107,3 +107,41 @@ def test_a_zeroed_page_in_the_open_segment_costs_only_its_records(ring_path, tmp
     print(f"\nscenario 5: {len(frames)} records on disk, {named} frames named by {len(gaps)} gap "
           f"record(s), {missing} data frames lost (of {n}); zeroed page at byte {page} of {size}")
     assert cli.main(["verify", "-q", data]) == 0
+
+
+def test_a_zeroed_header_of_the_open_segment_costs_nothing(ring_path, tmp_path):
+    """The flusher is SIGKILLed and its open segment's file header zeroed: on
+    restart the header is rebuilt from checks (the name, the closed segment
+    before it), every record is kept and nothing is written twice."""
+    ring.create(ring_path, capacity=1 << 20)
+    data = str(tmp_path / "data")
+    os.mkdir(data)
+    n, seed = 20_000, 52
+    args = ("--fsync", "never", "--segment-bytes", str(1 << 20))
+    fl = H.start_flusher(ring_path, data, *args)
+    wait_for(lambda: any(r["name"] == "flusher" for r in ring.stats(ring_path)["readers"]), 30,
+             "the flusher's tethered reader")
+    prod = H.start_producer(ring_path, n, seed, rate_pause_every=50)
+    try:
+        wait_for(lambda: _committed(ring_path) > n // 3
+                 and any(p.endswith(".seg") for p in list_segments(data)), 60,
+                 "a third of the frames on disk, a segment closed")
+        fl.send_signal(signal.SIGKILL)
+        fl.wait()
+        (path,) = [p for p in list_segments(data) if p.endswith(".seg.open")]
+        with open(path, "r+b") as f:
+            f.write(b"\0" * 256)
+        fl = H.start_flusher(ring_path, data, *args)
+        assert prod.wait(timeout(120)) == 0
+        fl.send_signal(signal.SIGTERM)
+        _out, err = fl.communicate(timeout=timeout(120))
+        assert fl.returncode == 0, err
+        assert "event=segment_header_damaged" in err and path in err
+    finally:
+        for p in (fl, prod):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    H.assert_exactly_once(data, n, seed)
+    assert not [p for p in os.listdir(os.path.dirname(path)) if ".corrupt" in p]
+    assert cli.main(["verify", "-q", data]) == 0
