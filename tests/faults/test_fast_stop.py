@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from faultshard import assert_sequences_whole, controls, disk_frames, figures
+from faultshard import assert_sequences_whole, controls, figures
 from timing import timeout, wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -35,7 +35,7 @@ def _receiver_dead_with_drops_owed(sh) -> tuple[int, int]:
 
 
 def _check_on_disk(sh, receiver: int, label: str) -> None:
-    frames = disk_frames(sh)
+    frames = sh.disk_frames()
     fig = figures(sh, frames, label)
     assert_sequences_whole(frames)
     assert fig["refused"] > 0
