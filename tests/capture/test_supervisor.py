@@ -15,10 +15,12 @@ import urllib.error
 import urllib.request
 
 import orjson
+import psutil
 import pytest
 
 
 import ring  # noqa: E402
+from capture.supervisor import NICE  # noqa: E402
 from capture.simulator.runner import SimulatorThread  # noqa: E402
 from conftest_nats import read_stream  # noqa: E402
 from flusher.segments import read as segread  # noqa: E402
@@ -97,6 +99,11 @@ def test_kill9_child_is_restarted_alone(make_shard, sim, nats_srv, child):
     wait_for(lambda: sh.children_up() and sh.child_pid(child) != pids[child], 60, f"{child} restarted")
     for other in set(pids) - {child}:
         assert sh.child_pid(other) == pids[other], f"{other} was disturbed"
+    # capture to disk wins the CPU: the publisher runs at a lower priority,
+    # a restarted one too (supervisor.NICE)
+    base = psutil.Process(sh.proc.pid).nice()
+    assert {n: psutil.Process(sh.child_pid(n)).nice() - base for n in pids} == \
+        {"receiver": 0, "flusher": 0, "publisher": NICE["publisher"]}
     before = sh.stats()["frames"]
     wait_for(lambda: sh.stats()["frames"] > before + 200, 60, "frames flowing after the restart")
     assert sh.stop() == 0, sh.stderr[-3000:]
