@@ -84,25 +84,23 @@ async def _one(url: str, server: psutil.Process, mode: str, n: int) -> dict:
         counter = asyncio.ensure_future(count())
         c0, t0 = server.cpu_times(), time.monotonic()
         deadline = t0 + _BOUND_S
-        # At most _WINDOW unacknowledged, as capture's own pipeline keeps
-        # (JetStream refuses what overflows its ingest queue).
-        for o in range(0, n, _CHUNK_MSGS):
-            while o - acks > _WINDOW - _CHUNK_MSGS:
-                _check(deadline, f"{mode}: {acks} of {o} sent were acknowledged")
+
+        async def acked_to(level: int, what: str) -> None:
+            while acks < level:
+                _check(deadline, f"{mode}: {acks} of {what} ({errors} error replies)")
                 moved.clear()
                 try:
                     await asyncio.wait_for(moved.wait(), 1.0)
                 except asyncio.TimeoutError:
                     pass
+
+        # At most _WINDOW unacknowledged, as capture's own pipeline keeps
+        # (JetStream refuses what overflows its ingest queue).
+        for o in range(0, n, _CHUNK_MSGS):
+            await acked_to(o + _CHUNK_MSGS - _WINDOW, f"{o} sent were acknowledged")
             w.write(b"".join(cmds[o:o + _CHUNK_MSGS]))
             await w.drain()
-        while acks < n:
-            _check(deadline, f"{mode}: {acks} of {n} acks arrived ({errors} errors)")
-            moved.clear()
-            try:
-                await asyncio.wait_for(moved.wait(), 1.0)
-            except asyncio.TimeoutError:
-                pass
+        await acked_to(n, f"{n} acks arrived")
         t1, c1 = time.monotonic(), server.cpu_times()
         counter.cancel()
         stored = (await js.stream_info(stream)).state.messages

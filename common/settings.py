@@ -160,3 +160,30 @@ def read(cls: type[T], path: str) -> T:
     except ValueError as e:
         raise ConfigError(path, None, f"settings are not valid JSON: {e}") from None
     return from_dict(cls, data, path)
+
+
+def from_command_line(cls: type[T], args: Any, *, alone: tuple[str, ...],
+                      required: tuple[str, ...]) -> T | None:
+    """The one rule of every child's command line.
+
+    ``--settings FILE`` (``args.settings``) carries every setting, so none of
+    the options in ``alone`` may be given beside it: the settings read back
+    are returned.  Without it, the options in ``required`` must all be
+    given, and None is returned: the caller builds its settings from the
+    options (the form used by hand and by tests).
+
+    Raises:
+        ConfigError: both forms mixed, a required option missing, or a
+            settings file that :func:`read` refuses.
+    """
+    def flag(o: str) -> str:
+        return "--" + o.replace("_", "-")
+    if args.settings:
+        if any(getattr(args, o) is not None for o in alone):
+            raise ConfigError(args.settings, "settings", "carries every setting: give no "
+                              + " or ".join(flag(o) for o in alone) + " with it")
+        return read(cls, args.settings)
+    missing = [o for o in required if getattr(args, o) is None]
+    if missing:
+        raise ConfigError(None, missing[0], f"{flag(missing[0])} is required (or give --settings FILE)")
+    return None

@@ -276,12 +276,9 @@ def parse_args(argv: Sequence[str] | None = None) -> IntegritySettings:
     p.add_argument("--skip-checksum", action="append", default=[], metavar="SYMBOL",
                    help="do not validate this pair's checksums (repeatable): the per-pair opt-out")
     a = p.parse_args(argv)
-    if a.settings:
-        if a.ring is not None or a.venue is not None:
-            p.error("--settings carries every setting: give no --ring or --venue with it")
-        return settings.read(IntegritySettings, a.settings)
-    if a.ring is None or a.venue is None:
-        p.error("--ring and --venue are required (or --settings FILE)")
+    read = settings.from_command_line(IntegritySettings, a, alone=("ring", "venue"), required=("ring", "venue"))
+    if read is not None:
+        return read
     return IntegritySettings(ring=a.ring, venue=a.venue, depth=a.depth, socket=a.socket, name=a.name,
                              status_file=a.status_file, status_interval=a.status_interval,
                              skip=list(a.skip_checksum))

@@ -243,10 +243,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ReceiverConfig:
     p.add_argument("--integrity-socket",
                    help="the checksum validator's channel (default: <ring>.integrity.sock)")
     a = p.parse_args(argv)
-    if a.settings:
-        if a.venue is not None or a.ring is not None:
-            p.error("--settings carries every setting: give no --venue or --ring with it")
-        return settings.read(ReceiverConfig, a.settings)
+    read = settings.from_command_line(ReceiverConfig, a, alone=("venue", "ring"), required=("venue", "ring"))
+    if read is not None:
+        return read
     tkw: dict[str, Any] = {}
     names = {f.name: f for f in dataclasses.fields(Timing)}
     for item in a.timing:
@@ -255,8 +254,6 @@ def parse_args(argv: Sequence[str] | None = None) -> ReceiverConfig:
             p.error(f"unknown timing key {k!r}")
         tkw[k] = int(v) if k == "peek_bytes" else (None if v.lower() == "none" else float(v))
     mlock: bool | str = False if a.mlock is None else ("require" if a.mlock == "require" else True)
-    if a.venue is None or a.ring is None:
-        p.error("--venue and --ring are required (or --settings FILE)")
     return ReceiverConfig(
         ring=a.ring, venue=a.venue, url=a.url, symbols=a.symbols, connections=a.connections,
         discover=a.discover, discovery_url=a.discovery_url,

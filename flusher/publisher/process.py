@@ -49,14 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(a: argparse.Namespace) -> PublisherSettings:
     """Raises: ConfigError (a bad settings file or ``--nats`` table, a missing option)."""
-    if a.settings:
-        if a.ring is not None or a.venue is not None:
-            raise ConfigError(a.settings, "settings", "carries every setting: give no --ring "
-                                                      "or --venue with it")
-        return settings.read(PublisherSettings, a.settings)
-    missing = [o for o in ("ring", "venue", "shard") if getattr(a, o) is None]
-    if missing:
-        raise ConfigError(None, missing[0], "required (or give --settings FILE)")
+    read = settings.from_command_line(PublisherSettings, a, alone=("ring", "venue"),
+                                      required=("ring", "venue", "shard"))
+    if read is not None:
+        return read
     raw = a.nats
     if raw.startswith("@"):
         try:

@@ -530,14 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> FlusherConfig:
     """Raises: ConfigError (a bad settings file, a missing option, a value out of range)."""
-    if args.settings:
-        if args.ring is not None or args.data_dir is not None:
-            raise ConfigError(args.settings, "settings", "carries every setting: give no --ring "
-                                                         "or --data-dir with it")
-        return settings.read(FlusherConfig, args.settings)
-    missing = [o for o in ("ring", "data_dir", "venue", "shard") if getattr(args, o) is None]
-    if missing:
-        raise ConfigError(None, missing[0], "required (or give --settings FILE)")
+    read = settings.from_command_line(FlusherConfig, args, alone=("ring", "data_dir"),
+                                      required=("ring", "data_dir", "venue", "shard"))
+    if read is not None:
+        return read
     clock = time.time_ns
     if args.clock_offset_ns:
         off = args.clock_offset_ns
