@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from faultshard import assert_sequences_whole, controls, figures
+from faultshard import assert_dead_receiver_loss_on_disk
 from timing import timeout, wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -35,18 +35,7 @@ def _receiver_dead_with_drops_owed(sh) -> tuple[int, int]:
 
 
 def _check_on_disk(sh, receiver: int, label: str) -> None:
-    frames = sh.disk_frames()
-    fig = figures(sh, frames, label)
-    assert_sequences_whole(frames)
-    assert fig["refused"] > 0
-    assert fig["in_records"] == fig["refused"] == fig["recorded_counter"], \
-        "every refused frame is in a record on disk"
-    ctl = controls(frames)
-    died = [c for c in ctl if c.get("reason") == "producer_died"]
-    assert len(died) == 1 and died[0]["prev_pid"] == receiver, "the lost window is on disk"
-    assert died[0]["since_ns"] <= died[0]["until_ns"]
-    assert ctl[-1]["kind"] == "shard_stop" and ctl[-1].get("written_by") == "supervisor"
-    assert "event=receiver_loss_recorded" in sh.stderr
+    assert_dead_receiver_loss_on_disk(sh, receiver, label)
 
 
 def test_fast_stop_from_the_start_records_the_dead_receivers_loss(make_shard, nats_srv):

@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from faultshard import assert_sequences_whole, controls, figures
+from faultshard import assert_dead_receiver_loss_on_disk, assert_sequences_whole, controls, figures
 from timing import wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -85,13 +85,4 @@ def test_receiver_dead_at_sigterm(make_shard, nats_srv):
     finally:
         os.kill(sh.proc.pid, signal.SIGCONT)
     assert sh.proc.wait(120) == 0, sh.stderr[-3000:]
-    frames = sh.disk_frames()
-    fig = figures(sh, frames, "receiver dead at SIGTERM")
-    assert_sequences_whole(frames)
-    assert fig["in_records"] == fig["refused"]
-    ctl = controls(frames)
-    died = [c for c in ctl if c.get("reason") == "producer_died"]
-    assert len(died) == 1 and died[0]["prev_pid"] == receiver, "the lost window is on disk"
-    assert died[0]["since_ns"] <= died[0]["until_ns"]
-    assert ctl[-1]["kind"] == "shard_stop" and ctl[-1].get("written_by") == "supervisor"
-    assert "event=receiver_loss_recorded" in sh.stderr
+    assert_dead_receiver_loss_on_disk(sh, receiver, "receiver dead at SIGTERM", refused=False)

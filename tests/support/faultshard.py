@@ -36,3 +36,25 @@ def figures(shard: Shard, frames: list, label: str) -> dict:
 def assert_sequences_whole(frames: list) -> None:
     seqs = [f.seq for f in frames]
     assert seqs == sorted(set(seqs)), "disk: every frame once, in order"
+
+
+def assert_dead_receiver_loss_on_disk(shard: Shard, receiver: int, label: str, *,
+                                      refused: bool = True) -> dict:
+    """What a stop with a dead receiver must leave on disk: every frame once,
+    every refused frame in a record (and the ring header agreeing), one
+    ``producer_died`` naming the dead receiver's pid and window, and the
+    supervisor's ``shard_stop`` last.  Returns the figures."""
+    frames = shard.disk_frames()
+    fig = figures(shard, frames, label)
+    assert_sequences_whole(frames)
+    if refused:
+        assert fig["refused"] > 0
+    assert fig["in_records"] == fig["refused"] == fig["recorded_counter"], \
+        "every refused frame is in a record on disk"
+    ctl = controls(frames)
+    died = [c for c in ctl if c.get("reason") == "producer_died"]
+    assert len(died) == 1 and died[0]["prev_pid"] == receiver, "the lost window is on disk"
+    assert died[0]["since_ns"] <= died[0]["until_ns"]
+    assert ctl[-1]["kind"] == "shard_stop" and ctl[-1].get("written_by") == "supervisor"
+    assert "event=receiver_loss_recorded" in shard.stderr
+    return fig
