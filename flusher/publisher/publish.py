@@ -296,6 +296,9 @@ class Publisher:
             log_event(log, "publisher_started", venue=self.venue, ring_id=self.ring_id.decode(),
                       from_seq=self.position.next_seq, reader="resumed" if resumed else "new")
             last_summary = time.monotonic()
+            # Which source is read is the catch-up's to say (it owns ``mode``:
+            # it leaves the ring on a lap or a corrupt frame and decides when
+            # to go back); this loop only asks.
             catchup = self.catchup
             ring_id = self.rd.ring_id
             ok = False
