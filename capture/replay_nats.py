@@ -10,8 +10,9 @@ header).  So a replay into a stream that already holds the data adds
 nothing: within the stream's duplicate window JetStream drops the repeats;
 for data older than the publisher's horizon it first reads back which
 sequences of that ring the stream holds and skips them (the publisher's
-restart rule, ``_first_check``).  Everything is republished: data and
-control records alike, as the publisher put them on the bus.
+restart rule, :meth:`flusher.publisher.session.ReadBack.first_check`).
+Everything is republished: data and control records alike, as the publisher
+put them on the bus.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typing import Iterator
 from capture.publish import venue_routing
 from flusher.publisher.pipeline import AckPipeline
 from flusher.publisher.publish import Publisher
-from flusher.publisher.stream import BusConfig, connect
+from flusher.publisher.stream import BusConfig
 from flusher.segments.walk import Msg
 
 log = logging.getLogger("capture.replay")
@@ -49,16 +50,10 @@ class Republisher(Publisher):
         super().__init__("", venue=venue, shard=shard, bus=bus, segments=None,
                          subject_fn=subject_fn or routing.subject_fn,
                          fanout_fn=fanout_fn or routing.fanout_fn, exchange_ts=routing.exchange_ts,
-                         window=window, ack_timeout=ack_timeout, drain_timeout=drain_timeout)
+                         window=window, ack_timeout=ack_timeout, drain_timeout=drain_timeout,
+                         client_name=f"capture-replay-{venue}-{shard}")
         self.speed = speed
         self.messages = 0
-
-    async def _connect_forever(self) -> None:
-        """Unlike the shard's publisher, a command gives up: a few attempts per
-        server, then NatsUnreachable (or NatsAuthError) for the caller to print."""
-        self.nc = await connect(self.bus, name=f"capture-replay-{self.venue}-{self.shard}",
-                                attempts=3, disconnected_cb=self._on_disconnected,
-                                reconnected_cb=self._on_reconnected)
 
     async def republish(self, messages: Iterator[Msg]) -> bool:
         """Publish every message, wait for the acks.  True when all were acknowledged.
@@ -66,13 +61,16 @@ class Republisher(Publisher):
         Raises:
             NatsAuthError, NatsTLSError, StreamMismatch: as the publisher.
         """
-        await self._connect_forever()
+        # Unlike the shard's publisher, a command gives up: a few attempts per
+        # server, then NatsUnreachable (or NatsAuthError) for the caller to print.
+        session, readback = self.session, self.readback
+        await session.connect_once(attempts=3)
         try:
-            await self._ensure_stream_forever()
+            await session.ensure_stream_forever()
             self.pipe = await AckPipeline(
-                self.nc, window=self.window, window_bytes=self.window_bytes,
+                session.nc, window=self.window, window_bytes=self.window_bytes,
                 ack_timeout=self.ack_timeout, horizon_s=self.bus.horizon_s,
-                verify=self._verify, on_commit=lambda _token: None).start()
+                verify=readback.verify, on_commit=lambda _token: None).start()
             ring = None
             wall0 = ts0 = None
             for m in messages:
@@ -82,12 +80,11 @@ class Republisher(Publisher):
                         # frames by sequence, so the old ring's must be done first.
                         await self.pipe.drain(self.drain_timeout)
                     ring = m.header.ring_id
-                    self.bind_ring(ring)
                     # Data of this ring may be in the stream from longer ago than
                     # de-duplication reaches: the publisher's restart check.
-                    self._resumed, self._first_checked = True, False
-                if not self._first_checked:
-                    await self._first_check(m.seq, m.ts_ns)
+                    self.bind_ring(ring, resumed=True)
+                if not readback.checked:
+                    await readback.first_check(m.seq, m.ts_ns)
                 if self.speed is not None:
                     if wall0 is None:
                         wall0, ts0 = time.monotonic(), m.ts_ns

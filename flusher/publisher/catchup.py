@@ -5,44 +5,85 @@ files (which hold every frame the ring overwrote: the flusher is tethered)
 until the ring holds ``next_seq`` again, then goes back to the ring.  Frames
 neither source holds any more are declared lost, counted and said on the bus.
 A frame that fails its check in the ring is taken from the files the same
-way (``_corrupt``).
+way (:meth:`SegmentCatchup.corrupt`).
 
 The files are read as batches of columns (flusher.segments.batches) and go
 through the ring's own publishing loop (publish.Publisher._publish_frames):
 one path, one cost per frame, whichever source a frame comes from.
+
+:class:`SegmentCatchup` owns which source is read (``mode``) and the disk
+side's state: the ring position the lap (or the corrupt frame) was met at,
+the last frame found corrupt, the time of the last progress on the files.
+``next_seq`` and the assembler are the shared
+:class:`~flusher.publisher.position.Position`'s; the publisher's loop, its
+commit and its gap notice are given as callables.
 """
 from __future__ import annotations
 
 import asyncio
-import json
+import collections
 import logging
 import os
 import time
+from typing import Awaitable, Callable
 
+import ring
 from common.errors import CorruptFrame, Lapped, SegmentError
 from common.log import event as log_event
+from flusher.publisher.position import Position
 from flusher.segments.batches import record_batches
-from ring.assemble import Assembler
 
 log = logging.getLogger("capture.publisher")
 
+#: The publisher's frame loop: (seqs, tss, types, flags, conns, payloads,
+#: ends, missing) -> messages handed over (publish.Publisher._publish_frames).
+PublishFrames = Callable[[list, list, list, list, list, list, list, "str | None"], Awaitable[int]]
+
 
 class SegmentCatchup:
-    """The disk source of :class:`flusher.publisher.publish.Publisher` (a mixin: it
-    uses the publisher's cursor, pipeline and counters)."""
+    """The disk source of :class:`flusher.publisher.publish.Publisher`.
+
+    Args:
+        position: the shared ``next_seq`` and assembler.
+        segments: root directory of the flusher's segment files (None: none).
+        venue, shard: whose files.
+        disk_wait: how long frames the files should hold may be waited for
+            before they are declared lost (seconds).
+        stats: the publisher's counters.
+        stopping: set when a shutdown begins.
+        publish_frames: the publisher's frame loop.
+        commit: commits the acknowledged prefix to the ring cursor.
+        lost: (first, last, why): frames neither source holds, said on the bus.
+    """
+
+    def __init__(self, position: Position, *, segments: str | None, venue: str, shard: int,
+                 disk_wait: float, stats: collections.Counter[str], stopping: asyncio.Event,
+                 publish_frames: PublishFrames, commit: Callable[[], None],
+                 lost: Callable[[int, int, str], None]) -> None:
+        self.position = position
+        self.segments, self.venue, self.shard = segments, venue, shard
+        self.disk_wait = disk_wait
+        self.stats = stats
+        self.stopping = stopping
+        self._publish_frames = publish_frames
+        self._commit = commit
+        self._lost = lost
+        #: the source being read: "ring" or "disk" (in the status file)
+        self.mode = "ring"
+        self._lap_pos = 0           # the commit position of frames read from disk (see publish, "Commit")
+        self._corrupt_seq = -1      # the last frame found corrupt in the ring (see corrupt)
+        self._progress_at = 0.0     # when the files last gave a frame
 
     # -- leaving the ring ---------------------------------------------------------------------
-    def _lapped(self, lap: Lapped) -> None:
+    def lapped(self, lap: Lapped) -> None:
+        """The ring overwrote frames the publisher had not read: to the files."""
         self.stats["lapped"] += 1
         if self.mode != "disk":
-            log_event(log, "lapped", next_seq=self.next_seq, oldest_in_ring=lap.resume_sequence,
+            log_event(log, "lapped", next_seq=self.position.next_seq, oldest_in_ring=lap.resume_sequence,
                       action="catching up from the segment files")
-        self.mode = "disk"
-        self._lap_pos = lap.position
-        self._asm = Assembler()     # next_seq is a message boundary: nothing half-done
-        self._disk_progress_at = time.monotonic()
+        self._leave_ring(lap.position)
 
-    def _corrupt(self, bad: CorruptFrame) -> None:
+    def corrupt(self, bad: CorruptFrame) -> None:
         """A frame in the ring failed its checks (a bit flip in shared memory).
 
         It is not published from the ring.  As after a lap, the segment files
@@ -56,20 +97,13 @@ class SegmentCatchup:
                       reason=bad.reason,
                       action="not published from the ring; taking it from the segment files")
         self._corrupt_seq = bad.sequence
-        self.mode = "disk"
-        self._lap_pos = bad.position
-        self._asm = Assembler()
-        self._disk_progress_at = time.monotonic()
+        self._leave_ring(bad.position)
 
-    def _lost(self, first: int, last: int, why: str) -> None:
-        """Frames that can no longer be published: counted, and said on the bus."""
-        n = last - first + 1
-        self.stats["lost"] += n
-        log_event(log, "gap", logging.ERROR, first_seq=first, last_seq=last, frames=n, reason=why)
-        body = json.dumps({"kind": "publisher_gap", "first_seq": first, "last_seq": last,
-                           "reason": why}).encode()
-        # Keyed like the first lost frame: de-duplicated if this is said twice.
-        self._put(first, self.control_subject, body, time.time_ns(), None)
+    def _leave_ring(self, ring_position: int) -> None:
+        self.mode = "disk"
+        self._lap_pos = ring_position
+        self.position.restart()     # next_seq is a message boundary: nothing half-done
+        self._progress_at = time.monotonic()
 
     # -- reading the files --------------------------------------------------------------------
     def _segment_list(self) -> list[str]:
@@ -80,19 +114,24 @@ class SegmentCatchup:
         paths = segment_paths(self.segments, self.venue, self.shard)
         named = [(p, parse_name(os.path.basename(p))) for p in paths]
         # Skip whole files that end before next_seq: the next file starts at or before it.
+        next_seq = self.position.next_seq
         out = []
         for i, (p, sn) in enumerate(named):
             nxt = named[i + 1][1] if i + 1 < len(named) else None
-            if nxt is not None and sn is not None and nxt.first_seq <= self.next_seq:
+            if nxt is not None and sn is not None and nxt.first_seq <= next_seq:
                 continue
             out.append(p)
         return out
 
-    async def _pump_disk(self) -> bool:
-        start = self.next_seq
-        ring_id = bytes.fromhex(self.ring_id.decode())
+    async def pump(self, rd: ring.Reader, ring_id: bytes) -> bool:
+        """One round on the files from ``next_seq``, then back to the ring if it
+        holds ``next_seq`` again.  ``rd``: the publisher's ring reader;
+        ``ring_id``: the ring's id (files of an earlier ring are not read).
+        True once a shutdown drain that ends on the files is done."""
+        pos = self.position
+        start = pos.next_seq
         # Every round restarts at next_seq, a message boundary: a fresh assembler.
-        self._asm = Assembler()
+        pos.restart()
         count = 0
         try:
             for path in self._segment_list():
@@ -101,7 +140,7 @@ class SegmentCatchup:
                     # Columns of records, as from the ring, through the same
                     # inline publishing (publish._publish_frames): the per-record
                     # generator and Assembler round cost more than the publish.
-                    for b in record_batches(path, start_seq=self.next_seq, header_out=hdrs):
+                    for b in record_batches(path, start_seq=pos.next_seq, header_out=hdrs):
                         if hdrs[0].ring_id != ring_id:
                             break     # a file of an earlier ring with this shard number
                         count += await self._publish_frames(
@@ -117,30 +156,29 @@ class SegmentCatchup:
         self.stats["disk_frames"] += count
         if count:
             self.stats["catchup_frames"] += count
-            self._disk_progress_at = time.monotonic()
-        if self.next_seq > start:
+            self._progress_at = time.monotonic()
+        if pos.next_seq > start:
             self.stats["catchup_rounds"] += 1
         # Back to the ring if it still holds next_seq.
         # Not while the ring still holds a frame found corrupt there: reading
-        # from the oldest frame would meet it again (_corrupt).
-        pos, oldest = self.rd.resume_oldest()
-        if oldest <= self.next_seq and oldest > self._corrupt_seq:
+        # from the oldest frame would meet it again (corrupt).
+        _pos, oldest = rd.resume_oldest()
+        if oldest <= pos.next_seq and oldest > self._corrupt_seq:
             self.mode = "ring"
-            self._asm = Assembler()
+            pos.restart()
             self.stats["catchup_done"] += 1
-            log_event(log, "caught_up", next_seq=self.next_seq, action="back on the ring")
+            log_event(log, "caught_up", next_seq=pos.next_seq, action="back on the ring")
             return False
-        if time.monotonic() - self._disk_progress_at > self.disk_wait and oldest > self.next_seq:
-            self._lost(self.next_seq, oldest - 1, "not in the ring and not in the segment files")
-            self.next_seq = oldest
+        if time.monotonic() - self._progress_at > self.disk_wait and oldest > pos.next_seq:
+            self._lost(pos.next_seq, oldest - 1, "not in the ring and not in the segment files")
+            pos.restart(at=oldest)
             self.mode = "ring"
-            self._asm = Assembler()
             return False
         # A shutdown drain that ends on the files (the ring still holds a
         # frame found corrupt, so it cannot go back): done once every frame
         # the stopped producer wrote has been handed over.
-        if (self.stopping.is_set() and self.rd.producer_stopped()
-                and self.next_seq >= self.rd.head_seq()):
+        if (self.stopping.is_set() and rd.producer_stopped()
+                and pos.next_seq >= rd.head_seq()):
             return True
         await asyncio.sleep(0.01 if not count else 0)
         return False

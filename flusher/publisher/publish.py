@@ -39,9 +39,14 @@ goes to the files from exactly that sequence.
 Restart after a crash.  Frames after the committed cursor may already be
 stored; the read-back that skips them is in flusher/publisher/session.py.
 
-The pieces: the catch-up from disk (flusher/publisher/catchup.py), split
-frames (split.py), the NATS connection and read-back (session.py), the ack
-window (pipeline.py), the process's command line (process.py).
+The pieces, each an object that owns its state and is handed only what it
+uses (the counters, the stop event, a few callables), never the publisher:
+the catch-up from disk and which source is read (catchup.SegmentCatchup),
+``next_seq`` and the assembler both sources share (position.Position), split
+frames (split.SplitPublisher), the NATS connection (session.NatsSession) and
+the read-back (session.ReadBack), the subjects and their cache
+(routing.SubjectRouter); the ack window (pipeline.py), the process's command line
+(process.py).
 
 Shutdown.  SIGTERM sets ``stopping``: the publisher keeps reading until the
 producer has stopped and everything is read, waits for the acks (bounded by
@@ -60,18 +65,18 @@ from typing import Any, Callable
 import numpy as np
 
 import ring
-from ring.assemble import Assembler
 from common.errors import CorruptFrame, Lapped
 from ring.frame import HEADER as _FRAME_HEADER, FrameType
 
 from common import histogram
-from common.status import EXIT_DRAIN_UNFINISHED
+from common.status import EXIT_DRAIN_UNFINISHED, write_status
 from common.log import Throttle, event as log_event
-from flusher.publisher.routing import FanoutFn, SubjectFn, _valid_subject
-from flusher.publisher.split import PART_HDR_FMT, SplitPublishing, key_seq
+from flusher.publisher.routing import FanoutFn, SubjectFn, SubjectRouter
+from flusher.publisher.split import SplitPublisher, key_seq
 from flusher.publisher.catchup import SegmentCatchup
 from flusher.publisher.pipeline import AckPipeline
-from flusher.publisher.session import DrainExpired, NatsSession
+from flusher.publisher.position import Position
+from flusher.publisher.session import DrainExpired, NatsSession, ReadBack
 from flusher.publisher.stream import BusConfig
 
 log = logging.getLogger("capture.publisher")
@@ -131,7 +136,7 @@ class PublisherSettings:
                 f"route={self.route!r}, window={self.window})")
 
 
-class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
+class Publisher:
     """One shard's publisher.
 
     Args:
@@ -152,6 +157,8 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
         drain_timeout: bound on the shutdown drain (seconds).
         disk_wait: how long catch-up may wait for frames the segment files
             should hold before declaring them lost (seconds).
+        client_name: the NATS client's name (default
+            ``capture-publisher-<venue>-<shard>``).
     """
 
     def __init__(self, ring_path: str, *, venue: str, shard: int, bus: BusConfig,
@@ -162,43 +169,46 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
                  reader_name: str = "publisher", window: int = PublisherSettings.window,
                  window_bytes: int = 64 << 20, ack_timeout: float = PublisherSettings.ack_timeout,
                  drain_timeout: float = PublisherSettings.drain_timeout, disk_wait: float = 5.0,
-                 max_frames: int = 4096, status_file: str | None = None) -> None:
+                 max_frames: int = 4096, status_file: str | None = None,
+                 client_name: str | None = None) -> None:
         self.ring_path = ring_path
         self.venue, self.shard = venue, shard
         self.bus = bus
-        self.settings = bus.stream_for(venue)
-        self.segments = segments
-        self.prefix = bus.prefix
-        self.subject_fn = subject_fn
-        self.fanout_fn = fanout_fn
         self.reader_name = reader_name
         self.window, self.window_bytes, self.ack_timeout = window, window_bytes, ack_timeout
         self.drain_timeout = drain_timeout
-        self.disk_wait = disk_wait
         self.max_frames = max_frames
-        self.control_subject = f"{self.prefix}.{venue}.control.shard-{shard}".encode()
-        self.unrouted_subject = f"{self.prefix}.{venue}.unrouted".encode()
+        self.control_subject = f"{bus.prefix}.{venue}.control.shard-{shard}".encode()
         self.stats: collections.Counter[str] = collections.Counter()
-        #: The most recent failure, for `capture status` ("" while all is well).
-        self.last_error = ""
         self.stopping = asyncio.Event()
-        self.nc = None
         self.pipe: AckPipeline | None = None
         self.rd: ring.Reader | None = None
-        self._subj_cache: dict[str, bytes] = {}
-        self._skip: set[int] = set()
-        self._first_checked = False
         self._pending_commit: tuple[int, int] | None = None
         self._committed: tuple[int, int] | None = None
-        self.mode = "ring"
-        self.next_seq = 0
-        self._lap_pos = 0
-        self._corrupt_seq = -1     # the last frame found corrupt in the ring (see _corrupt)
-        self._asm = Assembler()
         self.started = asyncio.Event()     # connected, stream ready, reader attached
-        self.nats_state = "connecting"     # for the status file: /healthz fails unless connected
-        self.nats_error: str | None = None
         self.status_file = status_file
+        # The parts.  Each owns its state; what they share is handed over
+        # explicitly: the counters, the stop event, and callables into this
+        # object (the frame loop, the commit, the size check, the gap notice).
+        stream = bus.stream_for(venue)
+        self.session = NatsSession(
+            bus, stream, client_name or f"capture-publisher-{venue}-{shard}", self.stats, self.stopping,
+            check_deadline=self._check_deadline, on_change=self.write_status,
+            link_down=self._link_down, link_up=self._link_up)
+        self.readback = ReadBack(self.session, stream, bus.horizon_s, self.stats)
+        self.router = SubjectRouter(subject_fn, self.control_subject,
+                                 f"{bus.prefix}.{venue}.unrouted".encode(), self.stats)
+        # None: the venue's frames never split, and no frame pays the check.
+        self.splitter = (SplitPublisher(fanout_fn, shard=shard, router=self.router, stats=self.stats,
+                                        fit=self._fit, already_stored=self.readback.take)
+                         if fanout_fn is not None else None)
+        # next_seq and the assembler: shared by the ring pump, the frame loop
+        # and the catch-up, owned by this one object (see position.py).
+        self.position = Position()
+        self.catchup = SegmentCatchup(
+            self.position, segments=segments, venue=venue, shard=shard, disk_wait=disk_wait,
+            stats=self.stats, stopping=self.stopping, publish_frames=self._publish_frames,
+            commit=self._commit, lost=self._lost)
         # receive stamp -> JetStream ack, per frame; bucket i: < 2**i us
         self._ack_hist = histogram.new()
         # receive stamp - the exchange's own timestamp, for a sample of data
@@ -215,16 +225,16 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
         """Counters and the recv-to-ack histogram as JSON (common.status)."""
         if not self.status_file:
             return
-        from common.status import write_status
         pipe = self.pipe
         if pipe is not None and pipe.latencies:
             lat, pipe.latencies = pipe.latencies, []
             histogram.add_many(self._ack_hist, lat)
         ps = pipe.stats if pipe is not None else {}
+        session = self.session
         try:
             write_status(self.status_file, {
-                "venue": self.venue, "shard": self.shard, "mode": self.mode,
-                "nats": self.nats_state, "nats_error": self.nats_error,
+                "venue": self.venue, "shard": self.shard, "mode": self.catchup.mode,
+                "nats": session.state, "nats_error": session.error,
                 "acked": int(ps.get("acked", 0)), "sent": int(ps.get("sent", 0)),
                 "acked_seq": (key_seq(pipe.committed_seq)
                               if pipe is not None and pipe.committed_seq is not None else None),
@@ -232,7 +242,7 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
                 "recv_to_ack_hist_us": self._ack_hist,
                 "exchange_lag_hist_us": self._lag_hist, "exchange_lag_sum_s": self._lag_sum,
                 "exchange_lag_ahead": self._lag_ahead,
-                "last_error": self.last_error,
+                "last_error": session.last_error,
                 "stats": {k: int(v) for k, v in self.all_stats().items()},
             })
         except OSError as exc:  # never fatal: the capture matters more than the status
@@ -254,13 +264,14 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
         """
         # The cursor first: from here on every frame is accounted for, even if
         # NATS is unreachable for longer than the ring holds (catch-up from disk).
-        # verify_crc: a bit flip in the shared ring must not reach the bus (_corrupt).
+        # verify_crc: a bit flip in the shared ring must not reach the bus (catchup.corrupt).
         self.rd = ring.Reader(self.ring_path, self.reader_name, tethered=False, start="oldest",
                               max_frames=self.max_frames, verify_crc=True,
                               spin_us=0, linger_us=_LINGER_US)
+        session = self.session
         try:
-            await self._connect_forever()
-            await self._ensure_stream_forever()
+            await session.connect_forever()
+            await session.ensure_stream_forever()
         except DrainExpired:
             log_event(log, "stopped_before_ready", logging.WARNING, waited_for="NATS and the stream",
                       published=0)
@@ -271,27 +282,32 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
             await self._close()
             raise
         try:
-            self.bind_ring(self.rd.ring_id)
-            self.next_seq = self.rd.next_seq
-            self._resumed = self.rd.resumed
+            resumed = self.rd.resumed
+            self.bind_ring(self.rd.ring_id, resumed=resumed)
+            self.position.next_seq = self.rd.next_seq
             self.pipe = await AckPipeline(
-                self.nc, window=self.window, window_bytes=self.window_bytes,
+                session.nc, window=self.window, window_bytes=self.window_bytes,
                 ack_timeout=self.ack_timeout, horizon_s=self.bus.horizon_s,
-                verify=self._verify, on_commit=self._on_commit).start()
+                verify=self.readback.verify, on_commit=self._on_commit).start()
             if self.status_file:
                 self.pipe.latencies = []
                 status_task = asyncio.ensure_future(self._status_loop())
             self.started.set()
             log_event(log, "publisher_started", venue=self.venue, ring_id=self.ring_id.decode(),
-                      from_seq=self.next_seq, reader="resumed" if self._resumed else "new")
+                      from_seq=self.position.next_seq, reader="resumed" if resumed else "new")
             last_summary = time.monotonic()
+            # Which source is read is the catch-up's to say (it owns ``mode``:
+            # it leaves the ring on a lap or a corrupt frame and decides when
+            # to go back); this loop only asks.
+            catchup = self.catchup
+            ring_id = self.rd.ring_id
             ok = False
             try:
                 while True:
-                    if self.mode == "ring":
+                    if catchup.mode == "ring":
                         done = await self._pump_ring()
                     else:
-                        done = await self._pump_disk()
+                        done = await catchup.pump(self.rd, ring_id)
                     self._commit()
                     if done:
                         break
@@ -319,31 +335,35 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
         finally:
             await self._close()
 
-    def bind_ring(self, ring_id: bytes) -> None:
+    def bind_ring(self, ring_id: bytes, *, resumed: bool) -> None:
         """The Msg-Id rule: ``<ring id hex>:<seq>``, for frames of this ring
-        (also used by ``capture replay --to-nats``, which republishes segment files)."""
+        (also used by ``capture replay --to-nats``, which republishes segment
+        files).  ``resumed``: frames of this ring may be stored already (a
+        reader that resumed its cursor, a replay): the read-back's first check."""
         self.ring_id = ring_id.hex().encode()
-        self.msg_id_prefix = self.ring_id.decode() + ":"
         # The header block with the constant parts filled in: seq, seq, recv ns.
         self._hdr_fmt = _HDR_FMT.replace(b"%s", self.ring_id, 1).replace(
             b"Capture-Shard: %d", b"Capture-Shard: %d" % self.shard)
-        self._part_hdr_fmt = PART_HDR_FMT.replace(b"%s", self.ring_id, 1).replace(
-            b"Capture-Shard: %d", b"Capture-Shard: %d" % self.shard)
-
-    _closing = False
+        if self.splitter is not None:
+            self.splitter.bind_ring(self.ring_id)
+        self.readback.bind_ring(self.ring_id.decode() + ":", resumed=resumed)
 
     async def _close(self) -> None:
-        self._closing = True
+        self.session.begin_close()
         if self.pipe:
             await self.pipe.close()
-        if self.nc:
-            try:
-                # Bounded: nats-py's close() can wait on a reconnect in progress.
-                await asyncio.wait_for(self.nc.close(), 5.0)
-            except (Exception, asyncio.TimeoutError):  # noqa: BLE001 - closing anyway
-                pass
+        await self.session.close()
         if self.rd:
             self.rd.close()
+
+    # The session's link callbacks: the pipeline exists only once connected.
+    def _link_down(self) -> None:
+        if self.pipe:
+            self.pipe.on_disconnected()
+
+    def _link_up(self) -> None:
+        if self.pipe:
+            self.pipe.on_reconnected()
 
     def _on_commit(self, token: tuple[int, int]) -> None:
         self._pending_commit = token
@@ -402,10 +422,10 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
                 payloads = b.payloads()
                 rd.check(b)
         except Lapped as lap:
-            self._lapped(lap)
+            self.catchup.lapped(lap)
             return False
         except CorruptFrame as bad:
-            self._corrupt(bad)
+            self.catchup.corrupt(bad)
             return False
         if not n:
             if self.stopping.is_set() and rd.producer_stopped() and rd.drained():
@@ -415,7 +435,7 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
         self._empty_since = 0.0
         await self._publish_frames(seqs, tss, types, flags, conns, payloads, ends)
         self.stats["ring_frames"] += n
-        asm = self._asm
+        asm = self.position.asm
         if asm.dropped:       # fragment chains the receiver aborted: not data
             self.stats["aborted_chains"] += len(asm.dropped)
             asm.dropped.clear()
@@ -457,15 +477,21 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
         oversize frames take the general path (_publish)."""
         pipe = self.pipe
         put, has_room = pipe.put, pipe.has_room
-        asm = self._asm
+        pos = self.position
+        asm = pos.asm
         chain_open = asm.open_chain_seq is not None
         hdr_fmt = self._hdr_fmt
-        subject_of = self._subject
+        subject_of = self.router.of
         control = self.control_subject
-        limit = self.nc.max_payload - _OVERHEAD
+        limit = self.session.nc.max_payload - _OVERHEAD
         sample = self._exchange_ts is not None
-        can_split = self.fanout_fn is not None
-        next_seq = self.next_seq
+        can_split = self.splitter is not None
+        # The read-back's state, bound once: ``skip`` is updated in place only
+        # (ReadBack), and the first check is made at most once per ring.
+        readback = self.readback
+        skip = readback.skip
+        checked = readback.checked
+        next_seq = pos.next_seq
         published = 0
         handed = 0
         try:
@@ -489,14 +515,15 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
                         continue
                     mseq, ts, typ, payload = msg.seq, msg.ts, msg.type, bytes(msg.payload)
                 handed += 1
-                if not self._first_checked:
-                    self.next_seq = next_seq
-                    await self._first_check(mseq, ts)
+                if not checked:
+                    pos.next_seq = next_seq
+                    await readback.first_check(mseq, ts)
+                    checked = True
                 if not has_room():
-                    self.next_seq = next_seq
+                    pos.next_seq = next_seq
                     await self._wait_room()
                 commit = (ends[i], seq + 1)
-                if self._skip:
+                if skip:
                     self._publish(mseq, ts, typ, payload, commit)
                     continue
                 if typ == _DATA:
@@ -516,46 +543,16 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
                 put(mseq, subject, payload, hdr_fmt % (mseq, mseq, ts), commit, ts)
                 published += 1
         finally:
-            self.next_seq = next_seq
+            pos.next_seq = next_seq
             self.stats["published"] += published
         return handed
 
     # -- publishing ---------------------------------------------------------------------------
-    def _subject(self, typ: int, payload: bytes) -> bytes:
-        if typ == _CONTROL:
-            return self.control_subject
-        try:
-            s = self.subject_fn(payload)
-        except Exception:  # noqa: BLE001 - a malformed frame must not stop the publisher
-            s = None
-        if s is None:
-            self.stats["unrouted"] += 1
-            return self.unrouted_subject
-        # The cache hit inline (the hot path); a new subject is checked once.
-        b = self._subj_cache.get(s)
-        if b is None:
-            b = self._new_subject(s)
-        if b == self.unrouted_subject:
-            self.stats["unrouted"] += 1
-        return b
-
-    def _new_subject(self, s: str) -> bytes:
-        """Encode and cache a subject; one NATS would refuse -> unrouted (counted)."""
-        if len(self._subj_cache) > 1 << 16:
-            self._subj_cache.clear()
-        b = s.encode()
-        if not _valid_subject(b):
-            self.stats["bad_subject"] += 1
-            b = self.unrouted_subject
-        self._subj_cache[s] = b
-        return b
-
     def _publish(self, seq: int, ts: int, typ: int, payload: bytes | memoryview,
                  commit: tuple[int, int], subject: bytes | None = None) -> None:
         """Publish one whole message.  ``subject`` given: the caller routed it
         (and sampled the exchange lag) already."""
-        if self._skip and seq in self._skip:
-            self._skip.discard(seq)
+        if self.readback.take(seq):
             self.stats["already_stored"] += 1
             self.pipe.ack_local(seq, commit=commit)
             return
@@ -565,27 +562,28 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
                 self._lag_n += 1
                 if not self._lag_n & 15:  # every 16th data frame
                     self._sample_lag(payload, ts)
-            if (typ == _DATA and self.fanout_fn is not None and payload[:1] == b"["
-                    and self._publish_split(seq, ts, payload, commit)):
+            if (typ == _DATA and self.splitter is not None and payload[:1] == b"["
+                    and self.splitter.publish(self.pipe, seq, ts, payload, commit)):
                 return
-            subject = self._subject(typ, payload)
+            subject = self.router.of(typ, payload)
         subject, payload = self._fit(seq, subject, payload)
         self._put(seq, subject, payload, ts, commit)
 
     def _fit(self, seq: int, subject: bytes, payload: bytes, part: str = "") -> tuple[bytes, bytes]:
         """A message larger than the server's max_payload becomes a small
         notice on the control subject (same Msg-Id); the frame stays on disk."""
-        if len(payload) + _OVERHEAD + len(subject) <= self.nc.max_payload:
+        max_payload = self.session.nc.max_payload
+        if len(payload) + _OVERHEAD + len(subject) <= max_payload:
             return subject, payload
         self.stats["oversize"] += 1
         ok, suppressed = _throttle.allow("oversize")
         if ok:      # one per frame: a storm of them is capped (common.log.Throttle)
             log_event(log, "oversize", logging.WARNING, seq=seq, **({"part": part} if part else {}),
-                      bytes=len(payload), max_payload=self.nc.max_payload,
+                      bytes=len(payload), max_payload=max_payload,
                       action="published a notice instead; the frame stays on disk",
                       **({"suppressed": suppressed} if suppressed else {}))
         notice = {"kind": "oversize", "seq": seq, "size": len(payload),
-                  "max_payload": self.nc.max_payload, "subject": subject.decode()}
+                  "max_payload": max_payload, "subject": subject.decode()}
         if part:
             notice["part"] = part
         return self.control_subject, json.dumps(notice).encode()
@@ -603,6 +601,16 @@ class Publisher(NatsSession, SegmentCatchup, SplitPublishing):
             self._lag_ahead += 1
         else:
             self._lag_sum += lag / 1e9
+
+    def _lost(self, first: int, last: int, why: str) -> None:
+        """Frames that can no longer be published: counted, and said on the bus."""
+        n = last - first + 1
+        self.stats["lost"] += n
+        log_event(log, "gap", logging.ERROR, first_seq=first, last_seq=last, frames=n, reason=why)
+        body = json.dumps({"kind": "publisher_gap", "first_seq": first, "last_seq": last,
+                           "reason": why}).encode()
+        # Keyed like the first lost frame: de-duplicated if this is said twice.
+        self._put(first, self.control_subject, body, time.time_ns(), None)
 
     def _put(self, seq: int, subject: bytes, payload: bytes, ts: int, commit: Any) -> None:
         hdr = self._hdr_fmt % (seq, seq, ts)

@@ -10,7 +10,10 @@ per event, each to its own subject (:mod:`flusher.publisher.split`).
 """
 from __future__ import annotations
 
+import collections
 from typing import Callable, NamedTuple
+
+from ring.frame import FrameType
 
 SubjectFn = Callable[[bytes], "str | None"]
 FanoutFn = Callable[[bytes], "list[tuple[str, bytes]] | None"]
@@ -21,6 +24,69 @@ def _valid_subject(b: bytes) -> bool:
     if not b or len(b) > 1024 or any(c in b for c in (b" ", b"\t", b"\r", b"\n", b"*", b">")):
         return False
     return all(b.split(b"."))
+
+
+_CONTROL = int(FrameType.CONTROL)
+
+
+class SubjectRouter:
+    """One shard's subjects as bytes: a frame's (:meth:`of`), an event's of a
+    split frame (:meth:`encode`), with the encoded data subjects cached.
+
+    Owns the cache; counts into the publisher's ``stats``: ``unrouted``
+    (no route, or a subject NATS would refuse) and ``bad_subject`` (the latter).
+
+    Args:
+        subject_fn: the caller's raw payload -> subject or None.
+        control, unrouted: the shard's control subject and the venue's unrouted one.
+        stats: the publisher's counters.
+    """
+
+    def __init__(self, subject_fn: SubjectFn, control: bytes, unrouted: bytes,
+                 stats: collections.Counter[str]) -> None:
+        self.subject_fn = subject_fn
+        self.control, self.unrouted = control, unrouted
+        self.stats = stats
+        self._cache: dict[str, bytes] = {}
+
+    def of(self, typ: int, payload: bytes) -> bytes:
+        """The subject of a whole frame (control frames: the control subject)."""
+        if typ == _CONTROL:
+            return self.control
+        try:
+            s = self.subject_fn(payload)
+        except Exception:  # noqa: BLE001 - a malformed frame must not stop the publisher
+            s = None
+        if s is None:
+            self.stats["unrouted"] += 1
+            return self.unrouted
+        # The cache hit inline (the hot path); a new subject is checked once.
+        b = self._cache.get(s)
+        if b is None:
+            b = self._new(s)
+        if b == self.unrouted:
+            self.stats["unrouted"] += 1
+        return b
+
+    def encode(self, s: str) -> bytes:
+        """A routed subject (an event of a split frame) as bytes, as :meth:`of`."""
+        b = self._cache.get(s)
+        if b is None:
+            b = self._new(s)
+        if b == self.unrouted:
+            self.stats["unrouted"] += 1
+        return b
+
+    def _new(self, s: str) -> bytes:
+        """Encode and cache a subject; one NATS would refuse -> unrouted (counted)."""
+        if len(self._cache) > 1 << 16:
+            self._cache.clear()
+        b = s.encode()
+        if not _valid_subject(b):
+            self.stats["bad_subject"] += 1
+            b = self.unrouted
+        self._cache[s] = b
+        return b
 
 
 class Routing(NamedTuple):

@@ -24,10 +24,13 @@ pipeline's fast ack path (digits only) is unchanged.
 """
 from __future__ import annotations
 
+import collections
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from common.log import Throttle, event as log_event
+from flusher.publisher.pipeline import AckPipeline
+from flusher.publisher.routing import FanoutFn, SubjectRouter
 
 log = logging.getLogger("capture.publisher")
 _throttle = Throttle()      # split_too_many is said per frame: a storm of them is capped
@@ -39,10 +42,15 @@ MAX_PARTS = (1 << PART_BITS) - 1
 # Above every 64-bit ring sequence shifted left by PART_BITS.
 _PART_BASE = 1 << (64 + PART_BITS)
 
-#: Header block of one part; the publisher fills in the ring id and shard once
-#: (see Publisher.bind_ring), then seq, j, seq, recv ns, j, k per part.
+#: Header block of one part; the ring id and shard are filled in once per ring
+#: (SplitPublisher.bind_ring), then seq, j, seq, recv ns, j, k per part.
 PART_HDR_FMT = (b"NATS/1.0\r\nNats-Msg-Id: %s:%d:%d\r\nCapture-Seq: %d\r\nCapture-Recv-Ns: %d\r\n"
                 b"Capture-Shard: %d\r\nCapture-Part: %d/%d\r\n\r\n")
+
+
+#: (seq, subject, body, part "j/k") -> the (subject, body) to publish: the
+#: publisher's size check (an oversize message becomes a notice).
+FitFn = Callable[[int, bytes, bytes, str], "tuple[bytes, bytes]"]
 
 
 def part_key(seq: int, part: int) -> int:
@@ -70,30 +78,51 @@ def key_of_msg_id(rest: str) -> int | None:
     return part_key(seq, part)
 
 
-class SplitPublishing:
-    """Publishing a frame as its k events, for
-    :class:`flusher.publisher.publish.Publisher` (a mixin, as
-    :class:`~flusher.publisher.catchup.SegmentCatchup`: it uses the
-    publisher's pipeline, routing, header template and counters)."""
+class SplitPublisher:
+    """Publishing a frame as its k events (see the module docstring).
 
-    def _subject_bytes(self, s: str) -> bytes:
-        """A routed subject (an event of a split frame) as bytes, as :meth:`_subject`."""
-        b = self._subj_cache.get(s)
-        if b is None:
-            b = self._new_subject(s)
-        if b == self.unrouted_subject:
-            self.stats["unrouted"] += 1
-        return b
+    Owns the per-ring part header template (:meth:`bind_ring`).  Is given,
+    not the publisher, but what it uses: the routing's fan-out, the shard's
+    subjects, the publisher's counters, its size check (``fit``: a message
+    too large for the server becomes a notice) and the read-back's
+    ``already_stored`` (a part found in the stream after a crash).
 
-    def _publish_split(self, seq: int, ts: int, payload: bytes, commit: Any) -> bool:
+    Args:
+        fanout_fn: raw array payload -> its events' (subject, bytes), or None.
+        shard: written in every part's header.
+        router: the shard's subjects (:class:`.routing.SubjectRouter`).
+        stats: the publisher's counters.
+        fit: (seq, subject, body, part) -> (subject, body) to publish.
+        already_stored: pipeline key -> True if the stream holds it (and
+            it is forgotten: it is met once).
+    """
+
+    def __init__(self, fanout_fn: FanoutFn, *, shard: int, router: SubjectRouter,
+                 stats: collections.Counter[str], fit: FitFn,
+                 already_stored: Callable[[int], bool]) -> None:
+        self.fanout_fn = fanout_fn
+        self.shard = shard
+        self._router = router
+        self.stats = stats
+        self._fit = fit
+        self._already_stored = already_stored
+        self._hdr_fmt = PART_HDR_FMT
+
+    def bind_ring(self, ring_hex: bytes) -> None:
+        """Parts from here on are of the ring ``ring_hex`` (its id in hex):
+        the header template with the ring id and shard filled in."""
+        self._hdr_fmt = PART_HDR_FMT.replace(b"%s", ring_hex, 1).replace(
+            b"Capture-Shard: %d", b"Capture-Shard: %d" % self.shard)
+
+    def publish(self, pipe: AckPipeline, seq: int, ts: int, payload: bytes, commit: Any) -> bool:
         """Publish an array frame as one message per event when the routing
         splits it (False: it does not; the caller publishes it whole).
 
         Part j of k: Msg-Id ``<ring id>:<seq>:<j>``, header ``Capture-Part:
         j/k``.  Only the last part carries the commit token, and the pipeline
         commits in submission order, so the cursor passes ``seq`` only when
-        all k are acknowledged.  Parts a read-back found stored (``_skip``,
-        a crash between the parts' acks) are accounted without a publish.
+        all k are acknowledged.  Parts a read-back found stored (a crash
+        between the parts' acks) are accounted without a publish.
         The k messages enter the window together (it may overfill by k - 1)."""
         try:
             parts = self.fanout_fn(payload)
@@ -110,17 +139,16 @@ class SplitPublishing:
                 log_event(log, "split_too_many", logging.WARNING, seq=seq, events=k, max_parts=MAX_PARTS,
                           action="published whole", **({"suppressed": suppressed} if suppressed else {}))
             return False
-        pipe, skip, fmt = self.pipe, self._skip, self._part_hdr_fmt
+        stored, fit, encode, fmt = self._already_stored, self._fit, self._router.encode, self._hdr_fmt
         sent = 0
         for j, (subj, body) in enumerate(parts, 1):
             key = part_key(seq, j)
             c = commit if j == k else None
-            if skip and key in skip:
-                skip.discard(key)
+            if stored(key):
                 self.stats["already_stored"] += 1
                 pipe.ack_local(key, commit=c)
                 continue
-            subject, body = self._fit(seq, self._subject_bytes(subj), body, f"{j}/{k}")
+            subject, body = fit(seq, encode(subj), body, f"{j}/{k}")
             pipe.put(key, subject, body, fmt % (seq, j, seq, ts, j, k), c, ts)
             sent += 1
         self.stats["published"] += sent

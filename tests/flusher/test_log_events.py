@@ -58,10 +58,10 @@ class _Nats:
     max_payload = 1000
 
 
-def _publisher() -> Publisher:
+def _publisher(**kw) -> Publisher:
     pub = Publisher("unused.ring", venue="kraken", shard=3, bus=parse_config({}),
-                    subject_fn=lambda _p: "prod.kraken.trade.X")
-    pub.nc = _Nats()
+                    subject_fn=lambda _p: "prod.kraken.trade.X", **kw)
+    pub.session.nc = _Nats()
     return pub
 
 
@@ -98,11 +98,12 @@ def test_a_frame_with_too_many_events_is_published_whole_and_said_capped(caplog,
     clock = _Clock()
     monkeypatch.setattr(split, "_throttle", Throttle(burst=2, clock=clock))
     monkeypatch.setattr(split, "MAX_PARTS", 2)
-    pub = _publisher()
-    pub.fanout_fn = lambda raw: [("prod.kraken.a", b"1"), ("prod.kraken.b", b"2"), ("prod.kraken.c", b"3")]
+    pub = _publisher(fanout_fn=lambda raw: [("prod.kraken.a", b"1"), ("prod.kraken.b", b"2"),
+                                            ("prod.kraken.c", b"3")])
     with caplog.at_level(logging.WARNING, logger="capture.publisher"):
         for seq in range(4):
-            assert pub._publish_split(seq, 0, b"[1,2,3]", None) is False     # the caller publishes it whole
+            # the caller publishes it whole
+            assert pub.splitter.publish(pub.pipe, seq, 0, b"[1,2,3]", None) is False
     lines = _events(caplog, "split_too_many")
     assert pub.stats["split_too_many"] == 4 and len(lines) == 2
     assert (lines[0].kv["seq"], lines[0].kv["events"], lines[0].kv["max_parts"]) == (0, 3, 2)
