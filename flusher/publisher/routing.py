@@ -60,16 +60,11 @@ class SubjectRouter:
         if s is None:
             self.stats["unrouted"] += 1
             return self.unrouted
-        # The cache hit inline (the hot path); a new subject is checked once.
-        b = self._cache.get(s)
-        if b is None:
-            b = self._new(s)
-        if b == self.unrouted:
-            self.stats["unrouted"] += 1
-        return b
+        return self.encode(s)
 
     def encode(self, s: str) -> bytes:
-        """A routed subject (an event of a split frame) as bytes, as :meth:`of`."""
+        """A routed subject as bytes: a cache hit (the hot path), or a new
+        subject checked once."""
         b = self._cache.get(s)
         if b is None:
             b = self._new(s)
