@@ -95,9 +95,9 @@ _OVERHEAD = 256
 # ring read, a socket write, the acks' reads, nats-server's own per-write
 # work), so at moderate rates a pass per frame took a large share of a
 # core.  2 ms bounds the passes to 500/s and adds at most 2 ms to
-# receive-to-ack; in the whole-shard benchmark at 100,000 frames/s, 1 ms
+# receive-to-ack.  In 5-second whole-shard runs at 100,000 frames/s, 1 ms
 # gave 7.6 us of publisher CPU per frame and a lapped publisher, 2 ms
-# 6.3 us and none (bench/SHARD_RESULTS.md).
+# 6.3 us and none; 4 ms saved nothing more.
 _LINGER_US = 2000.0
 # How long the ring may stay empty before the publisher stops polling it and
 # sleeps on its futex instead (Publisher._idle_ring).
