@@ -91,11 +91,12 @@ BACKOFF_CAP = {"essential": 10.0, "other": 30.0}
 #: increments).  Invariant 2 for the CPU: when a host runs out of CPU, the
 #: receiver and the flusher (capture to disk) win it, and the publisher falls
 #: behind instead; a lapped publisher loses nothing, it catches up from the
-#: segment files once the CPU is free.  At equal priority the whole-shard
-#: benchmark showed the publisher keeping up live at 2 KiB x 100,000/s while
-#: the flusher, starved, let the ring refuse 14% of the frames.  Raising a
-#: nice value needs no privilege; the increment is relative, so a unit's
-#: Nice= still sets the shard's priority among the host's other work.
+#: segment files once the CPU is free.  In the whole-shard benchmark at
+#: 2 KiB x 100,000/s, at equal priority the publisher kept up live while the
+#: ring refused 13.8% of the frames; with these levels it refused 10.6% (the
+#: rest is the disk, taking two 100 MB/s writers there: ours and
+#: nats-server's).  Raising a nice value needs no privilege; the increment is
+#: relative, so a unit's Nice= still sets the shard's priority.
 NICE = {"publisher": 5, "integrity": 10}
 #: The fast stop's bounds (seconds): each child's grace before SIGKILL, and
 #: the wait for the flusher to make room for the records a dead receiver

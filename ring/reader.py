@@ -159,7 +159,8 @@ class Reader:
             neither spin nor yield, sleep on the futex at once.
         linger_us: after ``wait`` had to sleep for a frame, how long it
             sleeps on before returning, so that a batch builds (see
-            :meth:`wait`).
+            :meth:`wait`).  ``read(timeout=...)``, the latency path, never
+            lingers.
 
     Raises:
         ReaderBusy: a live process holds this name.

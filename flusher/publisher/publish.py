@@ -453,7 +453,7 @@ class Publisher:
         thread switches) per wake, which at moderate rates was most of the
         publisher's CPU.  After ``_POLL_FOR`` seconds without a frame it
         sleeps on the ring's futex in a worker thread instead, so an idle
-        publisher does not wake a thousand times a second."""
+        publisher does not wake 500 times a second."""
         now = time.monotonic()
         if not self._empty_since:
             self._empty_since = now
