@@ -57,6 +57,27 @@ def loads(body: bytes | str | dict | list) -> Any:
         raise BadPage(f"not JSON ({exc.msg})") from None
 
 
+def cursor_page(body: bytes | str | dict, *, venue: str, items: str, cursor: str,
+                end: frozenset[str] = frozenset()) -> tuple[list[dict], str | None]:
+    """One page of a cursor-paged list -> ``(its objects, the next cursor)``.
+
+    The next cursor is None at the end: absent, null, empty, or one of the
+    venue's ``end`` markers.  Entries that are not objects are left out.
+
+    Raises:
+        BadPage: no ``items`` list, or a cursor that is not a string.
+    """
+    doc = loads(body)
+    if not isinstance(doc, dict) or not isinstance(doc.get(items), list):
+        raise BadPage(f"{venue} page without a {items} list")
+    nxt = doc.get(cursor)
+    if nxt is not None and not isinstance(nxt, str):
+        raise BadPage(f"{venue} {cursor} is not a string: {nxt!r}")
+    if nxt in end:
+        nxt = None
+    return [m for m in doc[items] if isinstance(m, dict)], (nxt or None)
+
+
 def truthy(v: object) -> bool:
     """Venues send booleans, sometimes as strings."""
     return v is True or (isinstance(v, str) and v.lower() == "true")

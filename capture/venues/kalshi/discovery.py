@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from capture.venues.discovery import (BadPage, CursorPager, RetryPolicy, Units, loads, paginate, symbol_units)
+from capture.venues.discovery import CursorPager, RetryPolicy, Units, cursor_page, paginate, symbol_units
 
 REST = "https://api.elections.kalshi.com/trade-api/v2"
 
@@ -23,13 +23,7 @@ def parse_kalshi_page(body: bytes | dict) -> tuple[list[dict], str | None]:
     Raises:
         BadPage: not the markets shape.
     """
-    doc = loads(body)
-    if not isinstance(doc, dict) or not isinstance(doc.get("markets"), list):
-        raise BadPage("Kalshi page without a markets list")
-    cursor = doc.get("cursor")
-    if cursor is not None and not isinstance(cursor, str):
-        raise BadPage(f"Kalshi cursor is not a string: {cursor!r}")
-    return [m for m in doc["markets"] if isinstance(m, dict)], (cursor or None)
+    return cursor_page(body, venue="Kalshi", items="markets", cursor="cursor")
 
 
 def kalshi_markets(markets: Iterable[dict]) -> list[KalshiMarket]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from capture.venues.discovery import (BadPage, RetryPolicy, Units, json_list, loads, paginate, CursorPager, truthy)
+from capture.venues.discovery import CursorPager, RetryPolicy, Units, cursor_page, json_list, paginate, truthy
 
 REST = "https://gamma-api.polymarket.com"
 
@@ -29,15 +29,8 @@ def parse_gamma_page(body: bytes | dict) -> tuple[list[dict], str | None]:
     Raises:
         BadPage: not the keyset shape.
     """
-    doc = loads(body)
-    if not isinstance(doc, dict) or not isinstance(doc.get("markets"), list):
-        raise BadPage("Gamma keyset page without a markets list")
-    cursor = doc.get("next_cursor")
-    if cursor is not None and not isinstance(cursor, str):
-        raise BadPage(f"Gamma next_cursor is not a string: {cursor!r}")
-    if cursor == _END_CURSOR:
-        cursor = None
-    return [m for m in doc["markets"] if isinstance(m, dict)], (cursor or None)
+    return cursor_page(body, venue="Gamma keyset", items="markets", cursor="next_cursor",
+                       end=frozenset({_END_CURSOR}))
 
 
 

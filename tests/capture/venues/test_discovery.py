@@ -8,7 +8,7 @@ import urllib.parse
 import pytest
 
 from capture.venues import discovery as d
-from capture.venues.discovery import BadPage, CursorPager, DiscoveryError, RetryPolicy
+from capture.venues.discovery import BadPage, CursorPager, DiscoveryError, RetryPolicy, cursor_page
 from capture.venues.kalshi import discovery as kalshi
 from capture.venues.kraken_futures import discovery as futures
 from discovery_helpers import FAST
@@ -64,3 +64,26 @@ def test_every_venue_with_discovery_has_a_rest_url():
     from capture.venues import VENUES
     for name, v in VENUES.items():
         assert v.discover is None or v.rest_url, name
+
+
+@pytest.mark.parametrize("body,want", [
+    (b'{"markets":[{"a":1},2,"x"],"cursor":"c2"}', ([{"a": 1}], "c2")),
+    (b'{"markets":[],"cursor":""}', ([], None)),
+    (b'{"markets":[],"cursor":null}', ([], None)),
+    (b'{"markets":[]}', ([], None)),
+    (b'{"markets":[],"cursor":"END"}', ([], None)),
+])
+def test_cursor_page_reads_objects_and_the_next_cursor(body, want):
+    assert cursor_page(body, venue="V", items="markets", cursor="cursor", end=frozenset({"END"})) == want
+
+
+@pytest.mark.parametrize("body,says", [
+    (b'{"cursor":"c"}', "V page without a markets list"),
+    (b'[]', "V page without a markets list"),
+    (b'{"markets":[],"cursor":7}', "V cursor is not a string: 7"),
+    (b'{"markets":', "not JSON"),
+])
+def test_cursor_page_refuses_another_shape_by_name(body, says):
+    with pytest.raises(BadPage) as ei:
+        cursor_page(body, venue="V", items="markets", cursor="cursor")
+    assert says in str(ei.value)
