@@ -313,28 +313,31 @@ class Replay:
         parts: list[bytes] = []
         size = 0
         head = _frame_head
+
+        async def flush() -> bool:
+            """Write the batch once the socket takes it; False: the client left."""
+            nonlocal n, size
+            if not writable.is_set():
+                await writable.wait()
+            if transport.is_disconnected:
+                return False
+            raw.write(b"".join(parts))
+            n += len(parts) // 2
+            parts.clear()
+            size = 0
+            return True
+
         for m in msgs:
             p = m.payload
             parts.append(head(_OP_BINARY if m.flags & _BINARY else _OP_TEXT, len(p)))
             parts.append(p)
             size += len(p)
             if len(parts) >= 2 * _BATCH or size >= _BATCH_BYTES:
-                if not writable.is_set():
-                    await writable.wait()
-                if transport.is_disconnected:
+                if not await flush():
                     return n, False
-                raw.write(b"".join(parts))
-                n += len(parts) // 2
-                parts.clear()
-                size = 0
                 await asyncio.sleep(0)
-        if parts:
-            if not writable.is_set():
-                await writable.wait()
-            if transport.is_disconnected:
-                return n, False
-            raw.write(b"".join(parts))
-            n += len(parts) // 2
+        if parts and not await flush():
+            return n, False
         return n, True
 
     def index(self) -> bytes:
