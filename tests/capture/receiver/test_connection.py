@@ -27,15 +27,6 @@ from timing import wait_for  # noqa: E402
 TRANSPORTS = ["picows", "websockets"]
 
 
-@pytest.fixture
-def ring_path():
-    d = make_ring_dir()
-    p = os.path.join(d, "shard-0.ring")
-    ring.create(p, 16 << 20).close()
-    yield p
-    cleanup(d)
-
-
 # --------------------------------------------------------------------------
 # The table, without I/O
 # --------------------------------------------------------------------------

@@ -10,19 +10,12 @@ import pytest
 
 from capture.receiver.process import ReceiverConfig  # noqa: E402
 from capture.simulator import Scenario, SimulatorThread  # noqa: E402
-from integrity_helpers import (TRANSPORTS, cleanup, controls, data_in_ring, data_json,  # noqa: E402
-                               new_ring, received, total_sent)
+from integrity_helpers import (TRANSPORTS, controls, data_in_ring, data_json,  # noqa: E402
+                               received, total_sent)
 from receiver_helpers import FAST, Collector, ReceiverThread, assert_exactly_sent  # noqa: E402
 from timing import wait_for  # noqa: E402
 
 V = "kraken_futures"
-
-
-@pytest.fixture
-def ring_path():
-    d, p = new_ring()
-    yield p
-    cleanup(d)
 
 
 def _cfg(ring_path, st, transport="picows", n=3, **kw):

@@ -38,13 +38,6 @@ from timing import timeout, wait_for  # noqa: E402
 TRAILING_ZERO = re.compile(rb'"(?:price|qty)":"?[0-9]+\.[0-9]*0[",}]')
 
 
-@pytest.fixture
-def ring_path():
-    d, p = new_ring()
-    yield p
-    cleanup(d)
-
-
 # --------------------------------------------------------------------------
 # The algorithm against the simulator's books (no I/O)
 # --------------------------------------------------------------------------

@@ -22,19 +22,12 @@ from capture.receiver.lifecycle import Timing  # noqa: E402
 from capture.receiver.process import Receiver, ReceiverConfig  # noqa: E402
 from capture.simulator import Scenario, SimulatorThread  # noqa: E402
 from capture.venues.kalshi.protocol import KeyFileError  # noqa: E402
-from integrity_helpers import (TRANSPORTS, cleanup, controls, data_in_ring, data_json,  # noqa: E402
-                               key_material, new_ring, received, total_sent, write_key)
+from integrity_helpers import (TRANSPORTS, controls, data_in_ring, data_json,  # noqa: E402
+                               key_material, received, total_sent, write_key)
 from receiver_helpers import FAST, Collector, ReceiverThread, assert_exactly_sent  # noqa: E402
 from timing import timeout, wait_for  # noqa: E402
 
 KEY_ID = "kalshi-test-key"
-
-
-@pytest.fixture
-def ring_path():
-    d, p = new_ring()
-    yield p
-    cleanup(d)
 
 
 def _cfg(ring_path, st, key_file, transport="picows", n=3, **kw):

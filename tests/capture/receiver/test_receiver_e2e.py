@@ -4,29 +4,18 @@ the ring exactly once, in order, byte for byte, with the control records at
 the right places."""
 from __future__ import annotations
 
-import os
 
 import orjson
 import pytest
 
 
-import ring  # noqa: E402
 from capture.receiver.process import ReceiverConfig  # noqa: E402
 from capture.simulator import Scenario, SimulatorThread  # noqa: E402
 from receiver_helpers import (CONTROL, DATA, FAST, Collector, ReceiverThread,  # noqa: E402
-                              assert_exactly_sent, cleanup, make_ring_dir, sessions)
+                              assert_exactly_sent, sessions)
 from timing import wait_for  # noqa: E402
 
 TRANSPORTS = ["picows", "websockets"]
-
-
-@pytest.fixture
-def ring_path():
-    d = make_ring_dir()
-    p = os.path.join(d, "shard-0.ring")
-    ring.create(p, 16 << 20).close()
-    yield p
-    cleanup(d)
 
 
 def _run(ring_path, cfg, until):

@@ -10,30 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import queue
 import threading
 
 import pytest
 import websockets.asyncio.server
 
-import ring
 from capture.receiver.process import ReceiverConfig
 from capture.simulator import Scenario, SimulatorThread
 from receiver_helpers import (CONTROL, DATA, FAST, Collector, ReceiverThread,
-                              assert_exactly_sent, cleanup, control_records, make_ring_dir)
+                              assert_exactly_sent, control_records)
 from timing import timeout, wait_for
 
 TRANSPORTS = ["picows", "websockets"]
-
-
-@pytest.fixture
-def ring_path():
-    d = make_ring_dir()
-    p = os.path.join(d, "shard-0.ring")
-    ring.create(p, 16 << 20).close()
-    yield p
-    cleanup(d)
 
 
 def _data_in_ring(col: Collector) -> int:
