@@ -10,7 +10,6 @@ leaves /metrics and /healthz answering and SIGTERM obeyed; once the receiver
 is killed and restarted the shard captures again and the repair is on disk.
 """
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -24,36 +23,14 @@ import ring
 from common.errors import RingDamaged
 from faultshard import assert_sequences_whole, controls, figures
 from flusher.segments import read as segread
+from seqlock_harness import GEN_OFF, pair_gen, pair_kill, proc_state  # noqa: F401 - pair_kill: fixture
 from timing import timeout, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GEN_OFF = 128 + 16  # H_PAIR_GEN (csrc/layout.h)
 
 
-def _gen(path):
-    with open(path, "rb") as f:
-        f.seek(GEN_OFF)
-        return struct.unpack("<I", f.read(4))[0]
 
-
-def _state(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]
-
-
-@pytest.fixture(scope="module")
-def pair_kill(tmp_path_factory):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler for the seqlock harness")
-    out = str(tmp_path_factory.mktemp("harness") / "pair_kill")
-    csrc = os.path.join(ROOT, "csrc")
-    subprocess.run([cc, "-O1", "-std=gnu11", "-I", csrc, "-o", out,
-                    os.path.join(ROOT, "tests", "ring", "harness", "pair_kill.c"),
-                    os.path.join(csrc, "crc32c.c")], check=True)
-    return out
 
 
 def test_producer_sigkilled_in_the_window_with_a_live_flusher(tmp_path, pair_kill):
@@ -69,8 +46,8 @@ def test_producer_sigkilled_in_the_window_with_a_live_flusher(tmp_path, pair_kil
     try:
         wait_for(lambda: any(r["alive"] for r in ring.stats(path)["readers"]), 60, "the flusher attached")
         harness = subprocess.Popen([pair_kill, path, "50"])
-        wait_for(lambda: _state(harness.pid) == "T", 30, "the harness stopped inside the window")
-        assert _gen(path) % 2 == 1
+        wait_for(lambda: proc_state(harness.pid) == "T", 30, "the harness stopped inside the window")
+        assert pair_gen(path) % 2 == 1
         os.kill(harness.pid, signal.SIGKILL)
         harness.wait()
         t0 = time.monotonic()
@@ -82,7 +59,7 @@ def test_producer_sigkilled_in_the_window_with_a_live_flusher(tmp_path, pair_kil
         for i in range(20):
             p.write(b"after %d" % i)
         p.close()
-        assert _gen(path) % 2 == 0
+        assert pair_gen(path) % 2 == 0
         flusher.send_signal(signal.SIGTERM)
         assert flusher.wait(timeout(60)) == 0
     finally:
@@ -111,7 +88,7 @@ def test_receiver_stalled_in_the_window_under_capture_run(make_shard, nats_srv):
     try:
         with open(sh.ring_path, "r+b") as f:  # ... between the odd and the even store
             f.seek(GEN_OFF)
-            f.write(struct.pack("<I", _gen(sh.ring_path) | 1))
+            f.write(struct.pack("<I", pair_gen(sh.ring_path) | 1))
         with pytest.raises(RingDamaged):
             ring.stats(sh.ring_path)
         code, body = sh.get("/healthz")   # the supervisor answers: nothing held its thread
@@ -143,7 +120,7 @@ def test_shard_starts_on_a_ring_left_damaged(make_shard, nats_srv):
     assert sh.stop() == 0
     with open(sh.ring_path, "r+b") as f:
         f.seek(GEN_OFF)
-        f.write(struct.pack("<I", _gen(sh.ring_path) | 1))
+        f.write(struct.pack("<I", pair_gen(sh.ring_path) | 1))
     with pytest.raises(RingDamaged):
         ring.stats(sh.ring_path)
     sh2 = make_shard(f'servers = ["{nats_srv.url}"]', ring_dir=sh.ring_dir)
@@ -170,9 +147,9 @@ def test_receiver_dead_inside_the_window_at_sigterm(make_shard, nats_srv):
         os.kill(receiver, signal.SIGSTOP)
         with open(sh.ring_path, "r+b") as f:
             f.seek(GEN_OFF)
-            f.write(struct.pack("<I", _gen(sh.ring_path) | 1))
+            f.write(struct.pack("<I", pair_gen(sh.ring_path) | 1))
         os.kill(receiver, signal.SIGKILL)
-        wait_for(lambda: _state(receiver) == "Z", 30, "the receiver dead")
+        wait_for(lambda: proc_state(receiver) == "Z", 30, "the receiver dead")
         sh.proc.send_signal(signal.SIGTERM)
     finally:
         os.kill(sh.proc.pid, signal.SIGCONT)

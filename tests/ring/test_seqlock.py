@@ -6,7 +6,6 @@ claims): they give up after a bound with RingDamaged.  The next producer
 repairs the generation from a consistent pair; no sequence is reused.
 """
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -17,36 +16,13 @@ import pytest
 import ring
 from common.errors import RingDamaged
 from ring import FrameType
+from seqlock_harness import GEN_OFF, pair_gen, pair_kill, proc_state  # noqa: F401 - pair_kill: fixture
 from timing import wait_for
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CAP = 1 << 16
-GEN_OFF = 128 + 16  # H_PAIR_GEN (csrc/layout.h)
 
 
-def _state(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]
 
-
-@pytest.fixture(scope="module")
-def pair_kill(tmp_path_factory):
-    """The C harness that stops itself inside the seqlock window."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler for the seqlock harness")
-    out = str(tmp_path_factory.mktemp("harness") / "pair_kill")
-    csrc = os.path.join(ROOT, "csrc")
-    subprocess.run([cc, "-O1", "-std=gnu11", "-I", csrc, "-o", out,
-                    os.path.join(ROOT, "tests", "ring", "harness", "pair_kill.c"),
-                    os.path.join(csrc, "crc32c.c")], check=True)
-    return out
-
-
-def _gen(path):
-    with open(path, "rb") as f:
-        f.seek(GEN_OFF)
-        return struct.unpack("<I", f.read(4))[0]
 
 
 def test_odd_generation_is_reported_not_waited_on(ring_path):
@@ -55,13 +31,13 @@ def test_odd_generation_is_reported_not_waited_on(ring_path):
         p.write(b"one")
     with open(ring_path, "r+b") as f:  # as if a writer stopped mid-update
         f.seek(GEN_OFF)
-        f.write(struct.pack("<I", _gen(ring_path) | 1))
+        f.write(struct.pack("<I", pair_gen(ring_path) | 1))
     with pytest.raises(RingDamaged, match="head seqlock"):
         ring.stats(ring_path)
     with pytest.raises(RingDamaged):
         ring.Reader(ring_path, "late", tethered=True)
     p = ring.Producer(ring_path)   # repairs it
-    assert _gen(ring_path) % 2 == 0
+    assert pair_gen(ring_path) % 2 == 0
     assert ring.stats(ring_path)["next_seq"] >= 2
     p.close()
 
@@ -71,8 +47,8 @@ def test_producer_killed_inside_the_seqlock_window(ring_path, pair_kill):
     rd = ring.Reader(ring_path, "flusher", tethered=True)
     proc = subprocess.Popen([pair_kill, ring_path, "5"])
     try:
-        wait_for(lambda: _state(proc.pid) == "T", what="harness stopped inside the seqlock window")
-        assert _gen(ring_path) % 2 == 1
+        wait_for(lambda: proc_state(proc.pid) == "T", what="harness stopped inside the seqlock window")
+        assert pair_gen(ring_path) % 2 == 1
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.kill()
@@ -88,7 +64,7 @@ def test_producer_killed_inside_the_seqlock_window(ring_path, pair_kill):
         ring.Reader(ring_path, "publisher", tethered=False)
     # The next producer repairs the pair and records what happened.
     p = ring.Producer(ring_path)
-    assert _gen(ring_path) % 2 == 0
+    assert pair_gen(ring_path) % 2 == 0
     p.write(b"after repair")
     frames = []
     while True:
