@@ -90,3 +90,24 @@ def test_summary_names_the_sustained_rates_and_ratios():
     assert "sustained at 256 B: capture 5000.0/s, peer none/s" in text
     assert "live publish rate: 10000 frames/s (the 10000/s step at 256 B)" in text
     assert "matplotlib" not in sys.modules
+
+
+def test_capacity_arithmetic_uses_the_steps_own_cpu_window():
+    """Cores busy come from the CPU the step used over its window (per
+    message on disk), not from the offered rate, which a step that drains
+    long after its send would overstate; the floor and the target lines
+    follow from the same figures."""
+    fast = _step(100_000.0)                    # 4 + 3 + 0.5 = 7.5 us per message
+    fast["frames"] = 1_000_000
+    fast["disk"]["blast"] = 1_000_000
+    fast["events"]["cpu_window_s"] = 15.0      # the send took 10 s, the drain 5 more
+    results = {"steps": [_step(10_000.0), fast], "host": {"cores": "2"},
+               "floor": [{"mode": "ack+msgid", "nats_cpu_us": 2.0, "rate": 300_000.0}]}
+    text = "\n".join(rep.capacity_lines(results))
+    assert "capacity at 100000/s, 256 B: capture 4.00 + nats-server 3.00 + load driver 0.50 = 7.50 us" in text
+    assert "0.50 of 2 cores busy" in text      # 7.5 us x 1e6 messages / 15 s, not 0.75
+    assert "runs out at 266,667/s" in text
+    # the aim (5 us) + the floor (2 us) + the driver (0.5 us)
+    assert "7.50 us per message, the CPU runs out at 266,667/s" in text
+    assert "100,000/s needs 0.75 of 2 cores" in text
+    assert rep.capacity_lines({"steps": [fast]}) == []   # no host: nothing to say
